@@ -1,0 +1,20 @@
+//! webgpu-llm: run Llama-family GGUF language models in the browser (WebGPU or CPU) and natively.
+//!
+//! Where things live:
+//! - `gguf`      — the GGUF file reader (metadata, tensor table, zero-copy tensor views)
+//! - `quant`     — GGML block formats and their CPU dequantization
+//! - `model`     — hyper-parameters (`Config`) and CPU weights (`Weights`) of the Llama family
+//! - `tokenizer` — text ↔ token ids (HF `tokenizers`) and the chat template (minijinja)
+//! - `cpu`       — the f32 reference forward pass with its KV cache: the oracle for every kernel
+//! - `sampler`   — `SamplingParams` and the `Sampler` (temperature, top-k/p, min-p, penalties, seed)
+//! - `engine`    — `Engine`: prompt → prefill → decode loop → streamed text, with chat sessions
+//! - `error`     — the one `Error` type, with stable codes
+
+pub mod backend;
+pub mod cpu;
+pub mod error;
+pub mod gguf;
+pub mod model;
+pub mod quant;
+
+pub use error::{Error, Result};

@@ -1,0 +1,174 @@
+//! Hyper-parameters of a Llama-family model, read from GGUF metadata.
+
+use crate::error::{Error, Result};
+use crate::gguf::Gguf;
+
+/// The architectures this runtime implements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    /// Llama 2/3, SmolLM, TinyLlama, Mistral: no attention biases, "normal" RoPE.
+    Llama,
+    /// Qwen2 / Qwen2.5: biases on q/k/v, NeoX-style RoPE.
+    Qwen2,
+}
+
+/// How RoPE pairs up the dimensions of a head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RopeStyle {
+    /// Adjacent pairs (x[2i], x[2i+1]): GGUF Llama files have q/k permuted for this.
+    Normal,
+    /// Halves (x[i], x[i + d/2]), as in GPT-NeoX and Qwen2.
+    Neox,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Config {
+    pub arch: Arch,
+    /// `general.name`, for display.
+    pub name: String,
+    pub n_layers: usize,
+    pub d_model: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub ffn_dim: usize,
+    pub vocab_size: usize,
+    /// The context length the model was trained for.
+    pub context_length: usize,
+    pub rope_base: f32,
+    /// Dimensions of each head that RoPE rotates (the rest pass through).
+    pub rope_dim: usize,
+    /// Linear RoPE scaling: positions are divided by this factor.
+    pub rope_linear_scale: f32,
+    pub rope_style: RopeStyle,
+    pub rms_eps: f32,
+    /// The output projection is the token embedding (no `output.weight`).
+    pub tied_embeddings: bool,
+    /// q/k/v projections have biases.
+    pub attn_bias: bool,
+}
+
+/// Refuse dimensions beyond what any real model has: they only come from hostile files and would
+/// drive huge allocations.
+const MAX_DIM: u64 = 1 << 20;
+
+impl Config {
+    pub fn from_gguf(g: &Gguf) -> Result<Config> {
+        let arch_name = g.str("general.architecture")?;
+        let arch = match arch_name {
+            "llama" => Arch::Llama,
+            "qwen2" => Arch::Qwen2,
+            other => {
+                return Err(Error::UnsupportedModel(format!(
+                    "architecture {other:?} is not supported (supported: llama, qwen2)"
+                )))
+            }
+        };
+        let key = |k: &str| format!("{arch_name}.{k}");
+        let dim = |k: &str| -> Result<usize> {
+            let v = g.u64(&key(k))?;
+            if v == 0 || v > MAX_DIM {
+                return Err(Error::BadModel(format!("{} = {v} is out of range", key(k))));
+            }
+            Ok(v as usize)
+        };
+        let n_layers = dim("block_count")?;
+        let d_model = dim("embedding_length")?;
+        let n_heads = dim("attention.head_count")?;
+        let n_kv_heads = match g.u64_opt(&key("attention.head_count_kv"))? {
+            Some(_) => dim("attention.head_count_kv")?,
+            None => n_heads,
+        };
+        let head_dim = match g.u64_opt(&key("attention.key_length"))? {
+            Some(_) => dim("attention.key_length")?,
+            None => d_model / n_heads,
+        };
+        if let Some(v) = g.u64_opt(&key("attention.value_length"))? {
+            if v as usize != head_dim {
+                return Err(Error::UnsupportedModel(format!(
+                    "value head size {v} differs from key head size {head_dim}"
+                )));
+            }
+        }
+        if n_heads % n_kv_heads != 0 {
+            return Err(Error::BadModel(format!(
+                "{n_heads} attention heads cannot be grouped over {n_kv_heads} KV heads"
+            )));
+        }
+        if head_dim % 2 != 0 {
+            return Err(Error::BadModel(format!("head size {head_dim} is odd")));
+        }
+        let rope_dim = match g.u64_opt(&key("rope.dimension_count"))? {
+            Some(v) if v as usize <= head_dim && v % 2 == 0 => v as usize,
+            Some(v) => return Err(Error::BadModel(format!("rope.dimension_count {v} is invalid"))),
+            None => head_dim,
+        };
+        let rope_linear_scale = match g.get(&key("rope.scaling.type")).and_then(|v| v.as_str()) {
+            None | Some("none") => 1.0,
+            Some("linear") => positive(g.f64_opt(&key("rope.scaling.factor"))?.unwrap_or(1.0), "rope.scaling.factor")?,
+            Some(other) => {
+                return Err(Error::UnsupportedModel(format!("RoPE scaling {other:?} is not supported")))
+            }
+        };
+        let rope_base = positive(g.f64_opt(&key("rope.freq_base"))?.unwrap_or(10_000.0), "rope.freq_base")?;
+        let rms_eps = positive(
+            g.f64_opt(&key("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5),
+            "attention.layer_norm_rms_epsilon",
+        )?;
+        let context_length = dim("context_length")?;
+
+        let embd = g
+            .tensor_info("token_embd.weight")
+            .ok_or_else(|| Error::BadModel("tensor token_embd.weight is missing".into()))?;
+        if embd.dims.len() != 2 || embd.dims[0] != d_model as u64 {
+            return Err(Error::BadModel(format!(
+                "token_embd.weight has shape {:?}, expected [{d_model}, vocab]",
+                embd.dims
+            )));
+        }
+        let vocab_size = embd.dims[1] as usize;
+
+        Ok(Config {
+            arch,
+            name: g.get("general.name").and_then(|v| v.as_str()).unwrap_or(arch_name).to_string(),
+            n_layers,
+            d_model,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            ffn_dim: dim("feed_forward_length")?,
+            vocab_size,
+            context_length,
+            rope_base,
+            rope_dim,
+            rope_linear_scale,
+            rope_style: match arch {
+                Arch::Llama => RopeStyle::Normal,
+                Arch::Qwen2 => RopeStyle::Neox,
+            },
+            rms_eps,
+            tied_embeddings: g.tensor_info("output.weight").is_none(),
+            attn_bias: arch == Arch::Qwen2,
+        })
+    }
+
+    /// Width of the K (and V) vectors of one position.
+    pub fn kv_dim(&self) -> usize {
+        self.n_kv_heads * self.head_dim
+    }
+
+    /// Width of the Q vector (and of the attention output).
+    pub fn q_dim(&self) -> usize {
+        self.n_heads * self.head_dim
+    }
+}
+
+fn positive(v: f64, what: &str) -> Result<f32> {
+    if v.is_finite() && v > 0.0 && v < f32::MAX as f64 {
+        Ok(v as f32)
+    } else {
+        Err(Error::BadModel(format!("{what} = {v} is not a positive number")))
+    }
+}

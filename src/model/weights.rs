@@ -1,0 +1,133 @@
+//! The tensors of a Llama-family model: their GGUF names, the shapes the config implies, and a
+//! generic container that each backend fills with its own tensor type (CPU: f32 matrices).
+
+use crate::error::{Error, Result};
+use crate::gguf::{Gguf, TensorView};
+use crate::model::Config;
+
+/// One transformer block's tensors.
+#[derive(Debug)]
+pub struct Layer<T> {
+    pub attn_norm: T,
+    pub wq: T,
+    pub wk: T,
+    pub wv: T,
+    pub wo: T,
+    pub bq: Option<T>,
+    pub bk: Option<T>,
+    pub bv: Option<T>,
+    pub ffn_norm: T,
+    pub w_gate: T,
+    pub w_up: T,
+    pub w_down: T,
+}
+
+/// All tensors of the model.
+#[derive(Debug)]
+pub struct Weights<T> {
+    pub embed: T,
+    pub layers: Vec<Layer<T>>,
+    pub out_norm: T,
+    /// `None` when the output projection is tied to `embed`.
+    pub output: Option<T>,
+    /// Llama 3 RoPE frequency factors (one per rotated pair), when the file has them.
+    pub rope_freqs: Option<T>,
+}
+
+impl<'a> Weights<TensorView<'a>> {
+    /// Find every tensor the config needs and check its shape.
+    pub fn from_gguf(g: &'a Gguf<'a>, c: &Config) -> Result<Self> {
+        let (d, q, kv, f, v) = (c.d_model, c.q_dim(), c.kv_dim(), c.ffn_dim, c.vocab_size);
+        let get = |name: &str, shape: &[usize]| -> Result<TensorView<'a>> {
+            let t = g.tensor(name).ok_or_else(|| Error::BadModel(format!("tensor {name} is missing")))?;
+            check_shape(t, shape)?;
+            Ok(t)
+        };
+        let opt = |name: &str, shape: &[usize]| -> Result<Option<TensorView<'a>>> {
+            match g.tensor(name) {
+                None => Ok(None),
+                Some(_) => get(name, shape).map(Some),
+            }
+        };
+        let mut layers = Vec::with_capacity(c.n_layers);
+        for i in 0..c.n_layers {
+            let n = |s: &str| format!("blk.{i}.{s}");
+            let bias = |s: &str, len: usize| -> Result<Option<TensorView<'a>>> {
+                if c.attn_bias {
+                    get(&n(s), &[len]).map(Some)
+                } else {
+                    opt(&n(s), &[len])
+                }
+            };
+            layers.push(Layer {
+                attn_norm: get(&n("attn_norm.weight"), &[d])?,
+                wq: get(&n("attn_q.weight"), &[d, q])?,
+                wk: get(&n("attn_k.weight"), &[d, kv])?,
+                wv: get(&n("attn_v.weight"), &[d, kv])?,
+                wo: get(&n("attn_output.weight"), &[q, d])?,
+                bq: bias("attn_q.bias", q)?,
+                bk: bias("attn_k.bias", kv)?,
+                bv: bias("attn_v.bias", kv)?,
+                ffn_norm: get(&n("ffn_norm.weight"), &[d])?,
+                w_gate: get(&n("ffn_gate.weight"), &[d, f])?,
+                w_up: get(&n("ffn_up.weight"), &[d, f])?,
+                w_down: get(&n("ffn_down.weight"), &[f, d])?,
+            });
+        }
+        Ok(Weights {
+            embed: get("token_embd.weight", &[d, v])?,
+            layers,
+            out_norm: get("output_norm.weight", &[d])?,
+            output: opt("output.weight", &[d, v])?,
+            rope_freqs: opt("rope_freqs.weight", &[c.rope_dim / 2])?,
+        })
+    }
+}
+
+impl<T> Weights<T> {
+    /// Convert every tensor with `f`, keeping the structure (how a backend loads the model).
+    pub fn try_map<U>(&self, mut f: impl FnMut(&T) -> Result<U>) -> Result<Weights<U>> {
+        let opt = |t: &Option<T>, f: &mut dyn FnMut(&T) -> Result<U>| t.as_ref().map(f).transpose();
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for l in &self.layers {
+            layers.push(Layer {
+                attn_norm: f(&l.attn_norm)?,
+                wq: f(&l.wq)?,
+                wk: f(&l.wk)?,
+                wv: f(&l.wv)?,
+                wo: f(&l.wo)?,
+                bq: opt(&l.bq, &mut f)?,
+                bk: opt(&l.bk, &mut f)?,
+                bv: opt(&l.bv, &mut f)?,
+                ffn_norm: f(&l.ffn_norm)?,
+                w_gate: f(&l.w_gate)?,
+                w_up: f(&l.w_up)?,
+                w_down: f(&l.w_down)?,
+            });
+        }
+        Ok(Weights {
+            embed: f(&self.embed)?,
+            layers,
+            out_norm: f(&self.out_norm)?,
+            output: opt(&self.output, &mut f)?,
+            rope_freqs: opt(&self.rope_freqs, &mut f)?,
+        })
+    }
+
+    /// The output projection: `output`, or the embedding when tied.
+    pub fn lm_head(&self) -> &T {
+        self.output.as_ref().unwrap_or(&self.embed)
+    }
+}
+
+/// `shape` is in ggml order (the contiguous dimension first).
+fn check_shape(t: TensorView, shape: &[usize]) -> Result<()> {
+    let dims = &t.info.dims;
+    if dims.len() != shape.len() || dims.iter().zip(shape).any(|(&a, &b)| a != b as u64) {
+        return Err(Error::BadModel(format!(
+            "tensor {} has shape {dims:?}, the config implies {shape:?}",
+            t.info.name
+        )));
+    }
+    Ok(())
+}

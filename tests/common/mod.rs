@@ -1,0 +1,42 @@
+//! Paths shared by the integration tests: the default model and llama.cpp's golden outputs.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// The default model, fetched by `scripts/fetch-model.sh` (override with WEBGPU_LLM_MODEL).
+pub fn model_path() -> PathBuf {
+    std::env::var_os("WEBGPU_LLM_MODEL").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
+    })
+}
+
+pub fn model_bytes() -> Vec<u8> {
+    let p = model_path();
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e} (run scripts/fetch-model.sh)", p.display()))
+}
+
+/// `../shared/golden` beside the checkout (override with WEBGPU_LLM_GOLDEN).
+pub fn golden_dir() -> PathBuf {
+    std::env::var_os("WEBGPU_LLM_GOLDEN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/golden"))
+}
+
+pub fn golden_json(name: &str) -> serde_json::Value {
+    let p = golden_dir().join(name);
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Raw little-endian f32 file.
+pub fn golden_f32(name: &str) -> Vec<f32> {
+    let p = golden_dir().join(name);
+    let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+}
+
+pub const PROMPTS: [&str; 6] = ["chat_capital", "chat_haiku", "chat_math", "raw_code", "raw_facts", "raw_story"];
+
+pub fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+}
