@@ -16,5 +16,6 @@ pub mod error;
 pub mod gguf;
 pub mod model;
 pub mod quant;
+pub mod sampler;
 
 pub use error::{Error, Result};
