@@ -11,11 +11,13 @@
 //! - `error`     — the one `Error` type, with stable codes
 
 pub mod backend;
+pub mod engine;
 pub mod cpu;
 pub mod error;
 pub mod gguf;
 pub mod model;
 pub mod quant;
 pub mod sampler;
+pub mod tokenizer;
 
 pub use error::{Error, Result};

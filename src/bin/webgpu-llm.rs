@@ -1,1 +1,346 @@
-fn main() {}
+//! `webgpu-llm`: the native command line over the same Engine the browser uses.
+
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::process::ExitCode;
+
+use web_time::Instant;
+use webgpu_llm::engine::{BackendKind, Chat, Engine, EngineOptions, Generation};
+use webgpu_llm::sampler::SamplingParams;
+use webgpu_llm::tokenizer::Message;
+use webgpu_llm::{Error, Result};
+
+const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+const USAGE: &str = "\
+usage: webgpu-llm <command> [options]
+
+commands:
+  generate  (--prompt TEXT | --chat TEXT) [sampling] [--json]
+                                  continue raw text, or answer TEXT as one chat message
+  chat      [--system TEXT] [sampling]
+                                  interactive chat that keeps its context (/reset, /quit)
+  tokenize  --text TEXT [--no-parse-special]
+                                  print the token ids as a JSON array (no BOS added)
+  bench     [--prompt-tokens 128] [--gen-tokens 64] [--json]
+                                  prefill and decode speed, greedy
+  info                            print the model's configuration as JSON
+
+common options:
+  --model PATH          GGUF file (default models/SmolLM2-135M-Instruct.Q4_1.gguf)
+  --tokenizer PATH      a HF tokenizer.json to use instead of the GGUF vocabulary
+  --backend cpu|gpu     forward-pass backend (default cpu; gpu is not implemented yet)
+  --context N           KV-cache capacity in tokens (default min(model context, 4096))
+
+sampling options (applied in this order; see src/sampler.rs):
+  --logit-bias ID=B     add B to token ID's logit (repeatable; B may be -inf)
+  --repeat-penalty R    --repeat-last-n N   --frequency-penalty F   --presence-penalty P
+  --top-k K             --temperature T (0 = greedy)   --top-p P   --min-p M
+  --seed S              --max-tokens N      --stop TEXT (repeatable)
+";
+
+/// Options that take no value.
+const SWITCHES: &[&str] = &["--json", "--no-parse-special", "--help"];
+
+struct Args {
+    command: String,
+    values: HashMap<String, Vec<String>>,
+}
+
+impl Args {
+    fn parse() -> Result<Args> {
+        let mut it = std::env::args().skip(1);
+        let command = it.next().unwrap_or_else(|| "--help".into());
+        let mut values: HashMap<String, Vec<String>> = HashMap::new();
+        while let Some(arg) = it.next() {
+            if !arg.starts_with("--") {
+                return Err(Error::InvalidArgument(format!("unexpected argument {arg:?}")));
+            }
+            let value = if SWITCHES.contains(&arg.as_str()) {
+                String::new()
+            } else {
+                it.next().ok_or_else(|| Error::InvalidArgument(format!("{arg} needs a value")))?
+            };
+            values.entry(arg).or_default().push(value);
+        }
+        Ok(Args { command, values })
+    }
+
+    fn flag(&self, name: &str) -> bool {
+        self.values.contains_key(name)
+    }
+
+    fn str(&self, name: &str) -> Option<&str> {
+        self.values.get(name).and_then(|v| v.last()).map(String::as_str)
+    }
+
+    fn all(&self, name: &str) -> &[String] {
+        self.values.get(name).map_or(&[], Vec::as_slice)
+    }
+
+    fn num<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>> {
+        self.str(name)
+            .map(|v| v.parse().map_err(|_| Error::InvalidArgument(format!("{name}: {v:?} is not a valid number"))))
+            .transpose()
+    }
+
+    /// Refuse options this command does not know, so a typo is not silently ignored.
+    fn only(&self, allowed: &[&str]) -> Result<()> {
+        let common = ["--model", "--tokenizer", "--backend", "--context", "--help"];
+        match self.values.keys().find(|k| !allowed.contains(&k.as_str()) && !common.contains(&k.as_str())) {
+            Some(k) => Err(Error::InvalidArgument(format!("{} does not take {k}", self.command))),
+            None => Ok(()),
+        }
+    }
+
+    fn sampling(&self) -> Result<SamplingParams> {
+        let mut p = SamplingParams::default();
+        macro_rules! set {
+            ($flag:literal, $field:ident) => {
+                if let Some(v) = self.num($flag)? {
+                    p.$field = v;
+                }
+            };
+        }
+        set!("--temperature", temperature);
+        set!("--top-k", top_k);
+        set!("--top-p", top_p);
+        set!("--min-p", min_p);
+        set!("--repeat-penalty", repetition_penalty);
+        set!("--repeat-last-n", repeat_last_n);
+        set!("--frequency-penalty", frequency_penalty);
+        set!("--presence-penalty", presence_penalty);
+        set!("--max-tokens", max_tokens);
+        p.seed = self.num("--seed")?;
+        p.stop = self.all("--stop").to_vec();
+        for b in self.all("--logit-bias") {
+            let parsed = b.split_once('=').and_then(|(id, v)| Some((id.parse().ok()?, v.parse().ok()?)));
+            p.logit_bias.push(parsed.ok_or_else(|| Error::InvalidArgument(format!("--logit-bias {b:?}: want ID=BIAS")))?);
+        }
+        p.validate()?;
+        Ok(p)
+    }
+}
+
+const SAMPLING_FLAGS: &[&str] = &[
+    "--temperature",
+    "--top-k",
+    "--top-p",
+    "--min-p",
+    "--repeat-penalty",
+    "--repeat-last-n",
+    "--frequency-penalty",
+    "--presence-penalty",
+    "--max-tokens",
+    "--seed",
+    "--stop",
+    "--logit-bias",
+];
+
+fn load(args: &Args) -> Result<(Engine, f64)> {
+    let path = args.str("--model").unwrap_or(DEFAULT_MODEL);
+    let backend = match args.str("--backend").unwrap_or("cpu") {
+        "cpu" => BackendKind::Cpu,
+        "gpu" => BackendKind::Gpu,
+        other => return Err(Error::InvalidArgument(format!("--backend {other:?}: want cpu or gpu"))),
+    };
+    let started = Instant::now();
+    let bytes = std::fs::read(path).map_err(|e| Error::Io(format!("{path}: {e}")))?;
+    let tokenizer_json = match args.str("--tokenizer") {
+        Some(p) => Some(std::fs::read(p).map_err(|e| Error::Io(format!("{p}: {e}")))?),
+        None => None,
+    };
+    let options = EngineOptions { backend, context_size: args.num("--context")?, tokenizer_json };
+    let engine = Engine::load(&bytes, &options)?;
+    Ok((engine, started.elapsed().as_secs_f64()))
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error [{}]: {e}", e.code());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let args = Args::parse()?;
+    if args.flag("--help") || matches!(args.command.as_str(), "--help" | "-h" | "help") {
+        print!("{USAGE}");
+        return Ok(());
+    }
+    match args.command.as_str() {
+        "generate" => generate(&args),
+        "chat" => chat(&args),
+        "tokenize" => tokenize(&args),
+        "bench" => bench(&args),
+        "info" => info(&args),
+        other => Err(Error::InvalidArgument(format!("unknown command {other:?} (see --help)"))),
+    }
+}
+
+fn generate(args: &Args) -> Result<()> {
+    args.only(&[SAMPLING_FLAGS, &["--prompt", "--chat", "--json"]].concat())?;
+    let params = args.sampling()?;
+    let (mut engine, _) = load(args)?;
+    let prompt = match (args.str("--prompt"), args.str("--chat")) {
+        (Some(text), None) => engine.encode_prompt(text)?,
+        (None, Some(text)) => engine.encode_chat(&[Message { role: "user".into(), content: text.into() }])?,
+        _ => return Err(Error::InvalidArgument("generate needs exactly one of --prompt and --chat".into())),
+    };
+    let json = args.flag("--json");
+    let mut out = std::io::stdout();
+    let gen = engine.generate(&prompt, &params, &mut |t| {
+        if !json {
+            print!("{}", t.text);
+            let _ = out.flush();
+        }
+        true
+    })?;
+    if json {
+        let report = serde_json::json!({
+            "prompt_tokens": gen.prompt_tokens,
+            "tokens": gen.tokens,
+            "text": gen.text,
+            "finish_reason": gen.finish_reason,
+            "prefill_tokens_per_s": gen.prefill_tokens_per_s(),
+            "decode_tokens_per_s": gen.decode_tokens_per_s(),
+            "backend": engine.backend_name(),
+        });
+        println!("{report}");
+    } else {
+        println!();
+    }
+    Ok(())
+}
+
+fn chat(args: &Args) -> Result<()> {
+    args.only(&[SAMPLING_FLAGS, &["--system"]].concat())?;
+    let params = args.sampling()?;
+    let (mut engine, secs) = load(args)?;
+    eprintln!(
+        "{} loaded in {secs:.1}s on the {} backend; {} tokens of context. /reset starts over, /quit leaves.",
+        engine.config().name,
+        engine.backend_name(),
+        engine.context_size()
+    );
+    let system = args.str("--system");
+    let mut chat = Chat::new(system);
+    let stdin = std::io::stdin();
+    let mut out = std::io::stdout();
+    loop {
+        print!("> ");
+        let _ = out.flush();
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line)? == 0 {
+            println!();
+            return Ok(());
+        }
+        let line = line.trim();
+        match line {
+            "" => continue,
+            "/quit" | "/exit" => return Ok(()),
+            "/reset" => {
+                chat = Chat::new(system);
+                engine.reset();
+                continue;
+            }
+            _ => {}
+        }
+        let result = chat.send(&mut engine, line, &params, &mut |t| {
+            print!("{}", t.text);
+            let _ = out.flush();
+            true
+        });
+        match result {
+            Ok(gen) => eprintln!("\n[{} tokens, {:.1} tokens/s]", gen.tokens.len(), gen.decode_tokens_per_s()),
+            Err(e @ Error::ContextOverflow { .. }) => eprintln!("\n{e}; /reset to start a new chat"),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn tokenize(args: &Args) -> Result<()> {
+    args.only(&["--text", "--no-parse-special"])?;
+    let text = args.str("--text").ok_or_else(|| Error::InvalidArgument("tokenize needs --text".into()))?;
+    let path = args.str("--model").unwrap_or(DEFAULT_MODEL);
+    let bytes = std::fs::read(path).map_err(|e| Error::Io(format!("{path}: {e}")))?;
+    let gguf = webgpu_llm::gguf::Gguf::parse(&bytes)?;
+    let tokenizer = match args.str("--tokenizer") {
+        Some(p) => webgpu_llm::tokenizer::Tokenizer::from_json(&std::fs::read(p)?, &gguf)?,
+        None => webgpu_llm::tokenizer::Tokenizer::from_gguf(&gguf)?,
+    };
+    let ids = tokenizer.encode(text, !args.flag("--no-parse-special"))?;
+    println!("{}", serde_json::to_string(&ids).expect("ids serialize"));
+    Ok(())
+}
+
+fn bench(args: &Args) -> Result<()> {
+    args.only(&["--prompt-tokens", "--gen-tokens", "--json"])?;
+    let prompt_tokens: usize = args.num("--prompt-tokens")?.unwrap_or(128);
+    let gen_tokens: usize = args.num("--gen-tokens")?.unwrap_or(64);
+    if prompt_tokens == 0 || gen_tokens == 0 {
+        return Err(Error::InvalidArgument("--prompt-tokens and --gen-tokens must be at least 1".into()));
+    }
+    let (mut engine, load_secs) = load(args)?;
+    // A fixed English text, repeated as needed and cut to exactly the asked length.
+    let text = "The quick brown fox jumps over the lazy dog while the river runs past the old mill. ";
+    let unit = engine.encode_prompt(text)?;
+    let prompt: Vec<u32> = unit.iter().cycle().take(prompt_tokens).copied().collect();
+    // Greedy, and end-of-generation tokens banned so that exactly gen_tokens come out.
+    let params = SamplingParams {
+        temperature: 0.0,
+        max_tokens: gen_tokens,
+        logit_bias: engine.tokenizer().eog_ids().iter().map(|&id| (id, f32::NEG_INFINITY)).collect(),
+        ..SamplingParams::default()
+    };
+    let mut first_token: Option<f64> = None;
+    let started = Instant::now();
+    let gen: Generation = engine.generate(&prompt, &params, &mut |_| {
+        first_token.get_or_insert_with(|| started.elapsed().as_secs_f64());
+        true
+    })?;
+    let report = serde_json::json!({
+        "model": engine.config().name,
+        "backend": engine.backend_name(),
+        "threads": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "load_s": load_secs,
+        "prompt_tokens": gen.prefill_tokens,
+        "generated_tokens": gen.tokens.len(),
+        "time_to_first_token_s": first_token.unwrap_or(0.0),
+        "prefill_tokens_per_s": gen.prefill_tokens_per_s(),
+        "decode_tokens_per_s": gen.decode_tokens_per_s(),
+    });
+    if args.flag("--json") {
+        println!("{report}");
+    } else {
+        println!(
+            "{} on {}: load {:.2}s, prefill {} tokens at {:.1} tokens/s, decode {} tokens at {:.1} tokens/s, first token after {:.3}s",
+            report["model"].as_str().unwrap_or(""),
+            engine.backend_name(),
+            load_secs,
+            gen.prefill_tokens,
+            gen.prefill_tokens_per_s(),
+            gen.tokens.len(),
+            gen.decode_tokens_per_s(),
+            first_token.unwrap_or(0.0)
+        );
+    }
+    Ok(())
+}
+
+fn info(args: &Args) -> Result<()> {
+    args.only(&[])?;
+    let (engine, _) = load(args)?;
+    let report = serde_json::json!({
+        "config": engine.config(),
+        "backend": engine.backend_name(),
+        "context_size": engine.context_size(),
+        "eog_ids": engine.tokenizer().eog_ids(),
+        "chat_template": engine.template().source(),
+    });
+    println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
+    Ok(())
+}

@@ -1,0 +1,408 @@
+//! The engine: a loaded model (config, tokenizer, chat template, backend) and the generation loop.
+//!
+//! One generation: prompt ids → reuse the longest prefix already in the KV cache → prefill the
+//! rest → decode loop (sample, detokenize, stream, feed back) → stop on an end-of-generation token,
+//! a stop string, `max_tokens`, a full context, or the caller's request.
+
+use web_time::Instant;
+
+use crate::backend::Backend;
+use crate::cpu::CpuModel;
+use crate::error::{Error, Result};
+use crate::gguf::Gguf;
+use crate::model::{Config, Weights};
+use crate::sampler::{Sampler, SamplingParams};
+use crate::tokenizer::{ChatTemplate, Detokenizer, Message, Tokenizer};
+
+/// Which forward-pass implementation runs the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    #[default]
+    Cpu,
+    Gpu,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct EngineOptions {
+    pub backend: BackendKind,
+    /// KV-cache capacity in positions; default min(model context, 4096).
+    pub context_size: Option<usize>,
+    /// A HF `tokenizer.json` to use instead of the GGUF vocabulary.
+    #[serde(skip)]
+    pub tokenizer_json: Option<Vec<u8>>,
+}
+
+/// Why generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FinishReason {
+    /// An end-of-generation token, a stop token or a stop string.
+    Stop,
+    /// `max_tokens` reached, or the context is full.
+    Length,
+    /// The caller asked to stop.
+    Abort,
+}
+
+/// One generated token as it is streamed.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TokenEvent<'a> {
+    pub id: u32,
+    /// The text this token completes; may be empty (a partial UTF-8 character, a held-back
+    /// possible stop string) and may include text held back from earlier tokens.
+    pub text: &'a str,
+    /// Probability of this token in the final sampling distribution.
+    pub prob: f32,
+    /// Log-probability under the model's raw distribution (temperature 1, no penalties).
+    pub logprob: f32,
+}
+
+/// The outcome of one generation.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Generation {
+    pub prompt_tokens: Vec<u32>,
+    /// Generated ids, without the end-of-generation or stop token that ended them.
+    pub tokens: Vec<u32>,
+    /// Generated text, without any stop string.
+    pub text: String,
+    pub finish_reason: FinishReason,
+    /// Prompt tokens whose K/V were already cached and were not run again.
+    pub reused_tokens: usize,
+    /// Prompt tokens run through the model.
+    pub prefill_tokens: usize,
+    pub prefill_secs: f64,
+    pub decode_secs: f64,
+}
+
+impl Generation {
+    pub fn prefill_tokens_per_s(&self) -> f64 {
+        rate(self.prefill_tokens, self.prefill_secs)
+    }
+
+    /// Tokens fed back through the model per second during decoding.
+    pub fn decode_tokens_per_s(&self) -> f64 {
+        rate(self.tokens.len().saturating_sub(1), self.decode_secs)
+    }
+}
+
+fn rate(n: usize, secs: f64) -> f64 {
+    if secs > 0.0 {
+        n as f64 / secs
+    } else {
+        0.0
+    }
+}
+
+pub struct Engine {
+    config: Config,
+    tokenizer: Tokenizer,
+    template: ChatTemplate,
+    backend: Box<dyn Backend>,
+    /// The tokens whose K/V are in the backend's cache, in order.
+    context: Vec<u32>,
+}
+
+impl Engine {
+    /// Parse a GGUF file and load the model onto the chosen backend.
+    pub fn load(bytes: &[u8], options: &EngineOptions) -> Result<Engine> {
+        let gguf = Gguf::parse(bytes)?;
+        let config = Config::from_gguf(&gguf)?;
+        let tokenizer = match &options.tokenizer_json {
+            Some(json) => Tokenizer::from_json(json, &gguf)?,
+            None => Tokenizer::from_gguf(&gguf)?,
+        };
+        if tokenizer.vocab_size() > config.vocab_size {
+            return Err(Error::BadModel(format!(
+                "the tokenizer has {} tokens but the embedding only {}",
+                tokenizer.vocab_size(),
+                config.vocab_size
+            )));
+        }
+        let template = ChatTemplate::from_gguf(&gguf, &tokenizer)?;
+        let capacity = match options.context_size {
+            Some(0) => return Err(Error::InvalidArgument("context_size must be at least 1".into())),
+            Some(n) => n.min(config.context_length),
+            None => config.context_length.min(4096),
+        };
+        let tensors = Weights::from_gguf(&gguf, &config)?;
+        let backend: Box<dyn Backend> = match options.backend {
+            BackendKind::Cpu => Box::new(CpuModel::new(&config, &tensors, capacity)?),
+            BackendKind::Gpu => {
+                return Err(Error::NoWebGpu("the GPU backend is not implemented yet; use the CPU backend".into()))
+            }
+        };
+        Ok(Engine { config, tokenizer, template, backend, context: Vec::new() })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    pub fn template(&self) -> &ChatTemplate {
+        &self.template
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    /// KV-cache capacity in positions.
+    pub fn context_size(&self) -> usize {
+        self.backend.capacity()
+    }
+
+    /// Tokens currently held in the KV cache.
+    pub fn cached_tokens(&self) -> &[u32] {
+        &self.context
+    }
+
+    /// Forget the KV cache.
+    pub fn reset(&mut self) {
+        self.backend.truncate(0);
+        self.context.clear();
+    }
+
+    /// Token ids of raw text (with the BOS token when the model wants one). Control-token text is
+    /// plain text here.
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids = Vec::new();
+        if self.tokenizer.add_bos() {
+            ids.extend(self.tokenizer.bos_id());
+        }
+        ids.extend(self.tokenizer.encode(text, false)?);
+        Ok(ids)
+    }
+
+    /// Token ids of a conversation rendered with the model's chat template, ready for the
+    /// assistant's answer.
+    pub fn encode_chat(&self, messages: &[Message]) -> Result<Vec<u32>> {
+        let text = self.template.render(messages, true)?;
+        let mut ids = self.tokenizer.encode(&text, true)?;
+        // Templates usually write the BOS text themselves; add it only when they did not.
+        if let (true, Some(bos)) = (self.tokenizer.add_bos(), self.tokenizer.bos_id()) {
+            if ids.first() != Some(&bos) {
+                ids.insert(0, bos);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Generate a continuation of `prompt`, streaming each token to `on_token`, which returns
+    /// `false` to stop. The KV cache keeps the prompt and the generated tokens, so a following
+    /// call that extends them (the next chat turn) only runs the new tokens.
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        params: &SamplingParams,
+        on_token: &mut dyn FnMut(&TokenEvent) -> bool,
+    ) -> Result<Generation> {
+        params.validate()?;
+        if prompt.is_empty() {
+            return Err(Error::InvalidArgument("the prompt is empty".into()));
+        }
+        let capacity = self.backend.capacity();
+        if prompt.len() > capacity {
+            return Err(Error::ContextOverflow { needed: prompt.len(), capacity });
+        }
+        if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= self.config.vocab_size) {
+            return Err(Error::InvalidArgument(format!("token id {bad} is outside the vocabulary")));
+        }
+        let mut sampler = Sampler::new(params.clone())?;
+
+        // Reuse the cached prefix, but always run at least one token to get logits.
+        let reused = common_prefix(&self.context, prompt).min(prompt.len() - 1);
+        self.backend.truncate(reused);
+        self.context.truncate(reused);
+
+        let started = Instant::now();
+        let logits = run(&mut *self.backend, &mut self.context, &prompt[reused..])?;
+        let prefill_secs = started.elapsed().as_secs_f64();
+
+        let mut gen = Generation {
+            prompt_tokens: prompt.to_vec(),
+            tokens: Vec::new(),
+            text: String::new(),
+            finish_reason: FinishReason::Length,
+            reused_tokens: reused,
+            prefill_tokens: prompt.len() - reused,
+            prefill_secs,
+            decode_secs: 0.0,
+        };
+        let mut stream = TextStream::new(&self.tokenizer, &params.stop);
+        let mut history = prompt.to_vec();
+        let mut logits = logits;
+        let started = Instant::now();
+        loop {
+            let s = sampler.sample(&logits, &history)?;
+            if self.tokenizer.eog_ids().contains(&s.id) || params.stop_token_ids.contains(&s.id) {
+                gen.finish_reason = FinishReason::Stop;
+                break;
+            }
+            gen.tokens.push(s.id);
+            history.push(s.id);
+            let (piece, hit_stop) = stream.push(s.id);
+            let event = TokenEvent { id: s.id, text: &piece, prob: s.prob, logprob: s.logprob_raw };
+            let go_on = on_token(&event);
+            if hit_stop {
+                gen.finish_reason = FinishReason::Stop;
+                break;
+            }
+            if !go_on {
+                gen.finish_reason = FinishReason::Abort;
+                break;
+            }
+            if gen.tokens.len() >= params.max_tokens || self.context.len() >= capacity {
+                gen.finish_reason = FinishReason::Length;
+                break;
+            }
+            logits = run(&mut *self.backend, &mut self.context, &[s.id])?;
+        }
+        gen.decode_secs = started.elapsed().as_secs_f64();
+        let tail = stream.finish();
+        if !tail.is_empty() {
+            // The last piece held back for a possible stop string turned out to be plain text.
+            on_token(&TokenEvent { id: *gen.tokens.last().unwrap_or(&0), text: &tail, prob: 1.0, logprob: 0.0 });
+        }
+        gen.text = stream.text;
+        Ok(gen)
+    }
+
+}
+
+/// Run tokens through the backend, keeping `context` in step with its cache even on error.
+fn run(backend: &mut dyn Backend, context: &mut Vec<u32>, tokens: &[u32]) -> Result<Vec<f32>> {
+    match backend.forward(tokens) {
+        Ok(logits) => {
+            context.extend_from_slice(tokens);
+            Ok(logits)
+        }
+        Err(e) => {
+            backend.truncate(context.len());
+            Err(e)
+        }
+    }
+}
+
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// Turns generated ids into text pieces: UTF-8 safe, and never emitting any part of a stop
+/// string (text that could be the start of one is held back until it is decided).
+struct TextStream<'a> {
+    detok: Detokenizer<'a>,
+    stop: &'a [String],
+    /// All visible text so far.
+    text: String,
+    /// How much of `text` has been handed out.
+    emitted: usize,
+    /// A stop string was found: nothing more is shown.
+    stopped: bool,
+}
+
+impl<'a> TextStream<'a> {
+    fn new(tokenizer: &'a Tokenizer, stop: &'a [String]) -> Self {
+        TextStream { detok: Detokenizer::new(tokenizer), stop, text: String::new(), emitted: 0, stopped: false }
+    }
+
+    /// Add a token; returns the text that can be shown now, and whether a stop string appeared
+    /// (then `text` ends just before it).
+    fn push(&mut self, id: u32) -> (String, bool) {
+        self.text.push_str(&self.detok.push(id));
+        let pending = &self.text[self.emitted..];
+        if let Some(at) = self.stop.iter().filter_map(|s| pending.find(s.as_str())).min() {
+            self.text.truncate(self.emitted + at);
+            self.stopped = true;
+            return (self.take(self.text.len()), true);
+        }
+        let hold = held_back(pending, self.stop);
+        (self.take(self.text.len() - hold), false)
+    }
+
+    fn take(&mut self, end: usize) -> String {
+        let piece = self.text[self.emitted..end].to_string();
+        self.emitted = end;
+        piece
+    }
+
+    /// What is still held back when generation ends: it was not a stop string after all.
+    fn finish(&mut self) -> String {
+        if !self.stopped {
+            self.text.push_str(&self.detok.flush());
+        }
+        self.take(self.text.len())
+    }
+}
+
+/// Length of the longest suffix of `text` that is a proper prefix of a stop string.
+fn held_back(text: &str, stop: &[String]) -> usize {
+    text.char_indices()
+        .map(|(i, _)| &text[i..])
+        .find(|suffix| stop.iter().any(|s| s.len() > suffix.len() && s.starts_with(suffix)))
+        .map_or(0, str::len)
+}
+
+/// A conversation whose turns share the engine's KV cache: each turn only runs its new tokens.
+#[derive(Clone, Debug, Default)]
+pub struct Chat {
+    pub messages: Vec<Message>,
+}
+
+impl Chat {
+    pub fn new(system: Option<&str>) -> Chat {
+        let messages = system
+            .map(|s| vec![Message { role: "system".into(), content: s.into() }])
+            .unwrap_or_default();
+        Chat { messages }
+    }
+
+    /// Add the user's message, generate the assistant's answer, and keep both in the history.
+    pub fn send(
+        &mut self,
+        engine: &mut Engine,
+        user: &str,
+        params: &SamplingParams,
+        on_token: &mut dyn FnMut(&TokenEvent) -> bool,
+    ) -> Result<Generation> {
+        self.messages.push(Message { role: "user".into(), content: user.into() });
+        let result = engine.encode_chat(&self.messages).and_then(|p| engine.generate(&p, params, on_token));
+        match result {
+            Ok(gen) => {
+                self.messages.push(Message { role: "assistant".into(), content: gen.text.clone() });
+                Ok(gen)
+            }
+            Err(e) => {
+                self.messages.pop();
+                Err(e)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_back_is_the_longest_suffix_that_starts_a_stop_string() {
+        let stop = vec!["\nUser:".to_string(), "END".to_string()];
+        assert_eq!(held_back("hello\nUs", &stop), 3);
+        assert_eq!(held_back("hello E", &stop), 1);
+        assert_eq!(held_back("hello", &stop), 0);
+        assert_eq!(held_back("é\n", &stop), 1);
+        assert_eq!(held_back("", &stop), 0);
+    }
+
+    #[test]
+    fn common_prefix_counts_equal_leading_ids() {
+        assert_eq!(common_prefix(&[1, 2, 3], &[1, 2, 4, 5]), 2);
+        assert_eq!(common_prefix(&[], &[1]), 0);
+        assert_eq!(common_prefix(&[1, 2], &[1, 2]), 2);
+    }
+}

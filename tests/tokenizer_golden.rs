@@ -1,0 +1,204 @@
+//! The tokenizer and chat template against llama.cpp's tokenization and HF's rendering of the
+//! default model's prompts.
+
+mod common;
+use common::*;
+use webgpu_llm::gguf::writer::GgufWriter;
+use webgpu_llm::gguf::{Gguf, Value};
+use webgpu_llm::tokenizer::{ChatTemplate, Detokenizer, Message, Tokenizer};
+use webgpu_llm::Error;
+
+fn tokenizer(bytes: &[u8]) -> Tokenizer {
+    Tokenizer::from_gguf(&Gguf::parse(bytes).unwrap()).unwrap()
+}
+
+#[test]
+fn reproduces_every_llama_cpp_tokenizer_case() {
+    let bytes = model_bytes();
+    let tok = tokenizer(&bytes);
+    let cases = golden_json("tokenizer_cases.json");
+    let cases = cases["cases"].as_array().unwrap();
+    assert!(cases.len() >= 30);
+    for case in cases {
+        let text = case["text"].as_str().unwrap();
+        assert_eq!(tok.encode(text, true).unwrap(), ids(&case["ids_parse_special"]), "parse_special: {text:?}");
+        let plain = ids(&case["ids_no_parse_special"]);
+        assert_eq!(tok.encode(text, false).unwrap(), plain, "no_parse_special: {text:?}");
+        // Plain-text ids spell the text's bytes exactly, and decode back to it.
+        let spelled: Vec<u8> = plain.iter().flat_map(|&id| tok.token_bytes(id).to_vec()).collect();
+        assert_eq!(spelled, text.as_bytes(), "bytes of {text:?}");
+        assert_eq!(tok.decode(&plain, false), text);
+        assert_eq!(tok.decode(&ids(&case["ids_parse_special"]), true), text);
+    }
+}
+
+#[test]
+fn special_ids_of_the_default_model() {
+    let bytes = model_bytes();
+    let tok = tokenizer(&bytes);
+    assert_eq!((tok.vocab_size(), tok.bos_id(), tok.eos_id(), tok.add_bos()), (49152, Some(1), Some(2), false));
+    // <|endoftext|> and <|im_end|>.
+    assert_eq!(tok.eog_ids(), &[0, 2]);
+    assert!(tok.is_control(1) && !tok.is_control(100));
+    assert_eq!(tok.token_text(1), Some("<|im_start|>"));
+    assert!(tok.token_bytes(1).is_empty());
+}
+
+#[test]
+fn golden_prompts_render_and_tokenize_exactly() {
+    let bytes = model_bytes();
+    let g = Gguf::parse(&bytes).unwrap();
+    let tok = Tokenizer::from_gguf(&g).unwrap();
+    let template = ChatTemplate::from_gguf(&g, &tok).unwrap();
+    for name in PROMPTS {
+        let golden = golden_json(&format!("{name}.json"));
+        let text = golden["prompt_text"].as_str().unwrap();
+        if golden["kind"] == "chat" {
+            let messages: Vec<Message> = serde_json::from_value(golden["messages"].clone()).unwrap();
+            assert_eq!(template.render(&messages, true).unwrap(), text, "{name}: rendered prompt");
+        }
+        assert_eq!(tok.encode(text, true).unwrap(), ids(&golden["prompt_token_ids"]), "{name}: prompt ids");
+    }
+}
+
+#[test]
+fn detokenizer_emits_split_characters_once_and_whole() {
+    let bytes = model_bytes();
+    let tok = tokenizer(&bytes);
+    let text = "Grüße 🦀🦀 日本語のテキスト — ok ✓ 😀";
+    let ids = tok.encode(text, false).unwrap();
+    let mut d = Detokenizer::new(&tok);
+    let pieces: Vec<String> = ids.iter().map(|&id| d.push(id)).collect();
+    assert_eq!(d.flush(), "");
+    assert_eq!(pieces.concat(), text);
+    assert!(pieces.iter().all(|p| !p.contains('\u{FFFD}')));
+    // Some character really was split across tokens (its first tokens gave nothing).
+    assert!(pieces.iter().any(String::is_empty), "{pieces:?}");
+    // Bytes that can never form a character become U+FFFD, then decoding goes on.
+    let lone = ids.iter().copied().find(|&id| tok.token_bytes(id).first().is_some_and(|b| *b >= 0xF0)).unwrap();
+    let mut d = Detokenizer::new(&tok);
+    assert_eq!(d.push(lone), "");
+    let space = tok.encode(" x", false).unwrap();
+    assert_eq!(d.push(space[0]), "\u{FFFD} x");
+    assert_eq!(d.push(lone), "");
+    assert_eq!(d.flush(), "\u{FFFD}");
+}
+
+#[test]
+fn chat_template_behaves_like_transformers() {
+    let t = ChatTemplate::new(
+        "{% if messages[0]['role'] != 'user' %}{{ raise_exception('first message must be the user') }}{% endif %}\n{% for m in messages %}\n  [{{ m['role'].upper() }}] {{ m['content'].strip() }}\n{% endfor %}\n",
+        "<s>",
+        "</s>",
+    )
+    .unwrap();
+    let user = Message { role: "user".into(), content: "  hi there  ".into() };
+    // Expected outputs are Python jinja2's (trim_blocks=True, lstrip_blocks=True), as transformers
+    // renders: block lines vanish, the indentation before an expression stays.
+    assert_eq!(t.render(std::slice::from_ref(&user), false).unwrap(), "  [USER] hi there\n");
+    let indented = ChatTemplate::new(
+        "{% for m in messages %}\n    {% if m.role == 'user' %}\n  U:{{ m.content }}\n    {% endif %}\n{% endfor %}",
+        "",
+        "",
+    )
+    .unwrap();
+    let a = Message { role: "user".into(), content: "a".into() };
+    assert_eq!(indented.render(&[a], false).unwrap(), "  U:a\n");
+    let system = Message { role: "system".into(), content: "x".into() };
+    match t.render(&[system], false) {
+        Err(Error::InvalidArgument(m)) => assert!(m.contains("first message must be the user"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    let bos = ChatTemplate::new("{{ bos_token }}{{ eos_token }}{{ add_generation_prompt }}", "<s>", "</s>").unwrap();
+    assert_eq!(bos.render(&[], true).unwrap(), "<s></s>True");
+    // ChatML fallback.
+    let chatml = ChatTemplate::new(webgpu_llm::tokenizer::CHATML_TEMPLATE, "", "").unwrap();
+    assert_eq!(
+        chatml.render(&[user], true).unwrap(),
+        "<|im_start|>user\n  hi there  <|im_end|>\n<|im_start|>assistant\n"
+    );
+    // Syntax errors are the model's fault.
+    assert!(matches!(ChatTemplate::new("{% for %}", "", ""), Err(Error::BadModel(_))));
+}
+
+#[test]
+fn hostile_templates_are_stopped() {
+    let cases = [
+        "{% for i in range(100000000) %}{% for j in range(100000000) %}x{% endfor %}{% endfor %}",
+        "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+    ];
+    for src in cases {
+        let t = ChatTemplate::new(src, "", "").unwrap();
+        assert!(matches!(t.render(&[], true), Err(Error::InvalidArgument(_))), "{src}");
+    }
+}
+
+/// A tiny SentencePiece-style vocabulary (the Llama 2 kind), built by hand.
+fn spm_model() -> Vec<u8> {
+    let mut tokens: Vec<&str> = vec!["<unk>", "<s>", "</s>"];
+    let bytes: Vec<String> = (0..256).map(|b| format!("<0x{b:02X}>")).collect();
+    tokens.extend(bytes.iter().map(String::as_str));
+    let words = ["▁", "h", "e", "l", "o", "w", "r", "d", "ll", "▁h", "he", "llo", "▁he", "▁hello", "▁w", "or", "▁wor", "ld", "▁world"];
+    tokens.extend(words);
+    let mut types = vec![2u32, 3, 3];
+    types.extend(std::iter::repeat_n(6, 256));
+    types.extend(std::iter::repeat_n(1, words.len()));
+    // Longer pieces score higher, so they merge first.
+    let scores: Vec<f32> = tokens.iter().enumerate().map(|(i, t)| if i < 259 { 0.0 } else { t.chars().count() as f32 }).collect();
+    let mut w = GgufWriter::default();
+    w.kv("tokenizer.ggml.model", Value::String("llama".into()))
+        .kv("tokenizer.ggml.tokens", Value::Array(tokens.iter().map(|t| Value::String(t.to_string())).collect()))
+        .kv("tokenizer.ggml.token_type", Value::Array(types.into_iter().map(Value::U32).collect()))
+        .kv("tokenizer.ggml.scores", Value::Array(scores.into_iter().map(Value::F32).collect()))
+        .kv("tokenizer.ggml.bos_token_id", Value::U32(1))
+        .kv("tokenizer.ggml.eos_token_id", Value::U32(2))
+        .kv("tokenizer.ggml.unknown_token_id", Value::U32(0));
+    w.to_bytes()
+}
+
+#[test]
+fn sentencepiece_vocabulary_with_byte_fallback() {
+    let bytes = spm_model();
+    let tok = tokenizer(&bytes);
+    let id = |t: &str| tok.encode_id_of(t);
+    assert!(tok.add_bos());
+    assert_eq!(tok.eog_ids(), &[2]);
+    // " hello world" after the SentencePiece prefix space; "é" is not in the vocabulary and falls
+    // back to its two UTF-8 bytes.
+    let ids = tok.encode("hello world é", false).unwrap();
+    let want = vec![id("▁hello"), id("▁world"), id("▁"), 3 + 0xC3, 3 + 0xA9];
+    assert_eq!(ids, want);
+    assert_eq!(tok.decode(&ids, false), "hello world é");
+    // Control text is only special when asked.
+    assert_eq!(tok.encode("</s>", true).unwrap(), vec![2]);
+    assert_ne!(tok.encode("</s>", false).unwrap(), vec![2]);
+}
+
+trait IdOf {
+    fn encode_id_of(&self, text: &str) -> u32;
+}
+
+impl IdOf for Tokenizer {
+    fn encode_id_of(&self, text: &str) -> u32 {
+        (0..self.vocab_size() as u32).find(|&i| self.token_text(i) == Some(text)).unwrap()
+    }
+}
+
+#[test]
+fn bad_tokenizer_metadata_is_rejected() {
+    let with = |edit: &dyn Fn(&mut GgufWriter)| {
+        let mut w = GgufWriter::default();
+        w.kv("tokenizer.ggml.model", Value::String("gpt2".into()))
+            .kv("tokenizer.ggml.tokens", Value::Array(vec![Value::String("a".into()), Value::String("b".into()), Value::String("ab".into())]))
+            .kv("tokenizer.ggml.merges", Value::Array(vec![Value::String("a b".into())]));
+        edit(&mut w);
+        let b = w.to_bytes();
+        Tokenizer::from_gguf(&Gguf::parse(&b).unwrap()).err()
+    };
+    assert!(with(&|_| {}).is_none());
+    assert!(matches!(with(&|w| { w.kv("tokenizer.ggml.token_type", Value::Array(vec![Value::I32(1)])); }), Some(Error::BadModel(_))));
+    assert!(matches!(with(&|w| { w.kv("tokenizer.ggml.eos_token_id", Value::U32(7)); }), Some(Error::BadModel(_))));
+    assert!(matches!(with(&|w| w.metadata[2].1 = Value::Array(vec![Value::String("a c".into())])), Some(Error::BadModel(_))));
+    assert!(matches!(with(&|w| w.metadata[0].1 = Value::String("bert".into())), Some(Error::UnsupportedModel(m)) if m.contains("bert")));
+    assert!(matches!(with(&|w| { w.kv("tokenizer.ggml.pre", Value::String("mystery".into())); }), Some(Error::UnsupportedModel(m)) if m.contains("mystery")));
+}
