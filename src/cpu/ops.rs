@@ -76,10 +76,11 @@ fn threads() -> usize {
 }
 
 /// Run `work` on every task, on scoped threads natively (one task stays on this thread).
-fn parallel<T: Send>(mut tasks: Vec<T>, work: impl Fn(T) + Sync) {
+fn parallel<T: Send>(tasks: Vec<T>, work: impl Fn(T) + Sync) {
     #[cfg(not(target_arch = "wasm32"))]
     if tasks.len() > 1 {
-        let first = tasks.remove(0);
+        let mut tasks = tasks.into_iter();
+        let first = tasks.next().expect("more than one task");
         std::thread::scope(|s| {
             for t in tasks {
                 let work = &work;

@@ -1,0 +1,161 @@
+//! The engine on the default model: greedy output against llama.cpp, chat turns that reuse the KV
+//! cache, stop strings, limits, seeds, abort.
+
+mod common;
+use common::*;
+use webgpu_llm::engine::{BackendKind, Chat, Engine, EngineOptions, FinishReason};
+use webgpu_llm::sampler::SamplingParams;
+use webgpu_llm::tokenizer::Message;
+use webgpu_llm::Error;
+
+fn engine(context: Option<usize>) -> Engine {
+    let options = EngineOptions { context_size: context, ..EngineOptions::default() };
+    Engine::load(&model_bytes(), &options).unwrap()
+}
+
+fn greedy(max_tokens: usize) -> SamplingParams {
+    SamplingParams { temperature: 0.0, max_tokens, ..SamplingParams::default() }
+}
+
+fn user(text: &str) -> Message {
+    Message { role: "user".into(), content: text.into() }
+}
+
+#[test]
+fn chat_answer_matches_llama_cpp_and_stops_at_end_of_turn() {
+    let mut e = engine(None);
+    let g = golden_json("chat_capital.json");
+    let prompt = e.encode_chat(&[user("What is the capital of France?")]).unwrap();
+    assert_eq!(prompt, ids(&g["prompt_token_ids"]));
+    let mut streamed = String::new();
+    let gen = e
+        .generate(&prompt, &greedy(48), &mut |t| {
+            streamed.push_str(t.text);
+            true
+        })
+        .unwrap();
+    let r = &g["f32_reference"];
+    let eog_at = r["first_eog_index"].as_u64().unwrap() as usize;
+    assert_eq!(gen.tokens, ids(&r["generated_token_ids"])[..eog_at]);
+    assert_eq!(gen.text, r["generated_text_until_eog"].as_str().unwrap());
+    assert_eq!(gen.text, "The capital of France is Paris.");
+    assert_eq!((gen.finish_reason, streamed), (FinishReason::Stop, gen.text.clone()));
+}
+
+/// A second turn runs only its new tokens, and gives exactly what a fresh engine computes from
+/// scratch for the same conversation.
+#[test]
+fn chat_turns_reuse_the_kv_cache() {
+    let mut e = engine(None);
+    let mut chat = Chat::new(None);
+    let params = greedy(24);
+    let first = chat.send(&mut e, "What is the capital of France?", &params, &mut |_| true).unwrap();
+    assert_eq!(first.reused_tokens, 0);
+    let second = chat.send(&mut e, "And of Germany?", &params, &mut |_| true).unwrap();
+    let total = second.prompt_tokens.len();
+    // Everything of turn one (prompt and answer) was cached; only the new message ran.
+    assert!(second.reused_tokens >= first.prompt_tokens.len() + first.tokens.len() - 1, "{}", second.reused_tokens);
+    assert_eq!(second.prefill_tokens, total - second.reused_tokens);
+    assert!(second.prefill_tokens < 20, "{} new tokens", second.prefill_tokens);
+    assert_eq!(chat.messages.len(), 4);
+
+    let mut fresh = engine(None);
+    let again = fresh.generate(&second.prompt_tokens, &params, &mut |_| true).unwrap();
+    assert_eq!(again.reused_tokens, 0);
+    assert_eq!(again.tokens, second.tokens);
+}
+
+#[test]
+fn stop_strings_spanning_tokens_end_generation_without_showing_them() {
+    let mut e = engine(None);
+    let g = golden_json("raw_story.json");
+    let pieces: Vec<String> = g["f32_reference"]["generated_pieces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect();
+    // A stop string made of the end of piece 5 and the start of piece 6.
+    let (a, b) = (&pieces[5], &pieces[6]);
+    assert!(a.len() >= 2 && b.len() >= 2, "{a:?} {b:?}");
+    let stop = format!("{}{}", &a[a.len() - 2..], &b[..2]);
+    let prefix: String = pieces[..5].concat() + &a[..a.len() - 2];
+    assert!(!prefix.contains(&stop));
+    let params = SamplingParams { stop: vec![stop.clone()], ..greedy(48) };
+    let prompt = ids(&g["prompt_token_ids"]);
+    let mut streamed = Vec::new();
+    let gen = e
+        .generate(&prompt, &params, &mut |t| {
+            streamed.push(t.text.to_string());
+            true
+        })
+        .unwrap();
+    assert_eq!(gen.finish_reason, FinishReason::Stop);
+    assert_eq!(gen.text, prefix);
+    assert_eq!(streamed.concat(), prefix);
+    assert_eq!(gen.tokens.len(), 7);
+    // The text before the stop string's first character was held back, not lost.
+    assert!(streamed.iter().any(String::is_empty));
+}
+
+#[test]
+fn limits_end_generation_with_length_and_overflow_is_an_error_before_work() {
+    let mut e = engine(Some(40));
+    let prompt = e.encode_prompt("Once upon a time").unwrap();
+    let gen = e.generate(&prompt, &greedy(5), &mut |_| true).unwrap();
+    assert_eq!((gen.finish_reason, gen.tokens.len()), (FinishReason::Length, 5));
+    // The context fills up: generation stops with Length at capacity.
+    let bans = e.tokenizer().eog_ids().iter().map(|&id| (id, f32::NEG_INFINITY)).collect();
+    let params = SamplingParams { logit_bias: bans, ..greedy(1000) };
+    let gen = e.generate(&prompt, &params, &mut |_| true).unwrap();
+    assert_eq!(gen.finish_reason, FinishReason::Length);
+    assert_eq!(prompt.len() + gen.tokens.len(), 41, "the last token is sampled but never needs a slot");
+    // A prompt longer than the context fails before any work.
+    let long = e.encode_prompt(&"word ".repeat(60)).unwrap();
+    let cached = e.cached_tokens().to_vec();
+    match e.generate(&long, &greedy(5), &mut |_| true) {
+        Err(Error::ContextOverflow { needed, capacity }) => assert_eq!((needed, capacity), (long.len(), 40)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(e.cached_tokens(), cached);
+    assert!(matches!(e.generate(&[], &greedy(5), &mut |_| true), Err(Error::InvalidArgument(_))));
+    assert!(matches!(e.generate(&[49152], &greedy(5), &mut |_| true), Err(Error::InvalidArgument(_))));
+}
+
+#[test]
+fn seeds_reproduce_and_abort_leaves_the_engine_usable() {
+    let mut e = engine(None);
+    let prompt = e.encode_chat(&[user("Write a poem about the sea.")]).unwrap();
+    let params = |seed| SamplingParams { temperature: 1.0, seed: Some(seed), max_tokens: 16, ..SamplingParams::default() };
+    let a = e.generate(&prompt, &params(7), &mut |_| true).unwrap();
+    let b = e.generate(&prompt, &params(7), &mut |_| true).unwrap();
+    let c = e.generate(&prompt, &params(8), &mut |_| true).unwrap();
+    assert_eq!(a.tokens, b.tokens);
+    assert_ne!(a.tokens, c.tokens);
+    assert!(b.reused_tokens > 0, "the same prompt again is served from the cache");
+
+    let mut seen = 0;
+    let stopped = e
+        .generate(&prompt, &params(7), &mut |_| {
+            seen += 1;
+            seen < 3
+        })
+        .unwrap();
+    assert_eq!((stopped.finish_reason, stopped.tokens.len()), (FinishReason::Abort, 3));
+    assert_eq!(stopped.tokens, a.tokens[..3]);
+    let after = e.generate(&prompt, &params(7), &mut |_| true).unwrap();
+    assert_eq!(after.tokens, a.tokens);
+}
+
+#[test]
+fn bad_options_are_typed_errors() {
+    let bytes = model_bytes();
+    let gpu = EngineOptions { backend: BackendKind::Gpu, ..EngineOptions::default() };
+    assert!(matches!(Engine::load(&bytes, &gpu), Err(Error::NoWebGpu(_))));
+    let zero = EngineOptions { context_size: Some(0), ..EngineOptions::default() };
+    assert!(matches!(Engine::load(&bytes, &zero), Err(Error::InvalidArgument(_))));
+    assert!(matches!(Engine::load(&bytes[..1000], &EngineOptions::default()), Err(Error::BadModel(_))));
+    let mut e = engine(Some(64));
+    let bad = SamplingParams { top_p: 0.0, ..SamplingParams::default() };
+    assert!(matches!(e.generate(&[1, 2], &bad, &mut |_| true), Err(Error::InvalidArgument(_))));
+}
