@@ -272,7 +272,6 @@ impl Engine {
         gen.text = stream.text;
         Ok(gen)
     }
-
 }
 
 /// Run tokens through the backend, keeping `context` in step with its cache even on error.
@@ -356,9 +355,7 @@ pub struct Chat {
 
 impl Chat {
     pub fn new(system: Option<&str>) -> Chat {
-        let messages = system
-            .map(|s| vec![Message { role: "system".into(), content: s.into() }])
-            .unwrap_or_default();
+        let messages = system.map(|s| vec![Message { role: "system".into(), content: s.into() }]).unwrap_or_default();
         Chat { messages }
     }
 

@@ -380,10 +380,7 @@ impl<'a> Reader<'a> {
     /// Reject a count whose elements (each at least `min_size` bytes) cannot fit in what is left.
     fn check_count(&self, count: u64, min_size: u64, what: &str) -> Result<()> {
         if count.saturating_mul(min_size) > self.remaining() as u64 {
-            return Err(bad(format!(
-                "{count} {what} cannot fit in the {} bytes left of the file",
-                self.remaining()
-            )));
+            return Err(bad(format!("{count} {what} cannot fit in the {} bytes left of the file", self.remaining())));
         }
         Ok(())
     }
@@ -418,7 +415,7 @@ impl<'a> Reader<'a> {
                 let min_size = match elem_ty {
                     0 | 1 | 7 => 1,
                     2 | 3 => 2,
-                    4 | 5 | 6 => 4,
+                    4..=6 => 4,
                     8 | 10 | 11 | 12 => 8,
                     9 => 12,
                     t => return Err(bad(format!("metadata {key:?}: unknown value type {t}"))),

@@ -11,8 +11,8 @@
 //! - `error`     — the one `Error` type, with stable codes
 
 pub mod backend;
-pub mod engine;
 pub mod cpu;
+pub mod engine;
 pub mod error;
 pub mod gguf;
 pub mod model;

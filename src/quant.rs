@@ -89,9 +89,7 @@ impl DType {
             return Ok(*t);
         }
         match UNSUPPORTED_GGML_TYPES.iter().find(|(i, _)| *i == id) {
-            Some((_, name)) => Err(Error::UnsupportedModel(format!(
-                "tensor type {name} ({id}) is not supported"
-            ))),
+            Some((_, name)) => Err(Error::UnsupportedModel(format!("tensor type {name} ({id}) is not supported"))),
             None => Err(Error::UnsupportedModel(format!("unknown tensor type {id}"))),
         }
     }
@@ -167,9 +165,7 @@ impl DType {
         }
         (n / per_block)
             .checked_mul(self.block_bytes() as u64)
-            .ok_or_else(|| {
-                Error::BadModel(format!("{} data of {n} elements is too large", self.name()))
-            })
+            .ok_or_else(|| Error::BadModel(format!("{} data of {n} elements is too large", self.name())))
     }
 }
 
@@ -411,10 +407,7 @@ pub fn dequantize(dtype: DType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
         _ => {
             let n = dtype.block_elems();
             let mut buf = [0f32; QK_K];
-            for (o, block) in out
-                .chunks_exact_mut(n)
-                .zip(bytes.chunks_exact(dtype.block_bytes()))
-            {
+            for (o, block) in out.chunks_exact_mut(n).zip(bytes.chunks_exact(dtype.block_bytes())) {
                 dequant_block(dtype, block, &mut buf);
                 o.copy_from_slice(&buf[..n]);
             }
@@ -528,24 +521,12 @@ mod tests {
         assert_eq!(DType::Q8_0.bytes_for(0).unwrap(), 0);
         assert_eq!(DType::Q6_K.bytes_for(512).unwrap(), 420);
         assert!(matches!(DType::Q4_0.bytes_for(33), Err(Error::BadModel(_))));
-        assert!(matches!(
-            DType::Q4_K.bytes_for(128),
-            Err(Error::BadModel(_))
-        ));
+        assert!(matches!(DType::Q4_K.bytes_for(128), Err(Error::BadModel(_))));
         // Overflow: 2^62 f32 elements would need 2^64 bytes.
-        assert!(matches!(
-            DType::F32.bytes_for(1 << 62),
-            Err(Error::BadModel(_))
-        ));
-        assert!(matches!(
-            DType::F16.bytes_for(1 << 63),
-            Err(Error::BadModel(_))
-        ));
+        assert!(matches!(DType::F32.bytes_for(1 << 62), Err(Error::BadModel(_))));
+        assert!(matches!(DType::F16.bytes_for(1 << 63), Err(Error::BadModel(_))));
         // Quantized types take under a byte per element, so they cannot overflow u64.
-        assert_eq!(
-            DType::Q4_K.bytes_for(u64::MAX / 256 * 256).unwrap(),
-            u64::MAX / 256 * 144
-        );
+        assert_eq!(DType::Q4_K.bytes_for(u64::MAX / 256 * 256).unwrap(), u64::MAX / 256 * 144);
     }
 
     #[test]
@@ -562,18 +543,9 @@ mod tests {
         bad(dequantize(DType::Q5_K, &[0; 144], &mut out));
         assert!(dequantize(DType::Q5_K, &[0; 176], &mut out).is_ok());
         let x = vec![0f32; 256];
-        assert!(matches!(
-            dot(DType::Q4_K, &[0; 143], &x),
-            Err(Error::BadModel(_))
-        ));
-        assert!(matches!(
-            dot(DType::F16, &[0; 511], &x),
-            Err(Error::BadModel(_))
-        ));
-        assert!(matches!(
-            dot(DType::Q8_0, &[0; 34], &x[..33]),
-            Err(Error::BadModel(_))
-        ));
+        assert!(matches!(dot(DType::Q4_K, &[0; 143], &x), Err(Error::BadModel(_))));
+        assert!(matches!(dot(DType::F16, &[0; 511], &x), Err(Error::BadModel(_))));
+        assert!(matches!(dot(DType::Q8_0, &[0; 34], &x[..33]), Err(Error::BadModel(_))));
         assert_eq!(dot(DType::Q8_0, &[], &[]).unwrap(), 0.0);
     }
 
@@ -589,10 +561,7 @@ mod tests {
 
         // f16: 1.0 = 0x3C00, -2.0 = 0xC000, 0.5 = 0x3800, 65504 = 0x7BFF, 2^-24 = 0x0001.
         let b = [0x00, 0x3C, 0x00, 0xC0, 0x00, 0x38, 0xFF, 0x7B, 0x01, 0x00];
-        assert_eq!(
-            deq(DType::F16, &b),
-            [1.0, -2.0, 0.5, 65504.0, 2f32.powi(-24)]
-        );
+        assert_eq!(deq(DType::F16, &b), [1.0, -2.0, 0.5, 65504.0, 2f32.powi(-24)]);
 
         // bf16 is the top half of an f32: 1.0 = 0x3F80, -2.0 = 0xC000, 0x4049 -> 0x40490000.
         let b = [0x80, 0x3F, 0x00, 0xC0, 0x49, 0x40];
@@ -610,10 +579,8 @@ mod tests {
             b[2 + i] = i as u8 | ((15 - i as u8) << 4);
         }
         let y = deq(DType::Q4_0, &b);
-        let expect: Vec<f32> = (0..16)
-            .map(|i| (i - 8) as f32 * 0.5)
-            .chain((0..16).map(|i| (15 - i - 8) as f32 * 0.5))
-            .collect();
+        let expect: Vec<f32> =
+            (0..16).map(|i| (i - 8) as f32 * 0.5).chain((0..16).map(|i| (15 - i - 8) as f32 * 0.5)).collect();
         assert_eq!(y, expect);
         assert_eq!(y[0], -4.0); // (0 - 8) * 0.5
         assert_eq!(y[15], 3.5); // (15 - 8) * 0.5
@@ -634,12 +601,7 @@ mod tests {
         let y = deq(DType::Q4_1, &b);
         for i in 0..16 {
             assert_eq!(y[i], i as f32 * 0.25 - 1.0, "element {i}");
-            assert_eq!(
-                y[16 + i],
-                ((3 * i) % 16) as f32 * 0.25 - 1.0,
-                "element {}",
-                16 + i
-            );
+            assert_eq!(y[16 + i], ((3 * i) % 16) as f32 * 0.25 - 1.0, "element {}", 16 + i);
         }
         assert_eq!(y[0], -1.0);
         assert_eq!(y[5], 0.25); // 5 * 0.25 - 1
@@ -659,16 +621,8 @@ mod tests {
 
     /// The 5-bit quant of element i built by `q5_bits`, written out by hand.
     fn q5_expected_q(i: usize) -> i32 {
-        let low = if i < 16 {
-            i as i32
-        } else {
-            15 - (i as i32 - 16)
-        };
-        let high = if [0, 1, 9, 16, 20, 31].contains(&i) {
-            16
-        } else {
-            0
-        };
+        let low = if i < 16 { i as i32 } else { 15 - (i as i32 - 16) };
+        let high = if [0, 1, 9, 16, 20, 31].contains(&i) { 16 } else { 0 };
         low + high
     }
 
@@ -795,11 +749,7 @@ mod tests {
         for (e, v) in y.iter().enumerate() {
             let s = e / 32;
             let q = k4_nibble(&b[16..], e) as f32;
-            assert_eq!(
-                *v,
-                0.5 * KS[s] as f32 * q - 0.25 * KM[s] as f32,
-                "element {e}"
-            );
+            assert_eq!(*v, 0.5 * KS[s] as f32 * q - 0.25 * KM[s] as f32, "element {e}");
         }
         assert_eq!(y[0], -1.25); // low nibble of qs[0] = 0: 0.5*1*0 - 0.25*5
         assert_eq!(y[32], 1.5); // high nibble of qs[0] = 3, sub-block 1: 0.5*2*3 - 0.25*6
@@ -825,11 +775,7 @@ mod tests {
             let s = e / 32;
             let high = (b[16 + e % 32] >> s) & 1; // bit s of qh[e % 32]
             let q = (k4_nibble(&b[48..], e) + 16 * high) as f32;
-            assert_eq!(
-                *v,
-                0.5 * KS[s] as f32 * q - 0.25 * KM[s] as f32,
-                "element {e}"
-            );
+            assert_eq!(*v, 0.5 * KS[s] as f32 * q - 0.25 * KM[s] as f32, "element {e}");
         }
         // qh[0] = 11 = 0b1011: bits 0, 1, 3 set.
         assert_eq!(y[0], 6.75); // (0 + 16): 0.5*1*16 - 0.25*5
@@ -849,9 +795,7 @@ mod tests {
         for i in 0..64 {
             b[128 + i] = (i * 29 + 7) as u8; // qh
         }
-        let scales: [i8; 16] = [
-            1, -2, 3, -4, 5, -6, 7, -8, 9, -10, 11, -12, 13, -14, 15, -128,
-        ];
+        let scales: [i8; 16] = [1, -2, 3, -4, 5, -6, 7, -8, 9, -10, 11, -12, 13, -14, 15, -128];
         for (i, s) in scales.iter().enumerate() {
             b[192 + i] = *s as u8;
         }
@@ -936,16 +880,9 @@ mod tests {
                 dequantize(dtype, &data, &mut row).unwrap();
                 assert!(row.iter().all(|v| v.is_finite()), "{dtype:?}");
                 let want: f64 = row.iter().zip(&x).map(|(a, b)| *a as f64 * *b as f64).sum();
-                let scale: f64 = row
-                    .iter()
-                    .zip(&x)
-                    .map(|(a, b)| (*a as f64 * *b as f64).abs())
-                    .sum();
+                let scale: f64 = row.iter().zip(&x).map(|(a, b)| (*a as f64 * *b as f64).abs()).sum();
                 let got = dot(dtype, &data, &x).unwrap() as f64;
-                assert!(
-                    (got - want).abs() <= 1e-5 * scale + 1e-6,
-                    "{dtype:?} blocks={blocks}: dot {got} vs {want}"
-                );
+                assert!((got - want).abs() <= 1e-5 * scale + 1e-6, "{dtype:?} blocks={blocks}: dot {got} vs {want}");
                 if blocks > 0 {
                     assert!(scale > 0.0, "{dtype:?}: degenerate random data");
                 }

@@ -125,21 +125,14 @@ impl SamplingParams {
         if !(r.is_finite() && r > 0.0) {
             return Err(invalid("repetition_penalty", r, "a finite number > 0"));
         }
-        for (knob, v) in [
-            ("frequency_penalty", self.frequency_penalty),
-            ("presence_penalty", self.presence_penalty),
-        ] {
+        for (knob, v) in [("frequency_penalty", self.frequency_penalty), ("presence_penalty", self.presence_penalty)] {
             if !(-2.0..=2.0).contains(&v) {
                 return Err(invalid(knob, v, "in [-2, 2]"));
             }
         }
         for &(id, b) in &self.logit_bias {
             if !(b.is_finite() || b == f32::NEG_INFINITY) {
-                return Err(invalid(
-                    &format!("logit_bias for token {id}"),
-                    b,
-                    "a finite number or -inf",
-                ));
+                return Err(invalid(&format!("logit_bias for token {id}"), b, "a finite number or -inf"));
             }
         }
         if self.max_tokens == 0 {
@@ -188,12 +181,7 @@ impl SamplerRng {
     /// Fills the state with four successive splitmix64 outputs starting from `seed`.
     pub fn seed_from_u64(seed: u64) -> SamplerRng {
         let mut sm = seed;
-        let s = [
-            splitmix64(&mut sm),
-            splitmix64(&mut sm),
-            splitmix64(&mut sm),
-            splitmix64(&mut sm),
-        ];
+        let s = [splitmix64(&mut sm), splitmix64(&mut sm), splitmix64(&mut sm), splitmix64(&mut sm)];
         SamplerRng::from_state(s)
     }
 
@@ -342,14 +330,11 @@ impl Sampler {
     /// random number is consumed).
     pub fn sample(&mut self, logits: &[f32], recent: &[u32]) -> Result<Sampled> {
         if logits.is_empty() {
-            return Err(Error::InvalidArgument(
-                "sample: the logits are empty".into(),
-            ));
+            return Err(Error::InvalidArgument("sample: the logits are empty".into()));
         }
         let plan = self.plan(logits, recent).ok_or_else(|| {
             Error::InvalidArgument(
-                "sample: every token is banned (all logits are -inf or NaN after logit_bias and penalties)"
-                    .into(),
+                "sample: every token is banned (all logits are -inf or NaN after logit_bias and penalties)".into(),
             )
         })?;
         let u = self.rng.next_f64();
@@ -360,11 +345,7 @@ impl Sampler {
                 (c.id, c.prob)
             }
         };
-        Ok(Sampled {
-            id,
-            prob,
-            logprob_raw: raw_logprob(logits, id as usize),
-        })
+        Ok(Sampled { id, prob, logprob_raw: raw_logprob(logits, id as usize) })
     }
 
     /// Steps 0–2: sanitized, biased, penalized logits.
@@ -376,11 +357,7 @@ impl Sampler {
                 *x = sanitize(*x + b);
             }
         }
-        let (r, f, pr) = (
-            p.repetition_penalty,
-            p.frequency_penalty,
-            p.presence_penalty,
-        );
+        let (r, f, pr) = (p.repetition_penalty, p.frequency_penalty, p.presence_penalty);
         let window = &recent[recent.len().saturating_sub(p.repeat_last_n)..];
         if window.is_empty() || (r == 1.0 && f == 0.0 && pr == 0.0) {
             return l;
@@ -423,11 +400,7 @@ impl Sampler {
         let mut cands: Vec<(f32, u32)> = if p.top_k > 0 {
             top_k_select(&l, p.top_k)
         } else {
-            l.iter()
-                .enumerate()
-                .filter(|(_, x)| **x != f32::NEG_INFINITY)
-                .map(|(i, &x)| (x, i as u32))
-                .collect()
+            l.iter().enumerate().filter(|(_, x)| **x != f32::NEG_INFINITY).map(|(i, &x)| (x, i as u32)).collect()
         };
         let l_max = cands.iter().map(|c| c.0).reduce(f32::max)?;
 
@@ -469,10 +442,7 @@ impl Sampler {
         let mut out: Vec<Candidate> = cands
             .iter()
             .zip(&weights)
-            .map(|(&(_, id), &w)| Candidate {
-                id,
-                prob: (w / s) as f32,
-            })
+            .map(|(&(_, id), &w)| Candidate { id, prob: (w / s) as f32 })
             .filter(|c| c.prob > 0.0)
             .collect();
         out.sort_by(|a, b| b.prob.total_cmp(&a.prob).then(a.id.cmp(&b.id)));
@@ -496,17 +466,11 @@ fn draw(cands: &[Candidate], u: f64) -> Candidate {
 
 /// Log-softmax of the sanitized raw logits at `id`.
 fn raw_logprob(logits: &[f32], id: usize) -> f32 {
-    let max = logits
-        .iter()
-        .map(|&x| sanitize(x))
-        .fold(f32::NEG_INFINITY, f32::max) as f64;
+    let max = logits.iter().map(|&x| sanitize(x)).fold(f32::NEG_INFINITY, f32::max) as f64;
     if max == f64::NEG_INFINITY {
         return f32::NEG_INFINITY;
     }
-    let sum: f64 = logits
-        .iter()
-        .map(|&x| (sanitize(x) as f64 - max).exp())
-        .sum();
+    let sum: f64 = logits.iter().map(|&x| (sanitize(x) as f64 - max).exp()).sum();
     (sanitize(logits[id]) as f64 - max - sum.ln()) as f32
 }
 
@@ -514,9 +478,7 @@ fn raw_logprob(logits: &[f32], id: usize) -> f32 {
 mod tests {
     use super::*;
 
-    const LOGITS: [f32; 12] = [
-        1.2, -0.3, 0.8, 2.0, 0.1, -1.0, 1.5, 0.5, -0.6, 0.9, 0.0, 1.1,
-    ];
+    const LOGITS: [f32; 12] = [1.2, -0.3, 0.8, 2.0, 0.1, -1.0, 1.5, 0.5, -0.6, 0.9, 0.0, 1.1];
     const N: usize = 20_000;
 
     /// Knobs all off, temperature 1, fixed seed.
@@ -598,8 +560,8 @@ mod tests {
 
     /// Chi-square critical values at p = 0.001 for 1..=20 degrees of freedom.
     const CHI2_999: [f64; 20] = [
-        10.828, 13.816, 16.266, 18.467, 20.515, 22.458, 24.322, 26.124, 27.877, 29.588, 31.264,
-        32.909, 34.528, 36.123, 37.697, 39.252, 40.790, 42.312, 43.820, 45.315,
+        10.828, 13.816, 16.266, 18.467, 20.515, 22.458, 24.322, 26.124, 27.877, 29.588, 31.264, 32.909, 34.528, 36.123,
+        37.697, 39.252, 40.790, 42.312, 43.820, 45.315,
     ];
 
     /// Wilson–Hilferty approximation of the p = 0.001 critical value.
@@ -619,27 +581,17 @@ mod tests {
     fn chi2_table_matches_wilson_hilferty() {
         for df in 1..=20 {
             let rel = (CHI2_999[df - 1] - chi2_wh(df)).abs() / CHI2_999[df - 1];
-            assert!(
-                rel < 0.035,
-                "df {df}: {} vs {}",
-                CHI2_999[df - 1],
-                chi2_wh(df)
-            );
+            assert!(rel < 0.035, "df {df}: {} vs {}", CHI2_999[df - 1], chi2_wh(df));
         }
     }
 
     fn check_distribution(logits: &[f32], p: &SamplingParams, recent: &[u32]) {
         let expected = reference(logits, p, recent);
-        let dist = Sampler::new(p.clone())
-            .unwrap()
-            .distribution(logits, recent);
+        let dist = Sampler::new(p.clone()).unwrap().distribution(logits, recent);
         let sum: f64 = dist.iter().map(|c| c.prob as f64).sum();
         assert!((sum - 1.0).abs() < 1e-5, "sum {sum}");
         for w in dist.windows(2) {
-            assert!(
-                w[0].prob > w[1].prob || (w[0].prob == w[1].prob && w[0].id < w[1].id),
-                "order {dist:?}"
-            );
+            assert!(w[0].prob > w[1].prob || (w[0].prob == w[1].prob && w[0].id < w[1].id), "order {dist:?}");
         }
         let mut got = vec![0.0f64; logits.len()];
         for c in &dist {
@@ -686,52 +638,34 @@ mod tests {
     #[test]
     fn temperature_alone() {
         for t in [0.6, 1.0, 1.7] {
-            let p = SamplingParams {
-                temperature: t,
-                ..plain()
-            };
+            let p = SamplingParams { temperature: t, ..plain() };
             assert_eq!(check_sampling(&LOGITS, &p, &[]), 12);
         }
     }
 
     #[test]
     fn top_k() {
-        let p = SamplingParams {
-            top_k: 5,
-            ..plain()
-        };
+        let p = SamplingParams { top_k: 5, ..plain() };
         assert_eq!(check_sampling(&LOGITS, &p, &[]), 5);
     }
 
     #[test]
     fn top_p() {
-        let p = SamplingParams {
-            top_p: 0.7,
-            seed: Some(7),
-            ..plain()
-        };
+        let p = SamplingParams { top_p: 0.7, seed: Some(7), ..plain() };
         let kept = check_sampling(&LOGITS, &p, &[]);
         assert!(kept > 2 && kept < 12);
     }
 
     #[test]
     fn min_p() {
-        let p = SamplingParams {
-            min_p: 0.3,
-            temperature: 0.9,
-            ..plain()
-        };
+        let p = SamplingParams { min_p: 0.3, temperature: 0.9, ..plain() };
         let kept = check_sampling(&LOGITS, &p, &[]);
         assert!(kept > 2 && kept < 12);
     }
 
     #[test]
     fn repetition_penalty() {
-        let p = SamplingParams {
-            repetition_penalty: 1.5,
-            repeat_last_n: 5,
-            ..plain()
-        };
+        let p = SamplingParams { repetition_penalty: 1.5, repeat_last_n: 5, ..plain() };
         // 3 is outside the window of 5; the window holds negative (5) and positive logits.
         let recent = [3, 3, 5, 6, 0, 11, 2];
         check_sampling(&LOGITS, &p, &recent);
@@ -741,31 +675,16 @@ mod tests {
 
     #[test]
     fn frequency_and_presence_penalties() {
-        let p = SamplingParams {
-            frequency_penalty: 0.5,
-            presence_penalty: 0.3,
-            seed: Some(99),
-            ..plain()
-        };
+        let p = SamplingParams { frequency_penalty: 0.5, presence_penalty: 0.3, seed: Some(99), ..plain() };
         check_sampling(&LOGITS, &p, &[1, 3, 3, 3, 6, 6, 9, 40]);
-        let p = SamplingParams {
-            frequency_penalty: -0.4,
-            presence_penalty: 1.2,
-            ..p
-        };
+        let p = SamplingParams { frequency_penalty: -0.4, presence_penalty: 1.2, ..p };
         check_sampling(&LOGITS, &p, &[3, 3, 3, 6, 6, 9]);
     }
 
     #[test]
     fn logit_bias() {
         let p = SamplingParams {
-            logit_bias: vec![
-                (5, 2.5),
-                (3, f32::NEG_INFINITY),
-                (1, -0.7),
-                (1, 0.2),
-                (500, 9.0),
-            ],
+            logit_bias: vec![(5, 2.5), (3, f32::NEG_INFINITY), (1, -0.7), (1, 0.2), (500, 9.0)],
             ..plain()
         };
         let mut p2 = p.clone();
@@ -826,13 +745,7 @@ mod tests {
             (0, 1.0, 0.0, 1.5),
             (60_000, 1.0, 0.0, 1.0),
         ] {
-            let p = SamplingParams {
-                top_k,
-                top_p,
-                min_p,
-                temperature: t,
-                ..base.clone()
-            };
+            let p = SamplingParams { top_k, top_p, min_p, temperature: t, ..base.clone() };
             check_distribution(&logits, &p, &recent);
         }
     }
@@ -841,10 +754,7 @@ mod tests {
     fn top_k_ties_go_to_lower_ids() {
         let logits: Vec<f32> = (0..1000).map(|i| (i % 7) as f32).collect();
         for k in [1, 3, 10, 143, 144, 300] {
-            let p = SamplingParams {
-                top_k: k,
-                ..plain()
-            };
+            let p = SamplingParams { top_k: k, ..plain() };
             let d = Sampler::new(p.clone()).unwrap().distribution(&logits, &[]);
             let mut ids: Vec<u32> = d.iter().map(|c| c.id).collect();
             ids.sort_unstable();
@@ -859,11 +769,7 @@ mod tests {
 
     #[test]
     fn sampled_reports_prob_and_raw_logprob() {
-        let p = SamplingParams {
-            repetition_penalty: 2.0,
-            top_k: 6,
-            ..plain()
-        };
+        let p = SamplingParams { repetition_penalty: 2.0, top_k: 6, ..plain() };
         let mut s = Sampler::new(p).unwrap();
         let z: f64 = LOGITS.iter().map(|&x| (x as f64).exp()).sum();
         for _ in 0..50 {
@@ -880,41 +786,18 @@ mod tests {
     fn greedy_argmax_ties_to_lowest_id_and_ignores_seed() {
         let logits = [0.5, 2.0, 1.0, 2.0, -3.0];
         for seed in [None, Some(1), Some(2), Some(u64::MAX)] {
-            let p = SamplingParams {
-                temperature: 0.0,
-                seed,
-                ..SamplingParams::default()
-            };
+            let p = SamplingParams { temperature: 0.0, seed, ..SamplingParams::default() };
             let mut s = Sampler::new(p.clone()).unwrap();
             for _ in 0..5 {
                 let t = s.sample(&logits, &[]).unwrap();
                 assert_eq!((t.id, t.prob), (1, 1.0));
             }
-            assert_eq!(
-                s.distribution(&logits, &[]),
-                vec![Candidate { id: 1, prob: 1.0 }]
-            );
+            assert_eq!(s.distribution(&logits, &[]), vec![Candidate { id: 1, prob: 1.0 }]);
             // Greedy sees bias and penalties.
-            let p2 = SamplingParams {
-                logit_bias: vec![(1, f32::NEG_INFINITY)],
-                ..p.clone()
-            };
-            assert_eq!(
-                Sampler::new(p2).unwrap().sample(&logits, &[]).unwrap().id,
-                3
-            );
-            let p3 = SamplingParams {
-                presence_penalty: 1.5,
-                ..p
-            };
-            assert_eq!(
-                Sampler::new(p3)
-                    .unwrap()
-                    .sample(&logits, &[1, 3])
-                    .unwrap()
-                    .id,
-                2
-            );
+            let p2 = SamplingParams { logit_bias: vec![(1, f32::NEG_INFINITY)], ..p.clone() };
+            assert_eq!(Sampler::new(p2).unwrap().sample(&logits, &[]).unwrap().id, 3);
+            let p3 = SamplingParams { presence_penalty: 1.5, ..p };
+            assert_eq!(Sampler::new(p3).unwrap().sample(&logits, &[1, 3]).unwrap().id, 2);
         }
     }
 
@@ -931,9 +814,7 @@ mod tests {
                 ..SamplingParams::default()
             })
             .unwrap();
-            (0..200)
-                .map(|_| s.sample(&logits, &[]).unwrap().id)
-                .collect::<Vec<_>>()
+            (0..200).map(|_| s.sample(&logits, &[]).unwrap().id).collect::<Vec<_>>()
         };
         assert_eq!(run(42), run(42));
         assert_ne!(run(42), run(43));
@@ -941,14 +822,8 @@ mod tests {
 
     #[test]
     fn set_params_takes_effect_at_next_call() {
-        let p1 = SamplingParams {
-            temperature: 1.0,
-            ..plain()
-        };
-        let p2 = SamplingParams {
-            temperature: 0.3,
-            ..p1.clone()
-        };
+        let p1 = SamplingParams { temperature: 1.0, ..plain() };
+        let p2 = SamplingParams { temperature: 0.3, ..p1.clone() };
         let mut a = Sampler::new(p1).unwrap();
         let mut b = Sampler::new(p2.clone()).unwrap();
         let before = a.distribution(&LOGITS, &[]);
@@ -969,21 +844,10 @@ mod tests {
         }
         assert_eq!(seq_a, seq_b);
         // A new seed re-seeds.
-        a.set_params(SamplingParams {
-            seed: Some(777),
-            ..p2.clone()
-        })
-        .unwrap();
-        let mut c = Sampler::new(SamplingParams {
-            seed: Some(777),
-            ..p2
-        })
-        .unwrap();
+        a.set_params(SamplingParams { seed: Some(777), ..p2.clone() }).unwrap();
+        let mut c = Sampler::new(SamplingParams { seed: Some(777), ..p2 }).unwrap();
         for _ in 0..50 {
-            assert_eq!(
-                a.sample(&LOGITS, &[]).unwrap(),
-                c.sample(&LOGITS, &[]).unwrap()
-            );
+            assert_eq!(a.sample(&LOGITS, &[]).unwrap(), c.sample(&LOGITS, &[]).unwrap());
         }
     }
 
@@ -993,24 +857,11 @@ mod tests {
         assert!(matches!(s.sample(&[], &[]), Err(Error::InvalidArgument(_))));
         assert!(s.distribution(&[], &[]).is_empty());
         let banned = [f32::NEG_INFINITY, f32::NAN, f32::NEG_INFINITY];
-        assert!(matches!(
-            s.sample(&banned, &[]),
-            Err(Error::InvalidArgument(_))
-        ));
-        s.set_params(SamplingParams {
-            temperature: 0.0,
-            ..plain()
-        })
-        .unwrap();
-        assert!(matches!(
-            s.sample(&banned, &[]),
-            Err(Error::InvalidArgument(_))
-        ));
-        s.set_params(SamplingParams {
-            logit_bias: vec![(0, f32::NEG_INFINITY), (1, f32::NEG_INFINITY)],
-            ..plain()
-        })
-        .unwrap();
+        assert!(matches!(s.sample(&banned, &[]), Err(Error::InvalidArgument(_))));
+        s.set_params(SamplingParams { temperature: 0.0, ..plain() }).unwrap();
+        assert!(matches!(s.sample(&banned, &[]), Err(Error::InvalidArgument(_))));
+        s.set_params(SamplingParams { logit_bias: vec![(0, f32::NEG_INFINITY), (1, f32::NEG_INFINITY)], ..plain() })
+            .unwrap();
         assert!(s.sample(&[1.0, 2.0], &[]).is_err());
         assert_eq!(s.sample(&[1.0, 2.0, 0.0], &[]).unwrap().id, 2);
     }
@@ -1020,165 +871,33 @@ mod tests {
         // NaN is banned, +inf dominates.
         let s = Sampler::new(plain()).unwrap();
         let d = s.distribution(&[f32::NAN, 1.0, f32::INFINITY, f32::INFINITY], &[]);
-        assert_eq!(
-            d,
-            vec![
-                Candidate { id: 2, prob: 0.5 },
-                Candidate { id: 3, prob: 0.5 }
-            ]
-        );
+        assert_eq!(d, vec![Candidate { id: 2, prob: 0.5 }, Candidate { id: 3, prob: 0.5 }]);
     }
 
     #[test]
     fn validate_rejects_bad_values() {
         let cases: Vec<(&str, SamplingParams)> = vec![
-            (
-                "temperature",
-                SamplingParams {
-                    temperature: -0.1,
-                    ..plain()
-                },
-            ),
-            (
-                "temperature",
-                SamplingParams {
-                    temperature: f32::NAN,
-                    ..plain()
-                },
-            ),
-            (
-                "temperature",
-                SamplingParams {
-                    temperature: f32::INFINITY,
-                    ..plain()
-                },
-            ),
-            (
-                "top_p",
-                SamplingParams {
-                    top_p: 0.0,
-                    ..plain()
-                },
-            ),
-            (
-                "top_p",
-                SamplingParams {
-                    top_p: 1.01,
-                    ..plain()
-                },
-            ),
-            (
-                "top_p",
-                SamplingParams {
-                    top_p: f32::NAN,
-                    ..plain()
-                },
-            ),
-            (
-                "min_p",
-                SamplingParams {
-                    min_p: -0.01,
-                    ..plain()
-                },
-            ),
-            (
-                "min_p",
-                SamplingParams {
-                    min_p: 1.5,
-                    ..plain()
-                },
-            ),
-            (
-                "min_p",
-                SamplingParams {
-                    min_p: f32::NAN,
-                    ..plain()
-                },
-            ),
-            (
-                "repetition_penalty",
-                SamplingParams {
-                    repetition_penalty: 0.0,
-                    ..plain()
-                },
-            ),
-            (
-                "repetition_penalty",
-                SamplingParams {
-                    repetition_penalty: -1.0,
-                    ..plain()
-                },
-            ),
-            (
-                "repetition_penalty",
-                SamplingParams {
-                    repetition_penalty: f32::INFINITY,
-                    ..plain()
-                },
-            ),
-            (
-                "repetition_penalty",
-                SamplingParams {
-                    repetition_penalty: f32::NAN,
-                    ..plain()
-                },
-            ),
-            (
-                "frequency_penalty",
-                SamplingParams {
-                    frequency_penalty: 2.5,
-                    ..plain()
-                },
-            ),
-            (
-                "frequency_penalty",
-                SamplingParams {
-                    frequency_penalty: f32::NAN,
-                    ..plain()
-                },
-            ),
-            (
-                "presence_penalty",
-                SamplingParams {
-                    presence_penalty: -2.01,
-                    ..plain()
-                },
-            ),
-            (
-                "presence_penalty",
-                SamplingParams {
-                    presence_penalty: f32::NEG_INFINITY,
-                    ..plain()
-                },
-            ),
-            (
-                "logit_bias",
-                SamplingParams {
-                    logit_bias: vec![(1, 0.5), (2, f32::NAN)],
-                    ..plain()
-                },
-            ),
-            (
-                "logit_bias",
-                SamplingParams {
-                    logit_bias: vec![(1, f32::INFINITY)],
-                    ..plain()
-                },
-            ),
-            (
-                "max_tokens",
-                SamplingParams {
-                    max_tokens: 0,
-                    ..plain()
-                },
-            ),
-            (
-                "stop",
-                SamplingParams {
-                    stop: vec!["a".into(), String::new()],
-                    ..plain()
-                },
-            ),
+            ("temperature", SamplingParams { temperature: -0.1, ..plain() }),
+            ("temperature", SamplingParams { temperature: f32::NAN, ..plain() }),
+            ("temperature", SamplingParams { temperature: f32::INFINITY, ..plain() }),
+            ("top_p", SamplingParams { top_p: 0.0, ..plain() }),
+            ("top_p", SamplingParams { top_p: 1.01, ..plain() }),
+            ("top_p", SamplingParams { top_p: f32::NAN, ..plain() }),
+            ("min_p", SamplingParams { min_p: -0.01, ..plain() }),
+            ("min_p", SamplingParams { min_p: 1.5, ..plain() }),
+            ("min_p", SamplingParams { min_p: f32::NAN, ..plain() }),
+            ("repetition_penalty", SamplingParams { repetition_penalty: 0.0, ..plain() }),
+            ("repetition_penalty", SamplingParams { repetition_penalty: -1.0, ..plain() }),
+            ("repetition_penalty", SamplingParams { repetition_penalty: f32::INFINITY, ..plain() }),
+            ("repetition_penalty", SamplingParams { repetition_penalty: f32::NAN, ..plain() }),
+            ("frequency_penalty", SamplingParams { frequency_penalty: 2.5, ..plain() }),
+            ("frequency_penalty", SamplingParams { frequency_penalty: f32::NAN, ..plain() }),
+            ("presence_penalty", SamplingParams { presence_penalty: -2.01, ..plain() }),
+            ("presence_penalty", SamplingParams { presence_penalty: f32::NEG_INFINITY, ..plain() }),
+            ("logit_bias", SamplingParams { logit_bias: vec![(1, 0.5), (2, f32::NAN)], ..plain() }),
+            ("logit_bias", SamplingParams { logit_bias: vec![(1, f32::INFINITY)], ..plain() }),
+            ("max_tokens", SamplingParams { max_tokens: 0, ..plain() }),
+            ("stop", SamplingParams { stop: vec!["a".into(), String::new()], ..plain() }),
         ];
         for (knob, p) in cases {
             match p.validate() {

@@ -42,7 +42,8 @@ const END_OF_TURN: &[&str] = &[
 
 /// The pre-tokenizer regexes of llama.cpp's `tokenizer.ggml.pre` names (byte-level BPE).
 const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-const QWEN2_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_REGEX: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// How token strings map to bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,7 +83,9 @@ impl Tokenizer {
             None => vec![1; n],
             Some(a) => a
                 .iter()
-                .map(|v| v.as_u64().ok_or_else(|| Error::BadModel("tokenizer.ggml.token_type holds a non-integer".into())))
+                .map(|v| {
+                    v.as_u64().ok_or_else(|| Error::BadModel("tokenizer.ggml.token_type holds a non-integer".into()))
+                })
                 .collect::<Result<_>>()?,
         };
         if types.len() != n {
@@ -98,16 +101,23 @@ impl Tokenizer {
                     let merges = merges
                         .iter()
                         .map(|m| {
-                            let (a, b) = m.split_once(' ').ok_or_else(|| Error::BadModel(format!("merge {m:?} has no space")))?;
+                            let (a, b) = m
+                                .split_once(' ')
+                                .ok_or_else(|| Error::BadModel(format!("merge {m:?} has no space")))?;
                             // The tokenizers crate panics on a merge whose result is not a token.
                             if [a, b, &format!("{a}{b}")].iter().any(|t| !vocab.contains_key(*t)) {
-                                return Err(Error::BadModel(format!("merge {m:?} names a token not in the vocabulary")));
+                                return Err(Error::BadModel(format!(
+                                    "merge {m:?} names a token not in the vocabulary"
+                                )));
                             }
                             Ok((a.to_string(), b.to_string()))
                         })
                         .collect::<Result<Vec<_>>>()?;
                     let pre_name = g.get("tokenizer.ggml.pre").and_then(Value::as_str).unwrap_or("default");
-                    let bpe = BPE::builder().vocab_and_merges(vocab.clone().into_iter().collect::<tokenizers::models::bpe::Vocab>(), merges).build().map_err(hf)?;
+                    let bpe = BPE::builder()
+                        .vocab_and_merges(vocab.clone().into_iter().collect::<tokenizers::models::bpe::Vocab>(), merges)
+                        .build()
+                        .map_err(hf)?;
                     (bpe, Encoding::ByteLevel, None, Some(byte_level_pre_tokenizer(pre_name)?))
                 }
                 "llama" => {
@@ -115,15 +125,22 @@ impl Tokenizer {
                         None => vec![0.0; n],
                         Some(a) => a
                             .iter()
-                            .map(|v| v.as_f64().map(|x| x as f32).ok_or_else(|| Error::BadModel("tokenizer.ggml.scores holds a non-number".into())))
+                            .map(|v| {
+                                v.as_f64()
+                                    .map(|x| x as f32)
+                                    .ok_or_else(|| Error::BadModel("tokenizer.ggml.scores holds a non-number".into()))
+                            })
                             .collect::<Result<_>>()?,
                     };
                     if scores.len() != n {
                         return Err(Error::BadModel(format!("{n} tokens but {} scores", scores.len())));
                     }
                     let merges = sentencepiece_merges(&tokens, &types, &scores, &vocab);
-                    let unk = g.u64_opt("tokenizer.ggml.unknown_token_id")?.and_then(|i| tokens.get(i as usize)).cloned();
-                    let mut builder = BPE::builder().vocab_and_merges(vocab.clone().into_iter().collect::<tokenizers::models::bpe::Vocab>(), merges).byte_fallback(true);
+                    let unk =
+                        g.u64_opt("tokenizer.ggml.unknown_token_id")?.and_then(|i| tokens.get(i as usize)).cloned();
+                    let mut builder = BPE::builder()
+                        .vocab_and_merges(vocab.clone().into_iter().collect::<tokenizers::models::bpe::Vocab>(), merges)
+                        .byte_fallback(true);
                     if let Some(unk) = unk {
                         builder = builder.unk_token(unk);
                     }
@@ -169,7 +186,16 @@ impl Tokenizer {
             })
             .collect();
         let default_add_bos = encoding == Encoding::SentencePiece;
-        Self::finish(g, with_special, plain, tokens, bytes, control, default_add_bos, encoding == Encoding::SentencePiece)
+        Self::finish(
+            g,
+            with_special,
+            plain,
+            tokens,
+            bytes,
+            control,
+            default_add_bos,
+            encoding == Encoding::SentencePiece,
+        )
     }
 
     /// Build the tokenizer from a HF `tokenizer.json`; special ids still come from the GGUF.
@@ -247,7 +273,18 @@ impl Tokenizer {
         eog.sort_unstable();
         eog.dedup();
         let add_bos = g.get("tokenizer.ggml.add_bos_token").and_then(Value::as_bool).unwrap_or(default_add_bos);
-        Ok(Tokenizer { with_special, plain, tokens, bytes, control, bos, eos, add_bos: add_bos && bos.is_some(), eog, strip_leading_space })
+        Ok(Tokenizer {
+            with_special,
+            plain,
+            tokens,
+            bytes,
+            control,
+            bos,
+            eos,
+            add_bos: add_bos && bos.is_some(),
+            eog,
+            strip_leading_space,
+        })
     }
 
     /// Token ids of `text`. With `parse_special`, control-token text (such as `<|im_start|>`)
@@ -321,7 +358,9 @@ fn string_array(g: &Gguf, key: &str) -> Result<Option<Vec<String>>> {
     g.array_opt(key)?
         .map(|a| {
             a.iter()
-                .map(|v| v.as_str().map(str::to_string).ok_or_else(|| Error::BadModel(format!("{key} holds a non-string"))))
+                .map(|v| {
+                    v.as_str().map(str::to_string).ok_or_else(|| Error::BadModel(format!("{key} holds a non-string")))
+                })
                 .collect()
         })
         .transpose()
@@ -346,7 +385,12 @@ fn byte_level_pre_tokenizer(name: &str) -> Result<PreTokenizerWrapper> {
 
 /// SentencePiece BPE has no merge list: a pair merges when its concatenation is a token, and the
 /// merge whose result has the highest score goes first.
-fn sentencepiece_merges(tokens: &[String], types: &[u64], scores: &[f32], vocab: &HashMap<String, u32>) -> Vec<(String, String)> {
+fn sentencepiece_merges(
+    tokens: &[String],
+    types: &[u64],
+    scores: &[f32],
+    vocab: &HashMap<String, u32>,
+) -> Vec<(String, String)> {
     let mut merges: Vec<(f32, u32, String, String)> = Vec::new();
     for (id, tok) in tokens.iter().enumerate() {
         if types[id] == TOKEN_CONTROL || types[id] == TOKEN_BYTE {
@@ -498,7 +542,8 @@ impl ChatTemplate {
         let (bos, eos) = (text(tok.bos_id()), text(tok.eos_id()));
         match g.get("tokenizer.chat_template") {
             Some(v) => {
-                let src = v.as_str().ok_or_else(|| Error::BadModel("tokenizer.chat_template is not a string".into()))?;
+                let src =
+                    v.as_str().ok_or_else(|| Error::BadModel("tokenizer.chat_template is not a string".into()))?;
                 Self::new(src, &bos, &eos)
             }
             None => Self::new(CHATML_TEMPLATE, &bos, &eos),
@@ -554,9 +599,7 @@ fn error_chain(e: &minijinja::Error) -> String {
 /// `strftime_now(format)`: today's date (UTC) for templates that print it. Supports the
 /// directives templates use: %d %m %Y %y %b %B %H %M %S %%.
 fn strftime_now(format: String) -> String {
-    let secs = web_time::SystemTime::now()
-        .duration_since(web_time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs()) as i64;
+    let secs = web_time::SystemTime::now().duration_since(web_time::UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days + 719_468;
@@ -568,8 +611,20 @@ fn strftime_now(format: String) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    const MONTHS: [&str; 12] =
-        ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
     let name = MONTHS[(month - 1) as usize];
     let mut out = String::new();
     let mut chars = format.chars();

@@ -87,7 +87,8 @@ fn errors_are_clear_and_typed() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("error [invalid_argument]"));
     let out = cli(&["tokenize", "--text", "hi", "--top-k", "3"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not take --top-k"));
-    let out = Command::new(env!("CARGO_BIN_EXE_webgpu-llm")).args(["info", "--model", "/nonexistent.gguf"]).output().unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_webgpu-llm")).args(["info", "--model", "/nonexistent.gguf"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("error [io]"));
     let help = Command::new(env!("CARGO_BIN_EXE_webgpu-llm")).arg("--help").output().unwrap();
     assert!(String::from_utf8_lossy(&help.stdout).contains("usage: webgpu-llm"));

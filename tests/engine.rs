@@ -126,7 +126,8 @@ fn limits_end_generation_with_length_and_overflow_is_an_error_before_work() {
 fn seeds_reproduce_and_abort_leaves_the_engine_usable() {
     let mut e = engine(None);
     let prompt = e.encode_chat(&[user("Write a poem about the sea.")]).unwrap();
-    let params = |seed| SamplingParams { temperature: 1.0, seed: Some(seed), max_tokens: 16, ..SamplingParams::default() };
+    let params =
+        |seed| SamplingParams { temperature: 1.0, seed: Some(seed), max_tokens: 16, ..SamplingParams::default() };
     let a = e.generate(&prompt, &params(7), &mut |_| true).unwrap();
     let b = e.generate(&prompt, &params(7), &mut |_| true).unwrap();
     let c = e.generate(&prompt, &params(8), &mut |_| true).unwrap();

@@ -201,7 +201,9 @@ fn hostile_headers_are_rejected_before_allocating() {
     bad_model(&header(3, u64::MAX, 0), "tensor entries");
     bad_model(&header(3, 0, 1 << 60), "metadata entries");
     assert!(matches!(Gguf::parse(&header(1, 0, 0)), Err(Error::UnsupportedModel(_))));
-    assert!(matches!(Gguf::parse(&header(3u32.swap_bytes(), 0, 0)), Err(Error::UnsupportedModel(m)) if m.contains("big-endian")));
+    assert!(
+        matches!(Gguf::parse(&header(3u32.swap_bytes(), 0, 0)), Err(Error::UnsupportedModel(m)) if m.contains("big-endian"))
+    );
     assert!(matches!(Gguf::parse(&header(7, 0, 0)), Err(Error::UnsupportedModel(_))));
 
     // A metadata array claiming 2^40 strings.
@@ -324,7 +326,9 @@ fn config_errors_name_the_problem() {
     let b = llama(4, 3, 2);
     assert!(matches!(Config::from_gguf(&Gguf::parse(&b).unwrap()), Err(Error::BadModel(m)) if m.contains("grouped")));
     let b = llama(4, 2, 1 << 40);
-    assert!(matches!(Config::from_gguf(&Gguf::parse(&b).unwrap()), Err(Error::BadModel(m)) if m.contains("block_count")));
+    assert!(
+        matches!(Config::from_gguf(&Gguf::parse(&b).unwrap()), Err(Error::BadModel(m)) if m.contains("block_count"))
+    );
     // A valid config whose tensors are missing.
     let b = llama(4, 2, 2);
     let g = Gguf::parse(&b).unwrap();

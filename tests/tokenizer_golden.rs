@@ -138,13 +138,17 @@ fn spm_model() -> Vec<u8> {
     let mut tokens: Vec<&str> = vec!["<unk>", "<s>", "</s>"];
     let bytes: Vec<String> = (0..256).map(|b| format!("<0x{b:02X}>")).collect();
     tokens.extend(bytes.iter().map(String::as_str));
-    let words = ["▁", "h", "e", "l", "o", "w", "r", "d", "ll", "▁h", "he", "llo", "▁he", "▁hello", "▁w", "or", "▁wor", "ld", "▁world"];
+    let words = [
+        "▁", "h", "e", "l", "o", "w", "r", "d", "ll", "▁h", "he", "llo", "▁he", "▁hello", "▁w", "or", "▁wor", "ld",
+        "▁world",
+    ];
     tokens.extend(words);
     let mut types = vec![2u32, 3, 3];
     types.extend(std::iter::repeat_n(6, 256));
     types.extend(std::iter::repeat_n(1, words.len()));
     // Longer pieces score higher, so they merge first.
-    let scores: Vec<f32> = tokens.iter().enumerate().map(|(i, t)| if i < 259 { 0.0 } else { t.chars().count() as f32 }).collect();
+    let scores: Vec<f32> =
+        tokens.iter().enumerate().map(|(i, t)| if i < 259 { 0.0 } else { t.chars().count() as f32 }).collect();
     let mut w = GgufWriter::default();
     w.kv("tokenizer.ggml.model", Value::String("llama".into()))
         .kv("tokenizer.ggml.tokens", Value::Array(tokens.iter().map(|t| Value::String(t.to_string())).collect()))
@@ -189,16 +193,36 @@ fn bad_tokenizer_metadata_is_rejected() {
     let with = |edit: &dyn Fn(&mut GgufWriter)| {
         let mut w = GgufWriter::default();
         w.kv("tokenizer.ggml.model", Value::String("gpt2".into()))
-            .kv("tokenizer.ggml.tokens", Value::Array(vec![Value::String("a".into()), Value::String("b".into()), Value::String("ab".into())]))
+            .kv(
+                "tokenizer.ggml.tokens",
+                Value::Array(vec![Value::String("a".into()), Value::String("b".into()), Value::String("ab".into())]),
+            )
             .kv("tokenizer.ggml.merges", Value::Array(vec![Value::String("a b".into())]));
         edit(&mut w);
         let b = w.to_bytes();
         Tokenizer::from_gguf(&Gguf::parse(&b).unwrap()).err()
     };
     assert!(with(&|_| {}).is_none());
-    assert!(matches!(with(&|w| { w.kv("tokenizer.ggml.token_type", Value::Array(vec![Value::I32(1)])); }), Some(Error::BadModel(_))));
-    assert!(matches!(with(&|w| { w.kv("tokenizer.ggml.eos_token_id", Value::U32(7)); }), Some(Error::BadModel(_))));
-    assert!(matches!(with(&|w| w.metadata[2].1 = Value::Array(vec![Value::String("a c".into())])), Some(Error::BadModel(_))));
-    assert!(matches!(with(&|w| w.metadata[0].1 = Value::String("bert".into())), Some(Error::UnsupportedModel(m)) if m.contains("bert")));
-    assert!(matches!(with(&|w| { w.kv("tokenizer.ggml.pre", Value::String("mystery".into())); }), Some(Error::UnsupportedModel(m)) if m.contains("mystery")));
+    assert!(matches!(
+        with(&|w| {
+            w.kv("tokenizer.ggml.token_type", Value::Array(vec![Value::I32(1)]));
+        }),
+        Some(Error::BadModel(_))
+    ));
+    assert!(matches!(
+        with(&|w| {
+            w.kv("tokenizer.ggml.eos_token_id", Value::U32(7));
+        }),
+        Some(Error::BadModel(_))
+    ));
+    assert!(matches!(
+        with(&|w| w.metadata[2].1 = Value::Array(vec![Value::String("a c".into())])),
+        Some(Error::BadModel(_))
+    ));
+    assert!(
+        matches!(with(&|w| w.metadata[0].1 = Value::String("bert".into())), Some(Error::UnsupportedModel(m)) if m.contains("bert"))
+    );
+    assert!(
+        matches!(with(&|w| { w.kv("tokenizer.ggml.pre", Value::String("mystery".into())); }), Some(Error::UnsupportedModel(m)) if m.contains("mystery"))
+    );
 }

@@ -115,7 +115,8 @@ impl Args {
         p.stop = self.all("--stop").to_vec();
         for b in self.all("--logit-bias") {
             let parsed = b.split_once('=').and_then(|(id, v)| Some((id.parse().ok()?, v.parse().ok()?)));
-            p.logit_bias.push(parsed.ok_or_else(|| Error::InvalidArgument(format!("--logit-bias {b:?}: want ID=BIAS")))?);
+            p.logit_bias
+                .push(parsed.ok_or_else(|| Error::InvalidArgument(format!("--logit-bias {b:?}: want ID=BIAS")))?);
         }
         p.validate()?;
         Ok(p)

@@ -36,11 +36,7 @@ impl CpuModel {
     /// Dequantize every tensor to f32. `capacity` is the KV cache's size in positions.
     pub fn new(config: &Config, tensors: &Weights<TensorView>, capacity: usize) -> Result<CpuModel> {
         let weights = tensors.try_map(|t| dequantize(*t))?;
-        Ok(CpuModel {
-            config: config.clone(),
-            weights,
-            cache: KvCache::new(config.n_layers, capacity),
-        })
+        Ok(CpuModel { config: config.clone(), weights, cache: KvCache::new(config.n_layers, capacity) })
     }
 
     /// Run one chunk of tokens at positions `cache.len ..`; returns the last token's hidden state.
@@ -177,7 +173,7 @@ fn dequantize(t: TensorView) -> Result<Matrix> {
     let n = t.info.elements() as usize;
     let mut data = Vec::new();
     data.try_reserve_exact(n)
-        .map_err(|_| Error::OutOfMemory(format!("{} needs {} MB as f32", t.info.name, n * 4 >> 20)))?;
+        .map_err(|_| Error::OutOfMemory(format!("{} needs {} MB as f32", t.info.name, (n * 4) >> 20)))?;
     data.resize(n, 0.0);
     quant::dequantize(t.info.dtype, t.data, &mut data)?;
     Ok(Matrix { rows: n / cols, cols, data })

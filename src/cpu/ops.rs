@@ -40,11 +40,8 @@ pub fn matmul(w: &Matrix, x: &[f32], out: &mut [f32]) {
     // Work on blocks of rows so each thread writes its own slice of a row-block-major scratch.
     let rows_per_task = w.rows.div_ceil(threads()).max(1);
     let mut scratch = vec![0f32; n * w.rows];
-    let tasks: Vec<(usize, &mut [f32])> = scratch
-        .chunks_mut(rows_per_task * n)
-        .enumerate()
-        .map(|(i, s)| (i * rows_per_task, s))
-        .collect();
+    let tasks: Vec<(usize, &mut [f32])> =
+        scratch.chunks_mut(rows_per_task * n).enumerate().map(|(i, s)| (i * rows_per_task, s)).collect();
     let work = |(r0, s): (usize, &mut [f32])| {
         let nr = s.len() / n;
         for r in 0..nr {

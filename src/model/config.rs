@@ -108,9 +108,7 @@ impl Config {
         let rope_linear_scale = match g.get(&key("rope.scaling.type")).and_then(|v| v.as_str()) {
             None | Some("none") => 1.0,
             Some("linear") => positive(g.f64_opt(&key("rope.scaling.factor"))?.unwrap_or(1.0), "rope.scaling.factor")?,
-            Some(other) => {
-                return Err(Error::UnsupportedModel(format!("RoPE scaling {other:?} is not supported")))
-            }
+            Some(other) => return Err(Error::UnsupportedModel(format!("RoPE scaling {other:?} is not supported"))),
         };
         let rope_base = positive(g.f64_opt(&key("rope.freq_base"))?.unwrap_or(10_000.0), "rope.freq_base")?;
         let rms_eps = positive(

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 /// The default model, fetched by `scripts/fetch-model.sh` (override with WEBGPU_LLM_MODEL).
 pub fn model_path() -> PathBuf {
-    std::env::var_os("WEBGPU_LLM_MODEL").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
-    })
+    std::env::var_os("WEBGPU_LLM_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf"))
 }
 
 pub fn model_bytes() -> Vec<u8> {
