@@ -11,7 +11,9 @@ cargo fmt --check
 echo "== cargo clippy"
 cargo clippy --all-targets -- -D warnings
 echo "== cargo test (native)"
-cargo test
+log=$(mktemp)
+cargo test 2>&1 | tee "$log"
 echo "== cargo build --target wasm32-unknown-unknown (the library)"
 cargo build --release --lib --target wasm32-unknown-unknown
-echo "all tests passed"
+# One closing line for the whole run: the sum of every cargo test summary above.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

@@ -46,13 +46,20 @@ pub enum FinishReason {
     Abort,
 }
 
-/// One generated token as it is streamed.
+/// A piece of streamed output.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct TokenEvent<'a> {
-    pub id: u32,
-    /// The text this token completes; may be empty (a partial UTF-8 character, a held-back
-    /// possible stop string) and may include text held back from earlier tokens.
+    /// Text that can be shown now; may be empty (a partial UTF-8 character, or text held back
+    /// because it could start a stop string) and may include text held back earlier.
     pub text: &'a str,
+    /// The token that produced this piece; `None` for the final flush of held-back text.
+    pub token: Option<TokenInfo>,
+}
+
+/// A generated token and how likely it was.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct TokenInfo {
+    pub id: u32,
     /// Probability of this token in the final sampling distribution.
     pub prob: f32,
     /// Log-probability under the model's raw distribution (temperature 1, no penalties).
@@ -247,7 +254,8 @@ impl Engine {
             gen.tokens.push(s.id);
             history.push(s.id);
             let (piece, hit_stop) = stream.push(s.id);
-            let event = TokenEvent { id: s.id, text: &piece, prob: s.prob, logprob: s.logprob_raw };
+            let token = TokenInfo { id: s.id, prob: s.prob, logprob: s.logprob_raw };
+            let event = TokenEvent { text: &piece, token: Some(token) };
             let go_on = on_token(&event);
             if hit_stop {
                 gen.finish_reason = FinishReason::Stop;
@@ -267,7 +275,7 @@ impl Engine {
         let tail = stream.finish();
         if !tail.is_empty() {
             // The last piece held back for a possible stop string turned out to be plain text.
-            on_token(&TokenEvent { id: *gen.tokens.last().unwrap_or(&0), text: &tail, prob: 1.0, logprob: 0.0 });
+            on_token(&TokenEvent { text: &tail, token: None });
         }
         gen.text = stream.text;
         Ok(gen)

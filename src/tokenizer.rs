@@ -42,6 +42,7 @@ const END_OF_TURN: &[&str] = &[
 
 /// The pre-tokenizer regexes of llama.cpp's `tokenizer.ggml.pre` names (byte-level BPE).
 const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const LLAMA3_NAMES: &[&str] = &["llama3", "llama-bpe", "llama-v3", "smaug-bpe"];
 const QWEN2_REGEX: &str =
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
@@ -114,8 +115,11 @@ impl Tokenizer {
                         })
                         .collect::<Result<Vec<_>>>()?;
                     let pre_name = g.get("tokenizer.ggml.pre").and_then(Value::as_str).unwrap_or("default");
+                    // Llama 3's tokenizer takes a whole pre-token straight from the vocabulary when it
+                    // is one token, before any merging (as llama.cpp and HF do).
                     let bpe = BPE::builder()
                         .vocab_and_merges(vocab.clone().into_iter().collect::<tokenizers::models::bpe::Vocab>(), merges)
+                        .ignore_merges(LLAMA3_NAMES.contains(&pre_name))
                         .build()
                         .map_err(hf)?;
                     (bpe, Encoding::ByteLevel, None, Some(byte_level_pre_tokenizer(pre_name)?))
@@ -375,7 +379,7 @@ fn byte_level_pre_tokenizer(name: &str) -> Result<PreTokenizerWrapper> {
         // Digits one by one, then the GPT-2 regex.
         "smollm" => Ok(Sequence::new(vec![Digits::new(true).into(), ByteLevel::new(false, true, true).into()]).into()),
         "default" | "gpt2" | "starcoder" | "refact" => Ok(ByteLevel::new(false, true, true).into()),
-        "llama3" | "llama-bpe" | "llama-v3" | "smaug-bpe" => split(LLAMA3_REGEX),
+        n if LLAMA3_NAMES.contains(&n) => split(LLAMA3_REGEX),
         "qwen2" | "deepseek-r1-qwen" => split(QWEN2_REGEX),
         other => Err(Error::UnsupportedModel(format!(
             "pre-tokenizer {other:?} is not supported (supported: smollm, gpt2, starcoder, llama3, qwen2)"

@@ -28,12 +28,23 @@ fn chat_answer_matches_llama_cpp_and_stops_at_end_of_turn() {
     let prompt = e.encode_chat(&[user("What is the capital of France?")]).unwrap();
     assert_eq!(prompt, ids(&g["prompt_token_ids"]));
     let mut streamed = String::new();
+    let mut infos = Vec::new();
     let gen = e
         .generate(&prompt, &greedy(48), &mut |t| {
             streamed.push_str(t.text);
+            infos.extend(t.token);
             true
         })
         .unwrap();
+    // Each token is reported once; greedy picks with certainty, and the raw log-probability of
+    // the first answer token is log softmax of llama.cpp's logits (within f32 rounding).
+    assert_eq!(infos.iter().map(|i| i.id).collect::<Vec<_>>(), gen.tokens);
+    assert!(infos.iter().all(|i| i.prob == 1.0 && i.logprob <= 0.0));
+    let logits = golden_f32("chat_capital.f32_reference.logits0.f32");
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let log_z = max + logits.iter().map(|&l| (l as f64 - max).exp()).sum::<f64>().ln();
+    let want = logits[gen.tokens[0] as usize] as f64 - log_z;
+    assert!((infos[0].logprob as f64 - want).abs() < 1e-3, "{} vs {want}", infos[0].logprob);
     let r = &g["f32_reference"];
     let eog_at = r["first_eog_index"].as_u64().unwrap() as usize;
     assert_eq!(gen.tokens, ids(&r["generated_token_ids"])[..eog_at]);

@@ -1,0 +1,220 @@
+//! The CPU forward pass on tiny random models of each supported architecture, against a naive
+//! f64 implementation written here from the papers (RMSNorm, RoPE, GQA, SwiGLU). Covers what the
+//! default model does not: Qwen2's biases and NeoX RoPE, an untied output, Llama 3 rope_freqs,
+//! linear RoPE scaling, several prefill chunks.
+
+use webgpu_llm::backend::Backend;
+use webgpu_llm::cpu::CpuModel;
+use webgpu_llm::gguf::writer::GgufWriter;
+use webgpu_llm::gguf::{Gguf, Value};
+use webgpu_llm::model::{Config, Weights};
+
+const D: usize = 16;
+const HEADS: usize = 4;
+const KV_HEADS: usize = 2;
+const HD: usize = 4;
+const FFN: usize = 24;
+const VOCAB: usize = 13;
+const LAYERS: usize = 2;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> f32 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+    }
+    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.next() * scale).collect()
+    }
+}
+
+/// Tensors by name, values row-major with `dims[0]` per row (ggml order).
+type Tensors = Vec<(String, Vec<usize>, Vec<f32>)>;
+
+fn random_model(arch: &str, seed: u64, tied: bool, rope_freqs: bool, linear_scale: Option<f32>) -> (Vec<u8>, Tensors) {
+    let mut rng = Rng(seed);
+    let mut t: Tensors = Vec::new();
+    let mut add = |name: String, dims: Vec<usize>, scale: f32, rng: &mut Rng| {
+        let n = dims.iter().product();
+        t.push((name, dims, rng.vec(n, scale)));
+    };
+    add("token_embd.weight".into(), vec![D, VOCAB], 2.0, &mut rng);
+    for l in 0..LAYERS {
+        let n = |s: &str| format!("blk.{l}.{s}");
+        add(n("attn_norm.weight"), vec![D], 1.0, &mut rng);
+        add(n("attn_q.weight"), vec![D, HEADS * HD], 1.0, &mut rng);
+        add(n("attn_k.weight"), vec![D, KV_HEADS * HD], 1.0, &mut rng);
+        add(n("attn_v.weight"), vec![D, KV_HEADS * HD], 1.0, &mut rng);
+        add(n("attn_output.weight"), vec![HEADS * HD, D], 1.0, &mut rng);
+        if arch == "qwen2" {
+            add(n("attn_q.bias"), vec![HEADS * HD], 1.0, &mut rng);
+            add(n("attn_k.bias"), vec![KV_HEADS * HD], 1.0, &mut rng);
+            add(n("attn_v.bias"), vec![KV_HEADS * HD], 1.0, &mut rng);
+        }
+        add(n("ffn_norm.weight"), vec![D], 1.0, &mut rng);
+        add(n("ffn_gate.weight"), vec![D, FFN], 1.0, &mut rng);
+        add(n("ffn_up.weight"), vec![D, FFN], 1.0, &mut rng);
+        add(n("ffn_down.weight"), vec![FFN, D], 1.0, &mut rng);
+    }
+    add("output_norm.weight".into(), vec![D], 1.0, &mut rng);
+    if !tied {
+        add("output.weight".into(), vec![D, VOCAB], 1.0, &mut rng);
+    }
+    if rope_freqs {
+        t.push(("rope_freqs.weight".into(), vec![HD / 2], vec![1.0, 4.0]));
+    }
+    let mut w = GgufWriter::default();
+    let k = |s: &str| format!("{arch}.{s}");
+    w.kv("general.architecture", Value::String(arch.into()))
+        .kv(&k("block_count"), Value::U32(LAYERS as u32))
+        .kv(&k("embedding_length"), Value::U32(D as u32))
+        .kv(&k("feed_forward_length"), Value::U32(FFN as u32))
+        .kv(&k("context_length"), Value::U32(256))
+        .kv(&k("attention.head_count"), Value::U32(HEADS as u32))
+        .kv(&k("attention.head_count_kv"), Value::U32(KV_HEADS as u32))
+        .kv(&k("rope.freq_base"), Value::F32(500.0))
+        .kv(&k("attention.layer_norm_rms_epsilon"), Value::F32(1e-6));
+    if let Some(s) = linear_scale {
+        w.kv(&k("rope.scaling.type"), Value::String("linear".into())).kv(&k("rope.scaling.factor"), Value::F32(s));
+    }
+    for (name, dims, data) in &t {
+        let dims64: Vec<u64> = dims.iter().map(|&d| d as u64).collect();
+        w.tensor(name, &dims64, 0, data.iter().flat_map(|v| v.to_le_bytes()).collect());
+    }
+    (w.to_bytes(), t)
+}
+
+/// The whole forward pass in f64, one token at a time, straight from the definitions.
+fn reference(t: &Tensors, arch: &str, tokens: &[u32], linear_scale: f64) -> Vec<f64> {
+    let get = |name: &str| -> Vec<f64> {
+        t.iter().find(|x| x.0 == name).map(|x| x.2.iter().map(|&v| v as f64).collect()).unwrap_or_default()
+    };
+    let matvec = |w: &[f64], x: &[f64]| -> Vec<f64> {
+        w.chunks(x.len()).map(|row| row.iter().zip(x).map(|(a, b)| a * b).sum()).collect()
+    };
+    let norm = |x: &[f64], w: &[f64]| -> Vec<f64> {
+        let ms = x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64;
+        x.iter().zip(w).map(|(v, g)| v / (ms + 1e-6f32 as f64).sqrt() * g).collect()
+    };
+    let freqs = get("rope_freqs.weight");
+    let rope = |v: &mut [f64], pos: usize| {
+        for i in 0..HD / 2 {
+            let f = if freqs.is_empty() { 1.0 } else { freqs[i] };
+            let theta = pos as f64 / linear_scale * 500f64.powf(-2.0 * i as f64 / HD as f64) / f;
+            let (a, b) = if arch == "qwen2" { (i, i + HD / 2) } else { (2 * i, 2 * i + 1) };
+            let (x0, x1) = (v[a], v[b]);
+            v[a] = x0 * theta.cos() - x1 * theta.sin();
+            v[b] = x0 * theta.sin() + x1 * theta.cos();
+        }
+    };
+    let mut keys: Vec<Vec<Vec<f64>>> = vec![Vec::new(); LAYERS];
+    let mut values: Vec<Vec<Vec<f64>>> = vec![Vec::new(); LAYERS];
+    let embd = get("token_embd.weight");
+    let mut logits = Vec::new();
+    for (pos, &tok) in tokens.iter().enumerate() {
+        let mut x: Vec<f64> = embd[tok as usize * D..][..D].to_vec();
+        for l in 0..LAYERS {
+            let n = |s: &str| get(&format!("blk.{l}.{s}"));
+            let h = norm(&x, &n("attn_norm.weight"));
+            let add_bias = |mut v: Vec<f64>, b: Vec<f64>| {
+                v.iter_mut().zip(b.iter().chain(std::iter::repeat(&0.0))).for_each(|(a, b)| *a += b);
+                v
+            };
+            let mut q = add_bias(matvec(&n("attn_q.weight"), &h), n("attn_q.bias"));
+            let mut k = add_bias(matvec(&n("attn_k.weight"), &h), n("attn_k.bias"));
+            let v = add_bias(matvec(&n("attn_v.weight"), &h), n("attn_v.bias"));
+            q.chunks_mut(HD).for_each(|hq| rope(hq, pos));
+            k.chunks_mut(HD).for_each(|hk| rope(hk, pos));
+            keys[l].push(k);
+            values[l].push(v);
+            let mut attn = vec![0.0; HEADS * HD];
+            for head in 0..HEADS {
+                let kvh = head / (HEADS / KV_HEADS);
+                let qh = &q[head * HD..][..HD];
+                let scores: Vec<f64> = keys[l]
+                    .iter()
+                    .map(|k| qh.iter().zip(&k[kvh * HD..][..HD]).map(|(a, b)| a * b).sum::<f64>() / (HD as f64).sqrt())
+                    .collect();
+                let m = scores.iter().copied().fold(f64::MIN, f64::max);
+                let e: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
+                let z: f64 = e.iter().sum();
+                for (p, ep) in e.iter().enumerate() {
+                    for i in 0..HD {
+                        attn[head * HD + i] += ep / z * values[l][p][kvh * HD + i];
+                    }
+                }
+            }
+            let o = matvec(&n("attn_output.weight"), &attn);
+            x.iter_mut().zip(o).for_each(|(a, b)| *a += b);
+            let h = norm(&x, &n("ffn_norm.weight"));
+            let g = matvec(&n("ffn_gate.weight"), &h);
+            let u = matvec(&n("ffn_up.weight"), &h);
+            let a: Vec<f64> = g.iter().zip(&u).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect();
+            let down = matvec(&n("ffn_down.weight"), &a);
+            x.iter_mut().zip(down).for_each(|(a, b)| *a += b);
+        }
+        let h = norm(&x, &get("output_norm.weight"));
+        let out = get("output.weight");
+        logits = matvec(if out.is_empty() { &embd } else { &out }, &h);
+    }
+    logits
+}
+
+fn check(arch: &str, tied: bool, rope_freqs: bool, linear_scale: Option<f32>) {
+    let (bytes, tensors) = random_model(arch, 42, tied, rope_freqs, linear_scale);
+    let g = Gguf::parse(&bytes).unwrap();
+    let c = Config::from_gguf(&g).unwrap();
+    assert_eq!(c.tied_embeddings, tied);
+    let w = Weights::from_gguf(&g, &c).unwrap();
+    let mut model = CpuModel::new(&c, &w, 256).unwrap();
+    // 150 tokens: several 64-token prefill chunks, then single-token steps.
+    let tokens: Vec<u32> = (0..150u32).map(|i| (i * 7 + 3) % VOCAB as u32).collect();
+    let mut got = model.forward(&tokens[..140]).unwrap();
+    for &t in &tokens[140..] {
+        got = model.forward(&[t]).unwrap();
+    }
+    let want = reference(&tensors, arch, &tokens, linear_scale.unwrap_or(1.0) as f64);
+    let err = got.iter().zip(&want).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
+    let scale = want.iter().map(|v| v.abs()).fold(0.0, f64::max);
+    assert!(err <= 1e-4 * scale.max(1.0), "{arch}: max |diff| {err} (logits up to {scale})");
+}
+
+#[test]
+fn llama_with_tied_embeddings() {
+    check("llama", true, false, None);
+}
+
+#[test]
+fn llama3_with_rope_freqs_and_untied_output() {
+    check("llama", false, true, None);
+}
+
+#[test]
+fn llama_with_linear_rope_scaling() {
+    check("llama", true, false, Some(4.0));
+}
+
+#[test]
+fn qwen2_with_biases_and_neox_rope() {
+    check("qwen2", false, false, None);
+}
+
+#[test]
+fn qwen2_without_biases_is_a_bad_model() {
+    let (bytes, _) = random_model("llama", 1, true, false, None);
+    // The same tensors declared as qwen2: the required biases are missing.
+    let mut w = GgufWriter::default();
+    let g = Gguf::parse(&bytes).unwrap();
+    for (k, v) in &g.metadata {
+        let key = k.replace("llama.", "qwen2.");
+        let value = if k == "general.architecture" { Value::String("qwen2".into()) } else { v.clone() };
+        w.kv(&key, value);
+    }
+    for t in &g.tensors {
+        w.tensor(&t.name, &t.dims, 0, g.tensor(&t.name).unwrap().data.to_vec());
+    }
+    let b = w.to_bytes();
+    let g = Gguf::parse(&b).unwrap();
+    let c = Config::from_gguf(&g).unwrap();
+    assert!(matches!(Weights::from_gguf(&g, &c), Err(webgpu_llm::Error::BadModel(m)) if m.contains("attn_q.bias")));
+}
