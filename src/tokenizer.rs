@@ -317,6 +317,12 @@ impl Tokenizer {
         }
     }
 
+    /// This tokenizer as a HF `tokenizer.json` (for use elsewhere, or to edit and load back with
+    /// `from_json`).
+    pub fn to_json(&self) -> Result<String> {
+        self.with_special.to_string(false).map_err(|e| Error::InvalidArgument(format!("tokenizer.json: {e}")))
+    }
+
     /// The raw bytes a token stands for; empty for control tokens and unknown ids.
     pub fn token_bytes(&self, id: u32) -> &[u8] {
         self.bytes.get(id as usize).map_or(&[], Vec::as_slice)

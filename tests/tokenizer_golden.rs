@@ -32,6 +32,27 @@ fn reproduces_every_llama_cpp_tokenizer_case() {
     }
 }
 
+/// A tokenizer.json (here: the default model's own, exported) gives the same ids as the GGUF
+/// vocabulary, with and without special-token parsing.
+#[test]
+fn tokenizer_json_round_trips() {
+    let bytes = model_bytes();
+    let g = Gguf::parse(&bytes).unwrap();
+    let tok = Tokenizer::from_gguf(&g).unwrap();
+    let json = tok.to_json().unwrap();
+    let again = Tokenizer::from_json(json.as_bytes(), &g).unwrap();
+    assert_eq!((again.vocab_size(), again.eog_ids(), again.add_bos()), (49152, tok.eog_ids(), false));
+    let cases = golden_json("tokenizer_cases.json");
+    for case in cases["cases"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        assert_eq!(again.encode(text, true).unwrap(), ids(&case["ids_parse_special"]), "{text:?}");
+        assert_eq!(again.encode(text, false).unwrap(), ids(&case["ids_no_parse_special"]), "{text:?}");
+        let plain = ids(&case["ids_no_parse_special"]);
+        assert_eq!(again.decode(&plain, false), text);
+    }
+    assert!(matches!(Tokenizer::from_json(b"{not json", &g), Err(Error::BadModel(_))));
+}
+
 #[test]
 fn special_ids_of_the_default_model() {
     let bytes = model_bytes();
