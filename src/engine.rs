@@ -79,6 +79,8 @@ pub struct Generation {
     pub reused_tokens: usize,
     /// Prompt tokens run through the model.
     pub prefill_tokens: usize,
+    /// Generated tokens fed back through the model (the last one usually is not).
+    pub decoded_tokens: usize,
     pub prefill_secs: f64,
     pub decode_secs: f64,
 }
@@ -90,7 +92,7 @@ impl Generation {
 
     /// Tokens fed back through the model per second during decoding.
     pub fn decode_tokens_per_s(&self) -> f64 {
-        rate(self.tokens.len().saturating_sub(1), self.decode_secs)
+        rate(self.decoded_tokens, self.decode_secs)
     }
 }
 
@@ -209,7 +211,6 @@ impl Engine {
         params: &SamplingParams,
         on_token: &mut dyn FnMut(&TokenEvent) -> bool,
     ) -> Result<Generation> {
-        params.validate()?;
         if prompt.is_empty() {
             return Err(Error::InvalidArgument("the prompt is empty".into()));
         }
@@ -220,6 +221,7 @@ impl Engine {
         if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= self.config.vocab_size) {
             return Err(Error::InvalidArgument(format!("token id {bad} is outside the vocabulary")));
         }
+        // Validates the parameters before anything changes.
         let mut sampler = Sampler::new(params.clone())?;
 
         // Reuse the cached prefix, but always run at least one token to get logits.
@@ -238,21 +240,21 @@ impl Engine {
             finish_reason: FinishReason::Length,
             reused_tokens: reused,
             prefill_tokens: prompt.len() - reused,
+            decoded_tokens: 0,
             prefill_secs,
             decode_secs: 0.0,
         };
         let mut stream = TextStream::new(&self.tokenizer, &params.stop);
-        let mut history = prompt.to_vec();
         let mut logits = logits;
         let started = Instant::now();
         loop {
-            let s = sampler.sample(&logits, &history)?;
+            // The context is the prompt and every token generated so far: the penalties' window.
+            let s = sampler.sample(&logits, &self.context)?;
             if self.tokenizer.eog_ids().contains(&s.id) || params.stop_token_ids.contains(&s.id) {
                 gen.finish_reason = FinishReason::Stop;
                 break;
             }
             gen.tokens.push(s.id);
-            history.push(s.id);
             let (piece, hit_stop) = stream.push(s.id);
             let token = TokenInfo { id: s.id, prob: s.prob, logprob: s.logprob_raw };
             let event = TokenEvent { text: &piece, token: Some(token) };
@@ -270,6 +272,7 @@ impl Engine {
                 break;
             }
             logits = run(&mut *self.backend, &mut self.context, &[s.id])?;
+            gen.decoded_tokens += 1;
         }
         gen.decode_secs = started.elapsed().as_secs_f64();
         let tail = stream.finish();

@@ -51,6 +51,8 @@ fn chat_answer_matches_llama_cpp_and_stops_at_end_of_turn() {
     assert_eq!(gen.text, r["generated_text_until_eog"].as_str().unwrap());
     assert_eq!(gen.text, "The capital of France is Paris.");
     assert_eq!((gen.finish_reason, streamed), (FinishReason::Stop, gen.text.clone()));
+    // Every answer token was fed back (the end-of-turn token that followed needs no step).
+    assert_eq!(gen.decoded_tokens, gen.tokens.len());
 }
 
 /// A second turn runs only its new tokens, and gives exactly what a fresh engine computes from
@@ -115,6 +117,7 @@ fn limits_end_generation_with_length_and_overflow_is_an_error_before_work() {
     let prompt = e.encode_prompt("Once upon a time").unwrap();
     let gen = e.generate(&prompt, &greedy(5), &mut |_| true).unwrap();
     assert_eq!((gen.finish_reason, gen.tokens.len()), (FinishReason::Length, 5));
+    assert_eq!(gen.decoded_tokens, 4, "the fifth token ends generation without a step");
     // The context fills up: generation stops with Length at capacity.
     let bans = e.tokenizer().eog_ids().iter().map(|&id| (id, f32::NEG_INFINITY)).collect();
     let params = SamplingParams { logit_bias: bans, ..greedy(1000) };

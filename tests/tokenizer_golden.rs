@@ -152,6 +152,11 @@ fn hostile_templates_are_stopped() {
         let t = ChatTemplate::new(src, "", "").unwrap();
         assert!(matches!(t.render(&[], true), Err(Error::InvalidArgument(_))), "{src}");
     }
+    // 6 MB of output is over the 4 MiB cap; the same expression, smaller, renders.
+    let small = ChatTemplate::new("{{ 'ab' * 3 }}", "", "").unwrap();
+    assert_eq!(small.render(&[], true).unwrap(), "ababab");
+    let huge = ChatTemplate::new("{{ 'ab' * 3000000 }}", "", "").unwrap();
+    assert!(matches!(huge.render(&[], true), Err(Error::InvalidArgument(m)) if m.contains("exceeds")));
 }
 
 /// A tiny SentencePiece-style vocabulary (the Llama 2 kind), built by hand.
