@@ -1,7 +1,8 @@
-//! What the engine needs from a forward-pass implementation. The CPU reference implements it;
-//! the GPU backend will too. Everything else (tokenizer, template, sampler, engine) is shared.
+//! What the engine needs from a forward-pass implementation: the CPU reference and the GPU
+//! backend both provide it. Everything else (tokenizer, template, sampler, engine) is shared.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::sampler::{Logits, LogitsRequest};
 
 pub trait Backend {
     /// "cpu" or "gpu".
@@ -12,7 +13,47 @@ pub trait Backend {
     fn cached(&self) -> usize;
     /// Forget the cached positions from `len` on (to reuse a common prefix).
     fn truncate(&mut self, len: usize);
-    /// Run `tokens` at the next positions, append their K/V to the cache, and return the logits
-    /// of the last one. Fails with `ContextOverflow` if they do not fit.
-    fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>>;
+    /// Run `tokens` at the next positions, append their K/V to the cache, and return the last
+    /// one's logits: the whole vector, or the shortlist `want` asks for (a backend may always
+    /// answer with the whole vector). Fails with `ContextOverflow` if they do not fit.
+    fn forward(&mut self, tokens: &[u32], want: &LogitsRequest) -> Result<Logits>;
+    /// Work and memory counters.
+    fn stats(&self) -> BackendStats;
+
+    /// [`Backend::forward`] asking for the whole logits vector.
+    fn forward_full(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        self.forward(tokens, &LogitsRequest::Full)?
+            .into_full()
+            .ok_or_else(|| Error::InvalidArgument("the backend answered a full request with a shortlist".into()))
+    }
+}
+
+/// Counters since the model was loaded, and memory held now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct BackendStats {
+    /// Forward steps run (prefill chunks and decode tokens).
+    pub steps: u64,
+    /// Kernel dispatches (0 on the CPU).
+    pub dispatches: u64,
+    /// Queue submissions (0 on the CPU).
+    pub submissions: u64,
+    /// Bytes copied from the GPU to the CPU (0 on the CPU).
+    pub read_back_bytes: u64,
+    /// Bytes the weights take in the backend's memory.
+    pub weight_bytes: u64,
+    /// Bytes the KV cache takes (the GPU allocates the whole capacity; the CPU's grows).
+    pub kv_bytes: u64,
+}
+
+impl BackendStats {
+    /// The work done since `earlier` (the memory fields stay as they are now).
+    pub fn since(&self, earlier: &BackendStats) -> BackendStats {
+        BackendStats {
+            steps: self.steps - earlier.steps,
+            dispatches: self.dispatches - earlier.dispatches,
+            submissions: self.submissions - earlier.submissions,
+            read_back_bytes: self.read_back_bytes - earlier.read_back_bytes,
+            ..*self
+        }
+    }
 }

@@ -6,19 +6,23 @@
 
 use web_time::Instant;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, BackendStats};
 use crate::cpu::CpuModel;
 use crate::error::{Error, Result};
 use crate::gguf::Gguf;
+use crate::gpu::{AdapterReport, GpuOptions};
 use crate::model::{Config, Weights};
-use crate::sampler::{Sampler, SamplingParams};
+use crate::sampler::{Logits, LogitsRequest, Sampler, SamplingParams};
 use crate::tokenizer::{ChatTemplate, Detokenizer, Message, Tokenizer};
 
 /// Which forward-pass implementation runs the model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
+    /// The GPU when the adapter is real hardware, else the CPU: on a software adapter
+    /// (lavapipe, SwiftShader) the CPU reference is several times faster than the kernels.
     #[default]
+    Auto,
     Cpu,
     Gpu,
 }
@@ -29,6 +33,9 @@ pub struct EngineOptions {
     pub backend: BackendKind,
     /// KV-cache capacity in positions; default min(model context, 4096).
     pub context_size: Option<usize>,
+    /// GPU set-up (f16 use, binding size cap).
+    #[serde(skip)]
+    pub gpu: GpuOptions,
     /// A HF `tokenizer.json` to use instead of the GGUF vocabulary.
     #[serde(skip)]
     pub tokenizer_json: Option<Vec<u8>>,
@@ -83,6 +90,9 @@ pub struct Generation {
     pub decoded_tokens: usize,
     pub prefill_secs: f64,
     pub decode_secs: f64,
+    /// The backend's work for the prompt and for the generated tokens.
+    pub prefill_work: BackendStats,
+    pub decode_work: BackendStats,
 }
 
 impl Generation {
@@ -109,6 +119,7 @@ pub struct Engine {
     tokenizer: Tokenizer,
     template: ChatTemplate,
     backend: Box<dyn Backend>,
+    adapter: Option<AdapterReport>,
     /// The tokens whose K/V are in the backend's cache, in order.
     context: Vec<u32>,
 }
@@ -136,13 +147,18 @@ impl Engine {
             None => config.context_length.min(4096),
         };
         let tensors = Weights::from_gguf(&gguf, &config)?;
-        let backend: Box<dyn Backend> = match options.backend {
-            BackendKind::Cpu => Box::new(CpuModel::new(&config, &tensors, capacity)?),
-            BackendKind::Gpu => {
-                return Err(Error::NoWebGpu("the GPU backend is not implemented yet; use the CPU backend".into()))
-            }
-        };
-        Ok(Engine { config, tokenizer, template, backend, context: Vec::new() })
+        let (backend, adapter) = load_backend(options, &config, &tensors, capacity)?;
+        Ok(Engine { config, tokenizer, template, backend, adapter, context: Vec::new() })
+    }
+
+    /// The GPU adapter the model runs on (`None` on the CPU backend).
+    pub fn adapter(&self) -> Option<&AdapterReport> {
+        self.adapter.as_ref()
+    }
+
+    /// Work and memory counters of the backend.
+    pub fn stats(&self) -> BackendStats {
+        self.backend.stats()
     }
 
     pub fn config(&self) -> &Config {
@@ -230,8 +246,11 @@ impl Engine {
         self.context.truncate(reused);
 
         let started = Instant::now();
-        let logits = run(&mut *self.backend, &mut self.context, &prompt[reused..])?;
+        let before = self.backend.stats();
+        let want = sampler.request(&self.context, &prompt[reused..]);
+        let logits = run(&mut *self.backend, &mut self.context, &prompt[reused..], &want)?;
         let prefill_secs = started.elapsed().as_secs_f64();
+        let after_prefill = self.backend.stats();
 
         let mut gen = Generation {
             prompt_tokens: prompt.to_vec(),
@@ -243,13 +262,15 @@ impl Engine {
             decoded_tokens: 0,
             prefill_secs,
             decode_secs: 0.0,
+            prefill_work: after_prefill.since(&before),
+            decode_work: BackendStats::default(),
         };
         let mut stream = TextStream::new(&self.tokenizer, &params.stop);
         let mut logits = logits;
         let started = Instant::now();
         loop {
             // The context is the prompt and every token generated so far: the penalties' window.
-            let s = sampler.sample(&logits, &self.context)?;
+            let s = sampler.sample_from(&logits, &self.context)?;
             if self.tokenizer.eog_ids().contains(&s.id) || params.stop_token_ids.contains(&s.id) {
                 gen.finish_reason = FinishReason::Stop;
                 break;
@@ -271,10 +292,12 @@ impl Engine {
                 gen.finish_reason = FinishReason::Length;
                 break;
             }
-            logits = run(&mut *self.backend, &mut self.context, &[s.id])?;
+            let want = sampler.request(&self.context, &[s.id]);
+            logits = run(&mut *self.backend, &mut self.context, &[s.id], &want)?;
             gen.decoded_tokens += 1;
         }
         gen.decode_secs = started.elapsed().as_secs_f64();
+        gen.decode_work = self.backend.stats().since(&after_prefill);
         let tail = stream.finish();
         if !tail.is_empty() {
             // The last piece held back for a possible stop string turned out to be plain text.
@@ -286,8 +309,8 @@ impl Engine {
 }
 
 /// Run tokens through the backend, keeping `context` in step with its cache even on error.
-fn run(backend: &mut dyn Backend, context: &mut Vec<u32>, tokens: &[u32]) -> Result<Vec<f32>> {
-    match backend.forward(tokens) {
+fn run(backend: &mut dyn Backend, context: &mut Vec<u32>, tokens: &[u32], want: &LogitsRequest) -> Result<Logits> {
+    match backend.forward(tokens, want) {
         Ok(logits) => {
             context.extend_from_slice(tokens);
             Ok(logits)
@@ -296,6 +319,40 @@ fn run(backend: &mut dyn Backend, context: &mut Vec<u32>, tokens: &[u32]) -> Res
             backend.truncate(context.len());
             Err(e)
         }
+    }
+}
+
+/// The backend `options` ask for, with the adapter it runs on.
+fn load_backend(
+    options: &EngineOptions,
+    config: &Config,
+    tensors: &Weights<crate::gguf::TensorView>,
+    capacity: usize,
+) -> Result<(Box<dyn Backend>, Option<AdapterReport>)> {
+    let cpu = || -> Result<(Box<dyn Backend>, Option<AdapterReport>)> {
+        Ok((Box::new(CpuModel::new(config, tensors, capacity)?), None))
+    };
+    if options.backend == BackendKind::Cpu {
+        return cpu();
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let gpu = match crate::gpu::Gpu::new_blocking(&options.gpu) {
+            Ok(gpu) => gpu,
+            Err(Error::NoWebGpu(_)) if options.backend == BackendKind::Auto => return cpu(),
+            Err(e) => return Err(e),
+        };
+        if gpu.software && options.backend == BackendKind::Auto {
+            return cpu();
+        }
+        let report = gpu.report.clone();
+        let model = pollster::block_on(crate::gpu::GpuModel::load(gpu, config, tensors, capacity))?;
+        Ok((Box::new(model), Some(report)))
+    }
+    #[cfg(target_arch = "wasm32")]
+    match options.backend {
+        BackendKind::Auto => cpu(),
+        _ => Err(Error::NoWebGpu("the wasm build does not run the GPU backend yet".into())),
     }
 }
 

@@ -6,6 +6,7 @@
 //! - `model`     — hyper-parameters (`Config`) and CPU weights (`Weights`) of the Llama family
 //! - `tokenizer` — text ↔ token ids (HF `tokenizers`) and the chat template (minijinja)
 //! - `cpu`       — the f32 reference forward pass with its KV cache: the oracle for every kernel
+//! - `gpu`       — the WebGPU forward pass: WGSL kernels over quantized weights, KV cache on the GPU
 //! - `sampler`   — `SamplingParams` and the `Sampler` (temperature, top-k/p, min-p, penalties, seed)
 //! - `engine`    — `Engine`: prompt → prefill → decode loop → streamed text, with chat sessions
 //! - `error`     — the one `Error` type, with stable codes
@@ -15,6 +16,7 @@ pub mod cpu;
 pub mod engine;
 pub mod error;
 pub mod gguf;
+pub mod gpu;
 pub mod model;
 pub mod quant;
 pub mod sampler;

@@ -35,6 +35,18 @@
 //!    first candidate (in list order) whose running f64 sum of f32 probabilities exceeds
 //!    `target` (the last candidate if rounding leaves none).
 //!
+//! # Shortlists
+//!
+//! A GPU backend need not send the whole logits vector back. [`Sampler::request`] says what the
+//! next step needs: with `top_k > 0` (or greedy) only the `top` best raw logits (logit
+//! descending, id ascending) plus the raw logits of the `m` ids that `logit_bias` or the
+//! penalties change, where `top = k + m`. That is exact: a token whose logit no knob changes
+//! can only make the final top `k` if at most `k - 1` unchanged tokens beat it, so it is among
+//! the best `k + m` raw logits. Sampling a [`Shortlist`] treats every other token as `-inf` and
+//! then runs the same steps as above, so it picks the same token with the same probability;
+//! only the raw log-probability's normalizer comes from the GPU's sum. `top_k == 0` with a
+//! temperature needs every logit, and so does a shortlist longer than [`MAX_SHORTLIST`].
+//!
 //! # Random numbers
 //!
 //! The RNG is xoshiro256** (Blackman & Vigna), its 256-bit state filled with four successive
@@ -161,6 +173,60 @@ pub struct Sampled {
     pub prob: f32,
     /// Log-softmax of the raw logits (no bias, no penalty, temperature 1) at `id`.
     pub logprob_raw: f32,
+}
+
+/// The longest shortlist a backend is asked for; beyond it the whole vector is read.
+pub const MAX_SHORTLIST: usize = 512;
+
+/// What the sampler needs from a step's logits (see "Shortlists" above).
+#[derive(Clone, Debug, PartialEq)]
+pub enum LogitsRequest {
+    /// The whole vector.
+    Full,
+    /// The `top` best raw logits and the raw logits of `ids`.
+    Shortlist { top: usize, ids: Vec<u32> },
+}
+
+/// A step's logits as a backend returns them.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Logits {
+    Full(Vec<f32>),
+    Shortlist(Shortlist),
+}
+
+impl Logits {
+    /// The whole vector; `None` for a shortlist.
+    pub fn into_full(self) -> Option<Vec<f32>> {
+        match self {
+            Logits::Full(v) => Some(v),
+            Logits::Shortlist(_) => None,
+        }
+    }
+}
+
+/// Part of a logits vector: enough to sample exactly (see "Shortlists" above).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Shortlist {
+    /// Length of the whole vector.
+    pub vocab: usize,
+    /// `(id, raw logit)` pairs: the best ones and the requested ids, in any order.
+    pub entries: Vec<(u32, f32)>,
+    /// The largest raw logit and `Σ exp(logit - max)` over the whole vector.
+    pub max: f32,
+    pub sum_exp: f32,
+}
+
+impl Shortlist {
+    /// Every listed logit at its place, `-inf` elsewhere.
+    fn dense(&self) -> Vec<f32> {
+        let mut l = vec![f32::NEG_INFINITY; self.vocab];
+        for &(id, x) in &self.entries {
+            if let Some(slot) = l.get_mut(id as usize) {
+                *slot = x;
+            }
+        }
+        l
+    }
 }
 
 fn splitmix64(state: &mut u64) -> u64 {
@@ -326,9 +392,52 @@ impl Sampler {
         }
     }
 
+    /// What the next step's logits must include for [`Sampler::sample_from`] to be exact, when
+    /// the penalties' window will be the last `repeat_last_n` of `history` followed by `new`.
+    pub fn request(&self, history: &[u32], new: &[u32]) -> LogitsRequest {
+        let p = &self.params;
+        let top = if p.temperature == 0.0 { 1 } else { p.top_k };
+        if top == 0 {
+            return LogitsRequest::Full;
+        }
+        let mut ids: Vec<u32> = p.logit_bias.iter().map(|b| b.0).collect();
+        if p.repetition_penalty != 1.0 || p.frequency_penalty != 0.0 || p.presence_penalty != 0.0 {
+            let from_new = new.len().min(p.repeat_last_n);
+            let from_history = p.repeat_last_n - from_new;
+            ids.extend_from_slice(&history[history.len().saturating_sub(from_history)..]);
+            ids.extend_from_slice(&new[new.len() - from_new..]);
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        let top = top.saturating_add(ids.len());
+        if top > MAX_SHORTLIST {
+            return LogitsRequest::Full;
+        }
+        LogitsRequest::Shortlist { top, ids }
+    }
+
+    /// [`Sampler::sample`] on logits in either form.
+    pub fn sample_from(&mut self, logits: &Logits, recent: &[u32]) -> Result<Sampled> {
+        match logits {
+            Logits::Full(l) => self.sample(l, recent),
+            Logits::Shortlist(s) => {
+                let (id, prob) = self.draw_token(&s.dense(), recent)?;
+                let raw = s.entries.iter().find(|e| e.0 == id).map_or(f32::NEG_INFINITY, |e| sanitize(e.1));
+                let log_z = s.max as f64 + (s.sum_exp as f64).ln();
+                Ok(Sampled { id, prob, logprob_raw: (raw as f64 - log_z) as f32 })
+            }
+        }
+    }
+
     /// Draws the next token. Errors when `logits` is empty or every token is banned (then no
     /// random number is consumed).
     pub fn sample(&mut self, logits: &[f32], recent: &[u32]) -> Result<Sampled> {
+        let (id, prob) = self.draw_token(logits, recent)?;
+        Ok(Sampled { id, prob, logprob_raw: raw_logprob(logits, id as usize) })
+    }
+
+    /// The chosen id and its probability.
+    fn draw_token(&mut self, logits: &[f32], recent: &[u32]) -> Result<(u32, f32)> {
         if logits.is_empty() {
             return Err(Error::InvalidArgument("sample: the logits are empty".into()));
         }
@@ -338,14 +447,13 @@ impl Sampler {
             )
         })?;
         let u = self.rng.next_f64();
-        let (id, prob) = match plan {
+        Ok(match plan {
             Plan::Greedy(id) => (id, 1.0),
             Plan::Dist(cands) => {
                 let c = draw(&cands, u);
                 (c.id, c.prob)
             }
-        };
-        Ok(Sampled { id, prob, logprob_raw: raw_logprob(logits, id as usize) })
+        })
     }
 
     /// Steps 0–2: sanitized, biased, penalized logits.

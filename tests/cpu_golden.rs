@@ -33,7 +33,7 @@ fn first_position_logits_match_llama_cpp_f32_reference() {
         let g = golden_json(&format!("{name}.json"));
         let prompt = ids(&g["prompt_token_ids"]);
         model.truncate(0);
-        let logits = model.forward(&prompt).unwrap();
+        let logits = model.forward_full(&prompt).unwrap();
         let want = golden_f32(&format!("{name}.f32_reference.logits0.f32"));
         assert_eq!(logits.len(), want.len());
         let max_diff = logits.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
@@ -62,7 +62,7 @@ fn greedy_continuations_match_llama_cpp_f32_reference() {
             r["top1_top2_margin_per_step"].as_array().unwrap().iter().map(|m| m.as_f64().unwrap()).collect();
         let topk = r["topk_per_step"].as_array().unwrap();
         model.truncate(0);
-        let mut logits = model.forward(&ids(&g["prompt_token_ids"])).unwrap();
+        let mut logits = model.forward_full(&ids(&g["prompt_token_ids"])).unwrap();
         let mut matched = 0;
         let mut worst = 0f32;
         for (step, &expected) in want.iter().enumerate() {
@@ -78,7 +78,7 @@ fn greedy_continuations_match_llama_cpp_f32_reference() {
                 assert_eq!(argmax(&logits), expected, "{name}: step {step}");
                 matched += 1;
             }
-            logits = model.forward(&[expected]).unwrap();
+            logits = model.forward_full(&[expected]).unwrap();
         }
         println!("{name}: {matched}/{} greedy tokens identical, top-10 logits within {worst:.5}", want.len());
         assert!(matched >= want.len() - 2, "{name}: only {matched} steps compared");

@@ -169,9 +169,9 @@ fn check(arch: &str, tied: bool, rope_freqs: bool, linear_scale: Option<f32>) {
     let mut model = CpuModel::new(&c, &w, 256).unwrap();
     // 150 tokens: several 64-token prefill chunks, then single-token steps.
     let tokens: Vec<u32> = (0..150u32).map(|i| (i * 7 + 3) % VOCAB as u32).collect();
-    let mut got = model.forward(&tokens[..140]).unwrap();
+    let mut got = model.forward_full(&tokens[..140]).unwrap();
     for &t in &tokens[140..] {
-        got = model.forward(&[t]).unwrap();
+        got = model.forward_full(&[t]).unwrap();
     }
     let want = reference(&tensors, arch, &tokens, linear_scale.unwrap_or(1.0) as f64);
     let err = got.iter().zip(&want).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);

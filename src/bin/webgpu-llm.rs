@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use web_time::Instant;
 use webgpu_llm::engine::{BackendKind, Chat, Engine, EngineOptions, Generation};
+use webgpu_llm::gpu::GpuOptions;
 use webgpu_llm::sampler::SamplingParams;
 use webgpu_llm::tokenizer::Message;
 use webgpu_llm::{Error, Result};
@@ -24,12 +25,15 @@ commands:
                                   print the token ids as a JSON array (no BOS added)
   bench     [--prompt-tokens 128] [--gen-tokens 64] [--json]
                                   prefill and decode speed, greedy
-  info                            print the model's configuration as JSON
+  info                            print the model's configuration and the GPU adapter as JSON
 
 common options:
   --model PATH          GGUF file (default models/SmolLM2-135M-Instruct.Q4_1.gguf)
   --tokenizer PATH      a HF tokenizer.json to use instead of the GGUF vocabulary
-  --backend cpu|gpu     forward-pass backend (default cpu; gpu is not implemented yet)
+  --backend auto|gpu|cpu
+                        forward-pass backend (default auto: the GPU if it is real hardware,
+                        else the CPU, which beats software adapters such as lavapipe)
+  --no-f16              on the GPU, use the f32 path even where shader-f16 exists
   --context N           KV-cache capacity in tokens (default min(model context, 4096))
 
 sampling options (applied in this order; see src/sampler.rs):
@@ -40,7 +44,7 @@ sampling options (applied in this order; see src/sampler.rs):
 ";
 
 /// Options that take no value.
-const SWITCHES: &[&str] = &["--json", "--no-parse-special", "--help"];
+const SWITCHES: &[&str] = &["--json", "--no-parse-special", "--no-f16", "--help"];
 
 struct Args {
     command: String,
@@ -86,7 +90,7 @@ impl Args {
 
     /// Refuse options this command does not know, so a typo is not silently ignored.
     fn only(&self, allowed: &[&str]) -> Result<()> {
-        let common = ["--model", "--tokenizer", "--backend", "--context", "--help"];
+        let common = ["--model", "--tokenizer", "--backend", "--context", "--no-f16", "--help"];
         match self.values.keys().find(|k| !allowed.contains(&k.as_str()) && !common.contains(&k.as_str())) {
             Some(k) => Err(Error::InvalidArgument(format!("{} does not take {k}", self.command))),
             None => Ok(()),
@@ -140,10 +144,11 @@ const SAMPLING_FLAGS: &[&str] = &[
 
 fn load(args: &Args) -> Result<(Engine, f64)> {
     let path = args.str("--model").unwrap_or(DEFAULT_MODEL);
-    let backend = match args.str("--backend").unwrap_or("cpu") {
+    let backend = match args.str("--backend").unwrap_or("auto") {
+        "auto" => BackendKind::Auto,
         "cpu" => BackendKind::Cpu,
         "gpu" => BackendKind::Gpu,
-        other => return Err(Error::InvalidArgument(format!("--backend {other:?}: want cpu or gpu"))),
+        other => return Err(Error::InvalidArgument(format!("--backend {other:?}: want auto, gpu or cpu"))),
     };
     let started = Instant::now();
     let bytes = std::fs::read(path).map_err(|e| Error::Io(format!("{path}: {e}")))?;
@@ -151,7 +156,8 @@ fn load(args: &Args) -> Result<(Engine, f64)> {
         Some(p) => Some(std::fs::read(p).map_err(|e| Error::Io(format!("{p}: {e}")))?),
         None => None,
     };
-    let options = EngineOptions { backend, context_size: args.num("--context")?, tokenizer_json };
+    let gpu = GpuOptions { allow_f16: !args.flag("--no-f16"), ..GpuOptions::default() };
+    let options = EngineOptions { backend, context_size: args.num("--context")?, gpu, tokenizer_json };
     let engine = Engine::load(&bytes, &options)?;
     Ok((engine, started.elapsed().as_secs_f64()))
 }
@@ -313,6 +319,15 @@ fn bench(args: &Args) -> Result<()> {
         "time_to_first_token_s": first_token.unwrap_or(0.0),
         "prefill_tokens_per_s": gen.prefill_tokens_per_s(),
         "decode_tokens_per_s": gen.decode_tokens_per_s(),
+        "adapter": engine.adapter().map(|a| &a.name),
+        "f16": engine.adapter().is_some_and(|a| a.f16),
+        "prefill_submissions": gen.prefill_work.submissions,
+        "prefill_dispatches": gen.prefill_work.dispatches,
+        "dispatches_per_token": per_token(gen.decode_work.dispatches, gen.decoded_tokens),
+        "submissions_per_token": per_token(gen.decode_work.submissions, gen.decoded_tokens),
+        "read_back_bytes_per_token": per_token(gen.decode_work.read_back_bytes, gen.decoded_tokens),
+        "weight_bytes": gen.decode_work.weight_bytes,
+        "kv_cache_bytes": gen.decode_work.kv_bytes,
     });
     if args.flag("--json") {
         println!("{report}");
@@ -332,13 +347,25 @@ fn bench(args: &Args) -> Result<()> {
     Ok(())
 }
 
+/// A decode counter per generated token fed back (the first token comes from the prefill).
+fn per_token(count: u64, tokens: usize) -> f64 {
+    if tokens == 0 {
+        0.0
+    } else {
+        count as f64 / tokens as f64
+    }
+}
+
 fn info(args: &Args) -> Result<()> {
     args.only(&[])?;
     let (engine, _) = load(args)?;
     let report = serde_json::json!({
         "config": engine.config(),
         "backend": engine.backend_name(),
+        "adapter": engine.adapter(),
         "context_size": engine.context_size(),
+        "weight_bytes": engine.stats().weight_bytes,
+        "kv_cache_bytes": engine.stats().kv_bytes,
         "eog_ids": engine.tokenizer().eog_ids(),
         "chat_template": engine.template().source(),
     });

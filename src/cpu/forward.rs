@@ -1,11 +1,12 @@
 //! The reference forward pass: plain f32 math over dequantized weights, one layer at a time.
 
 use super::ops::{dot, matmul, rmsnorm, rope, silu, softmax, Matrix};
-use crate::backend::Backend;
+use crate::backend::{Backend, BackendStats};
 use crate::error::{Error, Result};
 use crate::gguf::TensorView;
 use crate::model::{Config, Weights};
 use crate::quant;
+use crate::sampler::{Logits, LogitsRequest};
 
 /// Prompts are processed this many tokens at a time, which bounds the scratch memory.
 const PREFILL_CHUNK: usize = 64;
@@ -30,13 +31,21 @@ pub struct CpuModel {
     config: Config,
     weights: Weights<Matrix>,
     cache: KvCache,
+    weight_bytes: u64,
+    steps: u64,
 }
 
 impl CpuModel {
     /// Dequantize every tensor to f32. `capacity` is the KV cache's size in positions.
     pub fn new(config: &Config, tensors: &Weights<TensorView>, capacity: usize) -> Result<CpuModel> {
-        let weights = tensors.try_map(|t| dequantize(*t))?;
-        Ok(CpuModel { config: config.clone(), weights, cache: KvCache::new(config.n_layers, capacity) })
+        let mut weight_bytes = 0;
+        let weights = tensors.try_map(|t| {
+            let m = dequantize(*t)?;
+            weight_bytes += m.data.len() as u64 * 4;
+            Ok(m)
+        })?;
+        let cache = KvCache::new(config.n_layers, capacity);
+        Ok(CpuModel { config: config.clone(), weights, cache, weight_bytes, steps: 0 })
     }
 
     /// Run one chunk of tokens at positions `cache.len ..`; returns the last token's hidden state.
@@ -146,7 +155,8 @@ impl Backend for CpuModel {
         self.cache.len = self.cache.len.min(len);
     }
 
-    fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+    /// Always the whole vector: it is already in memory.
+    fn forward(&mut self, tokens: &[u32], _want: &LogitsRequest) -> Result<Logits> {
         if tokens.is_empty() {
             return Err(Error::InvalidArgument("forward needs at least one token".into()));
         }
@@ -157,13 +167,24 @@ impl Backend for CpuModel {
         let mut last = Vec::new();
         for chunk in tokens.chunks(PREFILL_CHUNK) {
             last = self.forward_chunk(chunk)?;
+            self.steps += 1;
         }
         let c = &self.config;
         let mut normed = vec![0.0; c.d_model];
         rmsnorm(&last, &self.weights.out_norm.data, c.rms_eps, &mut normed);
         let mut logits = vec![0.0; c.vocab_size];
         matmul(self.weights.lm_head(), &normed, &mut logits);
-        Ok(logits)
+        Ok(Logits::Full(logits))
+    }
+
+    fn stats(&self) -> BackendStats {
+        let kv: usize = self.cache.k.iter().chain(&self.cache.v).map(|c| c.capacity()).sum();
+        BackendStats {
+            steps: self.steps,
+            weight_bytes: self.weight_bytes,
+            kv_bytes: kv as u64 * 4,
+            ..BackendStats::default()
+        }
     }
 }
 

@@ -117,10 +117,8 @@ pub fn rope(
 ) {
     let half = rope_dim / 2;
     for i in 0..half {
-        let inv_freq = (base as f64).powf(-2.0 * i as f64 / rope_dim as f64);
-        let factor = freq_factors.map_or(1.0, |f| f[i] as f64);
-        let theta = pos as f64 / linear_scale as f64 * inv_freq / factor;
-        let (sin, cos) = (theta.sin() as f32, theta.cos() as f32);
+        let factor = freq_factors.map_or(1.0, |f| f[i]);
+        let (cos, sin) = rope_cos_sin(pos, i, rope_dim, base, linear_scale, factor);
         let (a, b) = match style {
             RopeStyle::Normal => (2 * i, 2 * i + 1),
             RopeStyle::Neox => (i, i + half),
@@ -129,6 +127,14 @@ pub fn rope(
         head[a] = x0 * cos - x1 * sin;
         head[b] = x0 * sin + x1 * cos;
     }
+}
+
+/// Cosine and sine of the angle of pair `i` at position `pos`, computed in f64 (the GPU's
+/// table of them comes from here too).
+pub fn rope_cos_sin(pos: usize, i: usize, rope_dim: usize, base: f32, linear_scale: f32, factor: f32) -> (f32, f32) {
+    let inv_freq = (base as f64).powf(-2.0 * i as f64 / rope_dim as f64);
+    let theta = pos as f64 / linear_scale as f64 * inv_freq / factor as f64;
+    (theta.cos() as f32, theta.sin() as f32)
 }
 
 /// Numerically stable softmax in place.

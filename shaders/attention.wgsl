@@ -1,0 +1,91 @@
+// Grouped-query causal attention over the KV cache. One workgroup per (query head, token): it
+// walks the visible positions in tiles of 64 with an online softmax (running max and sum, the
+// output rescaled whenever the max grows), so any context length fits in 64 scores of
+// workgroup memory. Query head h reads KV head h / (n_heads / n_kv_heads).
+
+struct AttnParams {
+    n_heads: u32,
+    n_kv_heads: u32,
+    head_dim: u32,   // at most 256
+    scale: f32,      // 1 / sqrt(head_dim)
+}
+
+@group(0) @binding(0) var<storage, read> q: array<f32>;
+@group(0) @binding(1) var<storage, read> k_cache: array<kv_t>;
+@group(0) @binding(2) var<storage, read> v_cache: array<kv_t>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<uniform> p: AttnParams;
+@group(0) @binding(5) var<uniform> step: Step;
+
+const WG: u32 = 64u;
+const MAX_HEAD_DIM: u32 = 256u;
+var<workgroup> q_head: array<f32, 256>;
+var<workgroup> weights: array<f32, 64>;
+
+@compute @workgroup_size(64)
+fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    let h = wid.x;
+    let t = wid.y;
+    let hd = p.head_dim;
+    let kv_dim = p.n_kv_heads * hd;
+    let kv_off = (h / (p.n_heads / p.n_kv_heads)) * hd;
+    let q_off = (t * p.n_heads + h) * hd;
+    for (var d = tid; d < hd; d += WG) {
+        q_head[d] = q[q_off + d];
+    }
+    workgroupBarrier();
+
+    let seen = step.start + t + 1u; // causal: positions 0 ..= start + t
+    var m = -3.0e38;                // running max of the scores
+    var l = 0.0;                    // running sum of exp(score - m)
+    var acc: array<f32, 4>;         // output dims tid, tid + 64, ... (head_dim <= 256)
+    for (var j = 0u; j < 4u; j++) {
+        acc[j] = 0.0;
+    }
+    for (var base = 0u; base < seen; base += WG) {
+        let pos = base + tid;
+        var s = -3.0e38;
+        if (pos < seen) {
+            var dot_qk = 0.0;
+            let kb = pos * kv_dim + kv_off;
+            for (var d = 0u; d < hd; d++) {
+                dot_qk += q_head[d] * f32(k_cache[kb + d]);
+            }
+            s = dot_qk * p.scale;
+        }
+        weights[tid] = s;
+        workgroupBarrier();
+        var tile_max = m;
+        for (var j = 0u; j < WG; j++) {
+            tile_max = max(tile_max, weights[j]);
+        }
+        workgroupBarrier();
+        weights[tid] = select(0.0, exp(s - tile_max), pos < seen);
+        workgroupBarrier();
+        let correction = exp(m - tile_max);
+        var tile_sum = 0.0;
+        for (var j = 0u; j < WG; j++) {
+            tile_sum += weights[j];
+        }
+        l = l * correction + tile_sum;
+        m = tile_max;
+        let count = min(WG, seen - base);
+        for (var j = 0u; j < 4u; j++) {
+            let d = tid + j * WG;
+            if (d < hd) {
+                var o = acc[j] * correction;
+                for (var i = 0u; i < count; i++) {
+                    o += weights[i] * f32(v_cache[(base + i) * kv_dim + kv_off + d]);
+                }
+                acc[j] = o;
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var j = 0u; j < 4u; j++) {
+        let d = tid + j * WG;
+        if (d < hd) {
+            out[q_off + d] = acc[j] / l;
+        }
+    }
+}

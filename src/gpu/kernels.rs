@@ -1,0 +1,279 @@
+//! The WGSL kernels of `shaders/`, compiled into pipelines. Each file is one family sharing one
+//! bind-group layout; the matmul family is compiled once per weight format, with that format's
+//! `load8` pasted in. Every kernel gets `shaders/common.wgsl` and the KV element type first.
+
+use std::collections::HashMap;
+
+use super::device::Gpu;
+use crate::error::Result;
+use crate::quant::DType;
+
+const COMMON: &str = include_str!("../../shaders/common.wgsl");
+const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
+const RMSNORM: &str = include_str!("../../shaders/rmsnorm.wgsl");
+const ROPE: &str = include_str!("../../shaders/rope.wgsl");
+const KV_CACHE: &str = include_str!("../../shaders/kv_cache.wgsl");
+const ATTENTION: &str = include_str!("../../shaders/attention.wgsl");
+const ELEMENTWISE: &str = include_str!("../../shaders/elementwise.wgsl");
+const TOPK: &str = include_str!("../../shaders/topk.wgsl");
+
+/// The `load8` of a weight format.
+fn format_source(dtype: DType) -> Option<&'static str> {
+    Some(match dtype {
+        DType::F32 => include_str!("../../shaders/formats/f32.wgsl"),
+        DType::F16 => include_str!("../../shaders/formats/f16.wgsl"),
+        DType::BF16 => include_str!("../../shaders/formats/bf16.wgsl"),
+        DType::Q4_0 => include_str!("../../shaders/formats/q4_0.wgsl"),
+        DType::Q4_1 => include_str!("../../shaders/formats/q4_1.wgsl"),
+        DType::Q5_0 => include_str!("../../shaders/formats/q5_0.wgsl"),
+        DType::Q5_1 => include_str!("../../shaders/formats/q5_1.wgsl"),
+        DType::Q8_0 => include_str!("../../shaders/formats/q8_0.wgsl"),
+        DType::Q4_K => include_str!("../../shaders/formats/q4_k.wgsl"),
+        DType::Q5_K => include_str!("../../shaders/formats/q5_k.wgsl"),
+        DType::Q6_K => include_str!("../../shaders/formats/q6_k.wgsl"),
+    })
+}
+
+/// How a kernel sees one binding.
+#[derive(Clone, Copy)]
+enum Slot {
+    Read,
+    Write,
+    Uniform,
+}
+
+/// One shader file's pipelines and their shared bind-group layout.
+pub struct Family {
+    pub layout: wgpu::BindGroupLayout,
+    pipelines: HashMap<&'static str, wgpu::ComputePipeline>,
+}
+
+impl Family {
+    fn new(gpu: &Gpu, label: &str, source: &str, slots: &[Slot], entries: &[&'static str]) -> Family {
+        let layout_entries: Vec<wgpu::BindGroupLayoutEntry> = slots
+            .iter()
+            .enumerate()
+            .map(|(i, slot)| wgpu::BindGroupLayoutEntry {
+                binding: i as u32,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: match slot {
+                    Slot::Uniform => wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    Slot::Read | Slot::Write => wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Storage { read_only: matches!(slot, Slot::Read) },
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                },
+                count: None,
+            })
+            .collect();
+        let layout = gpu.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(label),
+            entries: &layout_entries,
+        });
+        let pipeline_layout = gpu.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(label),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let kv = if gpu.f16 { "enable f16;\nalias kv_t = f16;\n" } else { "alias kv_t = f32;\n" };
+        let module = gpu.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(label),
+            source: wgpu::ShaderSource::Wgsl(format!("{kv}{COMMON}\n{source}").into()),
+        });
+        let pipelines = entries
+            .iter()
+            .map(|&entry| {
+                let p = gpu.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(entry),
+                    layout: Some(&pipeline_layout),
+                    module: &module,
+                    entry_point: Some(entry),
+                    compilation_options: Default::default(),
+                    cache: None,
+                });
+                (entry, p)
+            })
+            .collect();
+        Family { layout, pipelines }
+    }
+
+    pub fn pipeline(&self, entry: &str) -> &wgpu::ComputePipeline {
+        &self.pipelines[entry]
+    }
+
+    /// A bind group of whole buffers or ranges, in binding order.
+    pub fn bind(&self, gpu: &Gpu, resources: &[wgpu::BindingResource]) -> wgpu::BindGroup {
+        let entries: Vec<wgpu::BindGroupEntry> = resources
+            .iter()
+            .enumerate()
+            .map(|(i, r)| wgpu::BindGroupEntry { binding: i as u32, resource: r.clone() })
+            .collect();
+        gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &self.layout,
+            entries: &entries,
+        })
+    }
+}
+
+/// Every kernel, compiled for one device.
+pub struct Kernels {
+    /// Per weight format: `embed`, `matvec`, `matmat`.
+    pub matmul: HashMap<DType, Family>,
+    pub rmsnorm: Family,
+    pub rope: Family,
+    pub kv_cache: Family,
+    pub attention: Family,
+    /// `swiglu`, `add_bias`.
+    pub elementwise: Family,
+    /// `topk_logits`, `topk_merge`, `logsumexp`, `gather`.
+    pub topk: Family,
+}
+
+impl Kernels {
+    /// Compile every family, and the matmul family for each of `formats`.
+    pub async fn new(gpu: &Gpu, formats: &[DType]) -> Result<Kernels> {
+        use Slot::*;
+        gpu.scoped("the kernels", || {
+            let mut matmul = HashMap::new();
+            for &dtype in formats {
+                if matmul.contains_key(&dtype) {
+                    continue;
+                }
+                let Some(format) = format_source(dtype) else { continue };
+                let source = format!("{MATMUL}\n{format}");
+                let family = Family::new(
+                    gpu,
+                    &format!("matmul {}", dtype.name()),
+                    &source,
+                    &[Read, Read, Write, Uniform, Uniform, Read],
+                    &["embed", "matvec", "matmat"],
+                );
+                matmul.insert(dtype, family);
+            }
+            Kernels {
+                matmul,
+                rmsnorm: Family::new(gpu, "rmsnorm", RMSNORM, &[Read, Read, Write, Uniform, Uniform], &["rmsnorm"]),
+                rope: Family::new(gpu, "rope", ROPE, &[Write, Write, Read, Uniform, Uniform], &["rope"]),
+                kv_cache: Family::new(
+                    gpu,
+                    "kv_cache",
+                    KV_CACHE,
+                    &[Read, Read, Write, Write, Uniform, Uniform],
+                    &["kv_write"],
+                ),
+                attention: Family::new(
+                    gpu,
+                    "attention",
+                    ATTENTION,
+                    &[Read, Read, Read, Write, Uniform, Uniform],
+                    &["attention"],
+                ),
+                elementwise: Family::new(
+                    gpu,
+                    "elementwise",
+                    ELEMENTWISE,
+                    &[Write, Read, Uniform, Uniform],
+                    &["swiglu", "add_bias"],
+                ),
+                topk: Family::new(
+                    gpu,
+                    "topk",
+                    TOPK,
+                    &[Read, Read, Write, Uniform, Read],
+                    &["topk_logits", "topk_merge", "logsumexp", "gather"],
+                ),
+            }
+        })
+        .await
+    }
+}
+
+/// A count of workgroups as a 2-D grid: WebGPU allows at most 65535 per dimension, so larger
+/// counts wrap into y (the kernels rebuild the flat index with `flat_wg`).
+pub fn grid(workgroups: u32) -> (u32, u32) {
+    let x = workgroups.clamp(1, 65535);
+    (x, workgroups.div_ceil(x))
+}
+
+// The uniform structs of the kernels, field for field as in the WGSL files.
+
+/// `Step` (common.wgsl): written before every step.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct StepParams {
+    pub n: u32,
+    pub start: u32,
+    pub _pad: [u32; 2],
+}
+
+/// `MatParams` (matmul.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct MatParams {
+    pub rows: u32,
+    pub cols: u32,
+    pub row_words: u32,
+    pub out_row0: u32,
+    pub out_stride: u32,
+    pub accumulate: u32,
+    pub _pad: [u32; 2],
+}
+
+/// `NormParams` (rmsnorm.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct NormParams {
+    pub dim: u32,
+    pub eps: f32,
+    pub last_only: u32,
+    pub _pad: u32,
+}
+
+/// `RopeParams` (rope.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct RopeParams {
+    pub n_heads: u32,
+    pub n_kv_heads: u32,
+    pub head_dim: u32,
+    pub rope_dim: u32,
+    pub neox: u32,
+    pub _pad: [u32; 3],
+}
+
+/// `AttnParams` (attention.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct AttnParams {
+    pub n_heads: u32,
+    pub n_kv_heads: u32,
+    pub head_dim: u32,
+    pub scale: f32,
+}
+
+/// `KvParams` (kv_cache.wgsl), `EwParams` (elementwise.wgsl): one length.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct LenParams {
+    pub len: u32,
+    pub _pad: [u32; 3],
+}
+
+/// `TopkParams` (topk.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct TopkParams {
+    pub count: u32,
+    pub keep: u32,
+    pub out_offset: u32,
+    pub _pad: u32,
+}
+
+/// The largest head the attention kernel holds in workgroup memory.
+pub const MAX_HEAD_DIM: usize = 256;
