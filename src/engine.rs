@@ -346,7 +346,7 @@ fn load_backend(
             return cpu();
         }
         let report = gpu.report.clone();
-        let model = pollster::block_on(crate::gpu::GpuModel::load(gpu, config, tensors, capacity))?;
+        let model = crate::gpu::GpuModel::load_blocking(gpu, config, tensors, capacity)?;
         Ok((Box::new(model), Some(report)))
     }
     #[cfg(target_arch = "wasm32")]

@@ -6,10 +6,15 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
 fn cli(args: &[&str]) -> Output {
+    cli_with_env(args, &[])
+}
+
+fn cli_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let model = model_path();
     Command::new(env!("CARGO_BIN_EXE_webgpu-llm"))
         .args(args)
         .args(["--model", model.to_str().unwrap()])
+        .envs(env.iter().copied())
         .output()
         .unwrap()
 }
@@ -31,16 +36,19 @@ fn tokenize_prints_llama_cpp_ids() {
 #[test]
 fn generate_json_matches_llama_cpp_greedy() {
     let g = golden_json("chat_capital.json");
-    let out = json(&cli(&["generate", "--chat", "What is the capital of France?", "--temperature", "0", "--json"]));
-    assert_eq!(out["prompt_tokens"], g["prompt_token_ids"]);
-    let r = &g["f32_reference"];
-    let n = r["first_eog_index"].as_u64().unwrap() as usize;
-    assert_eq!(out["tokens"].as_array().unwrap()[..], r["generated_token_ids"].as_array().unwrap()[..n]);
-    assert_eq!(out["text"], "The capital of France is Paris.");
-    assert_eq!(out["backend"], "cpu");
-    assert_eq!(out["finish_reason"], "stop");
-    assert!(out["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
-    assert!(out["prefill_tokens_per_s"].as_f64().unwrap() > 0.0);
+    for backend in ["cpu", "gpu"] {
+        let question = "What is the capital of France?";
+        let out = json(&cli(&["generate", "--chat", question, "--temperature", "0", "--json", "--backend", backend]));
+        assert_eq!(out["prompt_tokens"], g["prompt_token_ids"]);
+        let r = &g["f32_reference"];
+        let n = r["first_eog_index"].as_u64().unwrap() as usize;
+        assert_eq!(out["tokens"].as_array().unwrap()[..], r["generated_token_ids"].as_array().unwrap()[..n]);
+        assert_eq!(out["text"], "The capital of France is Paris.");
+        assert_eq!(out["backend"], backend);
+        assert_eq!(out["finish_reason"], "stop");
+        assert!(out["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
+        assert!(out["prefill_tokens_per_s"].as_f64().unwrap() > 0.0);
+    }
 
     let raw = golden_json("raw_facts.json");
     let text = raw["prompt_text"].as_str().unwrap();
@@ -71,18 +79,48 @@ fn chat_answers_and_keeps_context() {
 
 #[test]
 fn bench_reports_what_it_measured() {
-    let out = json(&cli(&["bench", "--prompt-tokens", "12", "--gen-tokens", "5", "--json"]));
-    assert_eq!((out["prompt_tokens"].as_u64(), out["generated_tokens"].as_u64()), (Some(12), Some(5)));
-    for key in ["prefill_tokens_per_s", "decode_tokens_per_s", "load_s", "time_to_first_token_s"] {
-        assert!(out[key].as_f64().unwrap() > 0.0, "{key}");
+    for backend in ["cpu", "gpu"] {
+        let args = ["bench", "--prompt-tokens", "12", "--gen-tokens", "5", "--json", "--backend", backend];
+        let out = json(&cli(&args));
+        assert_eq!((out["prompt_tokens"].as_u64(), out["generated_tokens"].as_u64()), (Some(12), Some(5)));
+        for key in ["prefill_tokens_per_s", "decode_tokens_per_s", "load_s", "time_to_first_token_s", "weight_bytes"] {
+            assert!(out[key].as_f64().unwrap() > 0.0, "{backend}: {key}");
+        }
+        let per_token = |key: &str| out[key].as_f64().unwrap();
+        if backend == "gpu" {
+            // One submission per decoded token. Greedy with the two end-of-generation ids
+            // banned reads back the normalizer, the top 1 + 2 and the 2 banned ids: 6 pairs.
+            assert_eq!(per_token("submissions_per_token"), 1.0);
+            assert_eq!(per_token("read_back_bytes_per_token"), 48.0);
+            // 30 layers of 13 launches, embedding, head and read-out.
+            assert!(per_token("dispatches_per_token") > 390.0, "{out}");
+            assert!(out["kv_cache_bytes"].as_u64().unwrap() > 0);
+            assert!(out["adapter"].is_string());
+        } else {
+            assert_eq!(per_token("dispatches_per_token"), 0.0);
+        }
     }
 }
 
 #[test]
-fn errors_are_clear_and_typed() {
-    let out = cli(&["generate", "--prompt", "hi", "--backend", "gpu"]);
+fn a_missing_gpu_is_a_typed_error_and_auto_falls_back_to_the_cpu() {
+    // No Vulkan driver to be found: no adapter.
+    let no_driver = [("VK_ICD_FILENAMES", "/nonexistent.json"), ("VK_DRIVER_FILES", "/nonexistent.json")];
+    let out = cli_with_env(&["generate", "--prompt", "hi", "--max-tokens", "2", "--backend", "gpu"], &no_driver);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("error [no_webgpu]"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("error [no_webgpu]"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli_with_env(&["generate", "--prompt", "hi", "--max-tokens", "2", "--json"], &no_driver);
+    assert_eq!(json(&out)["backend"], "cpu");
+}
+
+#[test]
+fn errors_are_clear_and_typed() {
+    let out = cli(&["generate", "--prompt", "hi", "--backend", "metal"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("error [invalid_argument]"));
     let out = cli(&["generate", "--prompt", "hi", "--temperature", "-1"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("error [invalid_argument]"));
     let out = cli(&["tokenize", "--text", "hi", "--top-k", "3"]);

@@ -187,6 +187,12 @@ impl GpuModel {
         })
     }
 
+    /// [`GpuModel::load`], waiting for it (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn load_blocking(gpu: Gpu, c: &Config, tensors: &Weights<TensorView<'_>>, capacity: usize) -> Result<GpuModel> {
+        pollster::block_on(GpuModel::load(gpu, c, tensors, capacity))
+    }
+
     pub fn gpu(&self) -> &Gpu {
         &self.gpu
     }

@@ -1,0 +1,135 @@
+//! The GPU forward pass on the default model, on lavapipe: against llama.cpp's f32 reference and
+//! against the CPU backend.
+
+mod common;
+use common::*;
+use webgpu_llm::backend::Backend;
+use webgpu_llm::engine::{BackendKind, Chat, Engine, EngineOptions};
+use webgpu_llm::gguf::Gguf;
+use webgpu_llm::gpu::{Gpu, GpuModel, GpuOptions};
+use webgpu_llm::model::{Config, Weights};
+use webgpu_llm::sampler::{Sampler, SamplingParams};
+use webgpu_llm::Error;
+
+fn gpu_options(f16: bool) -> GpuOptions {
+    GpuOptions { allow_f16: f16, ..GpuOptions::default() }
+}
+
+fn gpu_engine(options: GpuOptions, context: Option<usize>) -> Engine {
+    let options =
+        EngineOptions { backend: BackendKind::Gpu, context_size: context, gpu: options, ..Default::default() };
+    Engine::load(&model_bytes(), &options).unwrap()
+}
+
+fn gpu_model(options: GpuOptions, capacity: usize) -> GpuModel {
+    let bytes = model_bytes();
+    let g = Gguf::parse(&bytes).unwrap();
+    let c = Config::from_gguf(&g).unwrap();
+    let w = Weights::from_gguf(&g, &c).unwrap();
+    GpuModel::load_blocking(Gpu::new_blocking(&options).unwrap(), &c, &w, capacity).unwrap()
+}
+
+#[test]
+fn first_position_logits_match_llama_cpp_f32_reference_on_the_f32_path() {
+    let mut model = gpu_model(gpu_options(false), 256);
+    assert!(!model.gpu().f16);
+    for name in PROMPTS {
+        let golden = golden_json(&format!("{name}.json"));
+        model.truncate(0);
+        let logits = model.forward_full(&ids(&golden["prompt_token_ids"])).unwrap();
+        let want = golden_f32(&format!("{name}.f32_reference.logits0.f32"));
+        let max_diff = logits.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        println!("{name}: max |logit diff| = {max_diff:.5}");
+        assert!(max_diff <= 5e-2, "{name}: max |diff| {max_diff}");
+    }
+}
+
+/// Greedy decoding through the GPU shortlist (f16 KV cache where the device has it) picks
+/// llama.cpp's token at every step whose golden top-1/top-2 margin is at least 0.1. The golden
+/// token is fed back at every step (teacher forcing: the same as free running while the choices
+/// agree), so free-running generation equals llama.cpp's up to the first step with a smaller
+/// margin, and every later confident step is checked too.
+#[test]
+fn greedy_continuations_match_llama_cpp() {
+    let mut model = gpu_model(GpuOptions::default(), 256);
+    // llama.cpp masked the end-of-generation ids so that 48 tokens always come out.
+    let params = SamplingParams {
+        temperature: 0.0,
+        logit_bias: [0, 2, 4].iter().map(|&id| (id, f32::NEG_INFINITY)).collect(),
+        ..SamplingParams::default()
+    };
+    let mut sampler = Sampler::new(params).unwrap();
+    for name in PROMPTS {
+        let g = golden_json(&format!("{name}.json"));
+        let r = &g["f32_reference"];
+        let want = ids(&r["generated_token_ids"]);
+        let margins: Vec<f64> =
+            r["top1_top2_margin_per_step"].as_array().unwrap().iter().map(|m| m.as_f64().unwrap()).collect();
+        model.truncate(0);
+        let prompt = ids(&g["prompt_token_ids"]);
+        let mut context = prompt.clone();
+        let mut logits = model.forward(&prompt, &sampler.request(&[], &prompt)).unwrap();
+        let mut checked = 0;
+        for (step, &expected) in want.iter().enumerate() {
+            let got = sampler.sample_from(&logits, &context).unwrap().id;
+            if margins[step] >= 0.1 {
+                assert_eq!(got, expected, "{name}: step {step}");
+                checked += 1;
+            }
+            logits = model.forward(&[expected], &sampler.request(&context, &[expected])).unwrap();
+            context.push(expected);
+        }
+        println!("{name}: {checked}/{} greedy steps checked and equal", want.len());
+        assert!(checked >= want.len() - 6, "{name}: only {checked} steps compared");
+    }
+}
+
+/// Three chat turns on the GPU (each reusing the cached prefix) give the CPU backend's tokens.
+#[test]
+fn three_chat_turns_equal_the_cpu_backend() {
+    let turns = ["What is the capital of France?", "And of Italy?", "Name a famous food from there."];
+    let params = SamplingParams { temperature: 0.0, max_tokens: 24, ..SamplingParams::default() };
+    let run = |e: &mut Engine| -> Vec<(Vec<u32>, usize)> {
+        let mut chat = Chat::new(None);
+        turns
+            .iter()
+            .map(|t| chat.send(e, t, &params, &mut |_| true).unwrap())
+            .map(|g| (g.tokens, g.reused_tokens))
+            .collect()
+    };
+    let cpu_options = EngineOptions { backend: BackendKind::Cpu, context_size: Some(512), ..Default::default() };
+    let cpu = run(&mut Engine::load(&model_bytes(), &cpu_options).unwrap());
+    let gpu = run(&mut gpu_engine(GpuOptions::default(), Some(512)));
+    assert_eq!(gpu, cpu);
+    assert!(gpu[1].1 > 0 && gpu[2].1 > gpu[1].1, "later turns reuse the cache: {gpu:?}");
+}
+
+/// A model whose matrices are split across many bindings (a 1 MiB cap) answers as the unsplit one.
+#[test]
+fn split_bindings_give_the_same_tokens() {
+    let params = SamplingParams { temperature: 0.0, max_tokens: 6, ..SamplingParams::default() };
+    let prompt = [1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411, 407, 19712];
+    let mut split = gpu_engine(GpuOptions { allow_f16: false, max_binding_bytes: Some(1 << 20) }, Some(64));
+    let mut whole = gpu_engine(gpu_options(false), Some(64));
+    let a = split.generate(&prompt, &params, &mut |_| true).unwrap();
+    let b = whole.generate(&prompt, &params, &mut |_| true).unwrap();
+    assert_eq!(a.tokens, b.tokens);
+    // Q8_0 embedding: 49152 rows of 612 bytes → 29 parts; each part is its own dispatch.
+    assert!(a.decode_work.dispatches > b.decode_work.dispatches + 28, "{:?} vs {:?}", a.decode_work, b.decode_work);
+}
+
+#[test]
+fn context_limits_are_typed_errors() {
+    let mut e = gpu_engine(GpuOptions::default(), Some(16));
+    assert_eq!(e.context_size(), 16);
+    let long: Vec<u32> = (0..17).map(|i| 100 + i).collect();
+    let err = e.generate(&long, &SamplingParams::default(), &mut |_| true).unwrap_err();
+    assert!(matches!(err, Error::ContextOverflow { needed: 17, capacity: 16 }), "{err}");
+    // Generation that fills the context stops with "length" and the engine stays usable.
+    let params = SamplingParams { temperature: 0.0, max_tokens: 100, ..SamplingParams::default() };
+    let gen = e.generate(&long[..10], &params, &mut |_| true).unwrap();
+    assert_eq!(gen.finish_reason, webgpu_llm::engine::FinishReason::Length);
+    assert_eq!(e.cached_tokens().len(), 16);
+    let again = e.generate(&long[..10], &params, &mut |_| true).unwrap();
+    assert_eq!(again.tokens, gen.tokens);
+}

@@ -1,0 +1,387 @@
+//! Every WGSL kernel against the CPU reference on fresh random inputs, on lavapipe (or whatever
+//! adapter wgpu finds): shapes that are not multiples of the workgroup sizes, both the f32 path
+//! and the f16 path (f16 KV cache), outputs poisoned with NaN before each run. Relative error
+//! ‖gpu − cpu‖ / ‖cpu‖ ≤ 1e-4 on the f32 path and ≤ 1e-2 on the f16 path.
+
+use half::{bf16, f16};
+use webgpu_llm::cpu::ops::{rmsnorm, rope, rope_cos_sin, silu, softmax};
+use webgpu_llm::gpu::oneshot::Oneshot;
+use webgpu_llm::gpu::ops::Shape;
+use webgpu_llm::gpu::{Gpu, GpuOptions};
+use webgpu_llm::model::RopeStyle;
+use webgpu_llm::quant::{self, DType};
+use webgpu_llm::sampler::{Logits, LogitsRequest, Sampler, SamplingParams, MAX_SHORTLIST};
+
+fn oneshot(f16: bool) -> Oneshot {
+    std::env::set_var("XDG_RUNTIME_DIR", std::env::var("XDG_RUNTIME_DIR").unwrap_or_else(|_| "/tmp".into()));
+    let gpu = Gpu::new_blocking(&GpuOptions { allow_f16: f16, ..GpuOptions::default() }).expect("a WebGPU adapter");
+    if f16 {
+        assert!(gpu.f16, "the f16 tests need shader-f16 (lavapipe has it)");
+    }
+    Oneshot::new(gpu).unwrap()
+}
+
+/// xorshift64*: fresh inputs per seed, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in [-1, 1).
+    fn f(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+    fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.f()).collect()
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+fn rel_err(gpu: &[f32], cpu: &[f32]) -> f64 {
+    assert_eq!(gpu.len(), cpu.len());
+    if let Some(i) = gpu.iter().position(|v| !v.is_finite()) {
+        panic!("element {i} is {} (unwritten or overflowed)", gpu[i]);
+    }
+    let diff: f64 = gpu.iter().zip(cpu).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+    let norm: f64 = cpu.iter().map(|b| (*b as f64).powi(2)).sum();
+    (diff / norm.max(1e-30)).sqrt()
+}
+
+fn check(what: &str, gpu: &[f32], cpu: &[f32], tol: f64) {
+    let e = rel_err(gpu, cpu);
+    assert!(e <= tol, "{what}: relative error {e:e} > {tol:e}");
+}
+
+fn put_f16(b: &mut [u8], at: usize, v: f32) {
+    b[at..at + 2].copy_from_slice(&f16::from_f32(v).to_le_bytes());
+}
+
+/// Random weights of `rows × cols` in `dtype`'s GGUF layout: random quants, with every f16
+/// scale replaced by a sane value (random bits could be NaN).
+fn random_weights(rng: &mut Rng, dtype: DType, rows: usize, cols: usize) -> Vec<u8> {
+    let n = rows * cols;
+    match dtype {
+        DType::F32 => return rng.vec(n).iter().flat_map(|v| v.to_le_bytes()).collect(),
+        DType::F16 => return rng.vec(n).iter().flat_map(|v| f16::from_f32(*v).to_le_bytes()).collect(),
+        DType::BF16 => return rng.vec(n).iter().flat_map(|v| bf16::from_f32(*v).to_le_bytes()).collect(),
+        _ => {}
+    }
+    let (be, bb) = (dtype.block_elems(), dtype.block_bytes());
+    let mut bytes = rng.bytes(n / be * bb);
+    for block in bytes.chunks_exact_mut(bb) {
+        let (a, b) = (rng.f() * 0.1, rng.f() * 0.1);
+        match dtype {
+            DType::Q4_0 | DType::Q5_0 | DType::Q8_0 => put_f16(block, 0, a),
+            DType::Q4_1 | DType::Q5_1 | DType::Q4_K | DType::Q5_K => {
+                put_f16(block, 0, a);
+                put_f16(block, 2, b);
+            }
+            DType::Q6_K => put_f16(block, 208, a),
+            _ => unreachable!(),
+        }
+    }
+    bytes
+}
+
+/// `y[t][r] = Σ_c W[r][c] x[t][c]` in f64.
+fn cpu_matmul(dtype: DType, data: &[u8], rows: usize, cols: usize, x: &[f32]) -> Vec<f32> {
+    let mut w = vec![0f32; rows * cols];
+    quant::dequantize(dtype, data, &mut w).unwrap();
+    let n = x.len() / cols;
+    let mut y = vec![0f32; n * rows];
+    for t in 0..n {
+        for r in 0..rows {
+            let s: f64 = (0..cols).map(|c| w[r * cols + c] as f64 * x[t * cols + c] as f64).sum();
+            y[t * rows + r] = s as f32;
+        }
+    }
+    y
+}
+
+const FORMATS: [DType; 11] = [
+    DType::F32,
+    DType::F16,
+    DType::BF16,
+    DType::Q4_0,
+    DType::Q4_1,
+    DType::Q5_0,
+    DType::Q5_1,
+    DType::Q8_0,
+    DType::Q4_K,
+    DType::Q5_K,
+    DType::Q6_K,
+];
+
+#[test]
+fn matmul_every_format_matches_cpu() {
+    let gpu = oneshot(false);
+    let mut rng = Rng(0x1234_5678);
+    for dtype in FORMATS {
+        let cols_options: &[usize] = if dtype.block_elems() == 256 { &[256, 768] } else { &[32, 96, 576] };
+        for &cols in cols_options {
+            // Rows: below, at and past the matvec's 4 rows and the tile's 64; tokens: one (matrix
+            // × vector) and several (tiled), past the tile's 32.
+            for (rows, n) in [(1, 1), (7, 1), (67, 1), (5, 3), (130, 37)] {
+                let w = random_weights(&mut rng, dtype, rows, cols);
+                let x = rng.vec(n * cols);
+                let got = gpu.matmul(dtype, &w, (rows, cols), &x, None).unwrap();
+                let want = cpu_matmul(dtype, &w, rows, cols, &x);
+                check(&format!("{} {rows}×{cols}, {n} tokens", dtype.name()), &got, &want, 1e-4);
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_accumulates_into_its_output() {
+    let gpu = oneshot(false);
+    let mut rng = Rng(77);
+    for n in [1, 9] {
+        let (rows, cols) = (40, 64);
+        let w = random_weights(&mut rng, DType::Q4_1, rows, cols);
+        let x = rng.vec(n * cols);
+        let init = rng.vec(n * rows);
+        let got = gpu.matmul(DType::Q4_1, &w, (rows, cols), &x, Some(&init)).unwrap();
+        let want: Vec<f32> =
+            cpu_matmul(DType::Q4_1, &w, rows, cols, &x).iter().zip(&init).map(|(a, b)| a + b).collect();
+        check(&format!("accumulate, {n} tokens"), &got, &want, 1e-4);
+    }
+}
+
+#[test]
+fn matrices_larger_than_a_binding_are_split_by_rows() {
+    // 3 KiB per binding: a 100 × 256 Q8_0 matrix (272 bytes a row) takes 10 parts.
+    let small = Gpu::new_blocking(&GpuOptions { allow_f16: false, max_binding_bytes: Some(3 * 1024) }).unwrap();
+    let gpu = Oneshot::new(small).unwrap();
+    let mut rng = Rng(99);
+    let (rows, cols) = (100, 256);
+    for dtype in [DType::Q8_0, DType::Q4_K, DType::F32] {
+        let w = random_weights(&mut rng, dtype, rows, cols);
+        for n in [1, 5] {
+            let x = rng.vec(n * cols);
+            let got = gpu.matmul(dtype, &w, (rows, cols), &x, None).unwrap();
+            check(&format!("split {} ({n} tokens)", dtype.name()), &got, &cpu_matmul(dtype, &w, rows, cols, &x), 1e-4);
+        }
+        let tokens = [0, 99, 42, 11, 57];
+        let got = gpu.embed(dtype, &w, (rows, cols), &tokens).unwrap();
+        let mut all = vec![0f32; rows * cols];
+        quant::dequantize(dtype, &w, &mut all).unwrap();
+        let want: Vec<f32> = tokens.iter().flat_map(|&t| all[t as usize * cols..][..cols].to_vec()).collect();
+        check(&format!("split embed {}", dtype.name()), &got, &want, 0.0);
+    }
+    // A row larger than a binding cannot be split: a clear error.
+    let w = random_weights(&mut rng, DType::F32, 2, 1024);
+    let err = gpu.matmul(DType::F32, &w, (2, 1024), &rng.vec(1024), None).unwrap_err();
+    assert_eq!(err.code(), "unsupported_model", "{err}");
+}
+
+#[test]
+fn embedding_lookup_is_exact() {
+    let gpu = oneshot(false);
+    let mut rng = Rng(5);
+    for dtype in FORMATS {
+        let cols = if dtype.block_elems() == 256 { 256 } else { 96 };
+        let rows = 50;
+        let w = random_weights(&mut rng, dtype, rows, cols);
+        let mut all = vec![0f32; rows * cols];
+        quant::dequantize(dtype, &w, &mut all).unwrap();
+        let tokens = [49, 0, 7, 7, 23];
+        let got = gpu.embed(dtype, &w, (rows, cols), &tokens).unwrap();
+        let want: Vec<f32> = tokens.iter().flat_map(|&t| all[t as usize * cols..][..cols].to_vec()).collect();
+        check(dtype.name(), &got, &want, 0.0);
+    }
+}
+
+#[test]
+fn rmsnorm_matches_cpu() {
+    let gpu = oneshot(false);
+    let mut rng = Rng(11);
+    for (d, n) in [(576, 1), (100, 7), (1000, 3), (3, 2)] {
+        let x: Vec<f32> = rng.vec(n * d).iter().map(|v| v * 5.0).collect();
+        let w = rng.vec(d);
+        let mut want = vec![0f32; n * d];
+        rmsnorm(&x, &w, 1e-5, &mut want);
+        check(&format!("rmsnorm {d}×{n}"), &gpu.rmsnorm(&x, &w, 1e-5, false).unwrap(), &want, 1e-4);
+        check(&format!("rmsnorm last {d}×{n}"), &gpu.rmsnorm(&x, &w, 1e-5, true).unwrap(), &want[(n - 1) * d..], 1e-4);
+    }
+}
+
+#[test]
+fn rope_matches_cpu() {
+    let gpu = oneshot(false);
+    let mut rng = Rng(21);
+    for (neox, rope_dim, start, n) in [(false, 64, 0, 1), (false, 64, 37, 9), (true, 64, 5, 3), (true, 32, 100, 2)] {
+        let s = Shape { n_heads: 3, n_kv_heads: 1, head_dim: 64, rope_dim, neox };
+        let style = if neox { RopeStyle::Neox } else { RopeStyle::Normal };
+        let (base, scale) = (10000.0, 2.0);
+        let half = rope_dim / 2;
+        let table: Vec<f32> = (0..start + n)
+            .flat_map(|pos| {
+                (0..half).flat_map(move |i| {
+                    let (c, s) = rope_cos_sin(pos, i, rope_dim, base, scale, 1.0);
+                    [c, s]
+                })
+            })
+            .collect();
+        let q = rng.vec(n * 3 * 64);
+        let k = rng.vec(n * 64);
+        let (gq, gk) = gpu.rope(&q, &k, &table, &s, start).unwrap();
+        let (mut wq, mut wk) = (q.clone(), k.clone());
+        for (t, head) in wq.chunks_exact_mut(64).enumerate() {
+            rope(head, start + t / 3, rope_dim, base, scale, None, style);
+        }
+        for (t, head) in wk.chunks_exact_mut(64).enumerate() {
+            rope(head, start + t, rope_dim, base, scale, None, style);
+        }
+        check(&format!("rope q neox={neox} dim={rope_dim} start={start}"), &gq, &wq, 1e-4);
+        check(&format!("rope k neox={neox} dim={rope_dim} start={start}"), &gk, &wk, 1e-4);
+    }
+}
+
+/// Causal grouped-query attention in f64: the last `n` positions' queries over all positions.
+fn cpu_attention(q: &[f32], keys: &[f32], values: &[f32], s: &Shape) -> Vec<f32> {
+    let (hd, kvd) = (s.head_dim, s.n_kv_heads * s.head_dim);
+    let positions = keys.len() / kvd;
+    let n = q.len() / (s.n_heads * hd);
+    let mut out = vec![0f32; q.len()];
+    for t in 0..n {
+        let seen = positions - n + t + 1;
+        for h in 0..s.n_heads {
+            let kvh = h / (s.n_heads / s.n_kv_heads);
+            let qh = &q[(t * s.n_heads + h) * hd..][..hd];
+            let mut scores: Vec<f32> = (0..seen)
+                .map(|p| {
+                    let k = &keys[p * kvd + kvh * hd..][..hd];
+                    let d: f64 = qh.iter().zip(k).map(|(a, b)| *a as f64 * *b as f64).sum();
+                    (d / (hd as f64).sqrt()) as f32
+                })
+                .collect();
+            softmax(&mut scores);
+            for d in 0..hd {
+                let v: f64 = (0..seen).map(|p| scores[p] as f64 * values[p * kvd + kvh * hd + d] as f64).sum();
+                out[(t * s.n_heads + h) * hd + d] = v as f32;
+            }
+        }
+    }
+    out
+}
+
+fn attention_cases(f16: bool, tol: f64) {
+    let gpu = oneshot(f16);
+    let mut rng = Rng(if f16 { 31 } else { 32 });
+    for (heads, kv_heads, hd, positions, n) in [
+        (4, 2, 64, 1, 1),
+        (4, 2, 64, 70, 1),
+        (9, 3, 64, 200, 5),
+        (2, 2, 32, 64, 64),
+        (2, 1, 128, 65, 3),
+        (3, 3, 96, 10, 2),
+    ] {
+        let s = Shape { n_heads: heads, n_kv_heads: kv_heads, head_dim: hd, rope_dim: hd, neox: false };
+        let q: Vec<f32> = rng.vec(n * heads * hd).iter().map(|v| v * 3.0).collect();
+        let keys = rng.vec(positions * kv_heads * hd);
+        let values = rng.vec(positions * kv_heads * hd);
+        let got = gpu.attention(&q, &keys, &values, &s).unwrap();
+        let want = cpu_attention(&q, &keys, &values, &s);
+        check(
+            &format!("attention f16={f16} {heads}/{kv_heads}×{hd}, {positions} positions, {n} queries"),
+            &got,
+            &want,
+            tol,
+        );
+    }
+}
+
+#[test]
+fn attention_matches_cpu_f32_path() {
+    attention_cases(false, 1e-4);
+}
+
+#[test]
+fn attention_matches_cpu_f16_path() {
+    attention_cases(true, 1e-2);
+}
+
+#[test]
+fn swiglu_and_bias_match_cpu() {
+    let gpu = oneshot(false);
+    let mut rng = Rng(41);
+    for (len, n) in [(1536, 1), (100, 7)] {
+        let gate: Vec<f32> = rng.vec(n * len).iter().map(|v| v * 8.0).collect();
+        let up = rng.vec(n * len);
+        let want: Vec<f32> = gate.iter().zip(&up).map(|(g, u)| silu(*g) * u).collect();
+        check("swiglu", &gpu.swiglu(&gate, &up, len).unwrap(), &want, 1e-4);
+        let bias = rng.vec(len);
+        let want: Vec<f32> = up.iter().enumerate().map(|(i, v)| v + bias[i % len]).collect();
+        check("add_bias", &gpu.add_bias(&up, &bias).unwrap(), &want, 1e-4);
+    }
+}
+
+/// Logits with many exact ties (values on a coarse grid), so tie-breaking is exercised.
+fn tied_logits(rng: &mut Rng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| (rng.f() * 40.0).round() / 4.0).collect()
+}
+
+#[test]
+fn gpu_shortlist_picks_the_same_tokens_as_the_cpu_sampler() {
+    let gpu = oneshot(false);
+    let mut rng = Rng(51);
+    let history: Vec<u32> = (0..80).map(|i| (i * 37 % 3000) as u32).collect();
+    let cases = [
+        SamplingParams { seed: Some(1), ..SamplingParams::default() },
+        SamplingParams { temperature: 0.0, seed: Some(2), ..SamplingParams::default() },
+        SamplingParams { temperature: 1.3, top_k: 1, seed: Some(3), ..SamplingParams::default() },
+        SamplingParams {
+            temperature: 0.9,
+            top_k: 100,
+            top_p: 0.8,
+            min_p: 0.0,
+            repetition_penalty: 1.3,
+            frequency_penalty: 0.5,
+            presence_penalty: 0.3,
+            logit_bias: vec![(5, 3.0), (4999, f32::NEG_INFINITY), (17, -2.0)],
+            seed: Some(4),
+            ..SamplingParams::default()
+        },
+        SamplingParams { temperature: 0.0, repetition_penalty: 1.5, seed: Some(5), ..SamplingParams::default() },
+        SamplingParams { top_k: 500, repetition_penalty: 1.1, seed: Some(6), ..SamplingParams::default() },
+        SamplingParams { top_k: 0, seed: Some(7), ..SamplingParams::default() },
+    ];
+    for vocab in [5000, 49152, 700] {
+        for p in &cases {
+            let mut on_gpu = Sampler::new(p.clone()).unwrap();
+            let mut on_cpu = Sampler::new(p.clone()).unwrap();
+            for step in 0..12 {
+                let logits = tied_logits(&mut rng, vocab);
+                let recent = &history[..40 + step];
+                let want = on_gpu.request(&recent[..recent.len() - 1], &recent[recent.len() - 1..]);
+                let (got, bytes) = gpu.read_logits(&logits, &want).unwrap();
+                match (&want, &got) {
+                    (LogitsRequest::Full, Logits::Full(l)) => assert_eq!(l, &logits),
+                    (LogitsRequest::Shortlist { top, ids }, Logits::Shortlist(s)) => {
+                        assert!(*top + ids.len() <= 2 * MAX_SHORTLIST);
+                        // Ids outside the vocabulary are not gathered.
+                        let inside = ids.iter().filter(|&&i| (i as usize) < vocab).count();
+                        assert_eq!(bytes as usize, (1 + top + inside) * 8);
+                        assert_eq!(s.vocab, vocab);
+                    }
+                    _ => panic!("asked {want:?}, got the other kind"),
+                }
+                let a = on_gpu.sample_from(&got, recent).unwrap();
+                let b = on_cpu.sample(&logits, recent).unwrap();
+                assert_eq!((a.id, a.prob), (b.id, b.prob), "vocab {vocab}, {p:?}, step {step}");
+                assert!((a.logprob_raw - b.logprob_raw).abs() < 1e-4, "{} vs {}", a.logprob_raw, b.logprob_raw);
+            }
+        }
+    }
+    // The default knobs read back 41 pairs: the top 40 and the normalizer, 328 bytes.
+    let s = Sampler::new(SamplingParams::default()).unwrap();
+    let (_, bytes) = gpu.read_logits(&tied_logits(&mut rng, 49152), &s.request(&[], &[1])).unwrap();
+    assert_eq!(bytes, 328);
+}
