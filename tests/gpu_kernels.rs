@@ -13,7 +13,6 @@ use webgpu_llm::quant::{self, DType};
 use webgpu_llm::sampler::{Logits, LogitsRequest, Sampler, SamplingParams, MAX_SHORTLIST};
 
 fn oneshot(f16: bool) -> Oneshot {
-    std::env::set_var("XDG_RUNTIME_DIR", std::env::var("XDG_RUNTIME_DIR").unwrap_or_else(|_| "/tmp".into()));
     let gpu = Gpu::new_blocking(&GpuOptions { allow_f16: f16, ..GpuOptions::default() }).expect("a WebGPU adapter");
     if f16 {
         assert!(gpu.f16, "the f16 tests need shader-f16 (lavapipe has it)");

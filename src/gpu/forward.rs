@@ -17,7 +17,9 @@ use super::kernels::{Kernels, StepParams, MAX_HEAD_DIM};
 use super::kv_cache::KvCache;
 use super::ops::{Launch, Recorder, Shape};
 use super::shortlist::Reader;
-use crate::backend::{Backend, BackendStats};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::backend::Backend;
+use crate::backend::BackendStats;
 use crate::cpu::ops::rope_cos_sin;
 use crate::error::{Error, Result};
 use crate::gguf::TensorView;
@@ -263,6 +265,13 @@ impl GpuModel {
     }
 }
 
+impl GpuModel {
+    /// Work counters, and the memory the weights and the KV cache hold.
+    pub fn stats(&self) -> BackendStats {
+        BackendStats { weight_bytes: self.weight_bytes, kv_bytes: self.cache.bytes(), ..self.stats }
+    }
+}
+
 #[cfg(not(target_arch = "wasm32"))]
 impl Backend for GpuModel {
     fn name(&self) -> &'static str {
@@ -281,6 +290,7 @@ impl Backend for GpuModel {
         self.cache.len = self.cache.len.min(len);
     }
 
+    /// Blocks until the GPU answers (natively that is a wait on the device).
     fn forward(&mut self, tokens: &[u32], want: &LogitsRequest) -> Result<Logits> {
         let start = self.cache.len;
         let result = pollster::block_on(self.forward_async(tokens, want));
@@ -291,7 +301,7 @@ impl Backend for GpuModel {
     }
 
     fn stats(&self) -> BackendStats {
-        BackendStats { weight_bytes: self.weight_bytes, kv_bytes: self.cache.bytes(), ..self.stats }
+        GpuModel::stats(self)
     }
 }
 

@@ -48,7 +48,7 @@ impl Launch {
                 self.matmat.as_ref().expect("matmul launch has a matmat pipeline"),
                 (rows.div_ceil(64), n.div_ceil(32)),
             ),
-            Grid::Matmul { rows } | Grid::MatVec { rows } => (&self.pipeline, grid(rows.div_ceil(4))),
+            Grid::Matmul { rows } | Grid::MatVec { rows } => (&self.pipeline, grid(rows.div_ceil(8))),
         };
         pass.set_pipeline(pipeline);
         pass.set_bind_group(0, &self.bind, &[]);
