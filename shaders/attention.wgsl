@@ -19,8 +19,10 @@ struct AttnParams {
 
 const WG: u32 = 64u;
 const MAX_HEAD_DIM: u32 = 256u;
-var<workgroup> q_head: array<f32, 256>;
+var<workgroup> q_head: array<f32, MAX_HEAD_DIM>;
 var<workgroup> weights: array<f32, 64>;
+var<workgroup> shared_max: f32;
+var<workgroup> shared_sum: f32;
 
 @compute @workgroup_size(64)
 fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
@@ -37,11 +39,8 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
 
     let seen = step.start + t + 1u; // causal: positions 0 ..= start + t
     var m = -3.0e38;                // running max of the scores
-    var l = 0.0;                    // running sum of exp(score - m)
+    var l = 0.0;                    // running sum of exp(score - m), kept by invocation 0
     var acc: array<f32, 4>;         // output dims tid, tid + 64, ... (head_dim <= 256)
-    for (var j = 0u; j < 4u; j++) {
-        acc[j] = 0.0;
-    }
     for (var base = 0u; base < seen; base += WG) {
         let pos = base + tid;
         var s = -3.0e38;
@@ -55,20 +54,28 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
         }
         weights[tid] = s;
         workgroupBarrier();
-        var tile_max = m;
-        for (var j = 0u; j < WG; j++) {
-            tile_max = max(tile_max, weights[j]);
+        // One invocation reduces, the others wait: far cheaper than all of them re-reading the
+        // tile on a CPU-emulated device, and no slower on a GPU for 64 values.
+        if (tid == 0u) {
+            var tile_max = m;
+            for (var j = 0u; j < WG; j++) {
+                tile_max = max(tile_max, weights[j]);
+            }
+            shared_max = tile_max;
         }
         workgroupBarrier();
-        weights[tid] = select(0.0, exp(s - tile_max), pos < seen);
+        let new_max = shared_max;
+        let correction = exp(m - new_max);
+        m = new_max;
+        weights[tid] = select(0.0, exp(s - new_max), pos < seen);
         workgroupBarrier();
-        let correction = exp(m - tile_max);
-        var tile_sum = 0.0;
-        for (var j = 0u; j < WG; j++) {
-            tile_sum += weights[j];
+        if (tid == 0u) {
+            var tile_sum = 0.0;
+            for (var j = 0u; j < WG; j++) {
+                tile_sum += weights[j];
+            }
+            l = l * correction + tile_sum;
         }
-        l = l * correction + tile_sum;
-        m = tile_max;
         let count = min(WG, seen - base);
         for (var j = 0u; j < 4u; j++) {
             let d = tid + j * WG;
@@ -82,10 +89,15 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
         }
         workgroupBarrier();
     }
+    if (tid == 0u) {
+        shared_sum = l;
+    }
+    workgroupBarrier();
+    let total = shared_sum;
     for (var j = 0u; j < 4u; j++) {
         let d = tid + j * WG;
         if (d < hd) {
-            out[q_off + d] = acc[j] / l;
+            out[q_off + d] = acc[j] / total;
         }
     }
 }

@@ -37,6 +37,13 @@ fn scale_min_k4(base: u32, s: u32) -> vec2<f32> {
     return vec2<f32>(f32(sc), f32(m));
 }
 
+// Scale and offset of group s of a Q4_K / Q5_K super-block at word b: x = q * scale - offset.
+fn k_scale_offset(b: u32, s: u32) -> vec2<f32> {
+    let dm = unpack2x16float(w[b]);
+    let sm = scale_min_k4(b + 1u, s);
+    return vec2<f32>(dm.x * sm.x, dm.y * sm.y);
+}
+
 fn store(i: u32, v: f32) {
     if (p.accumulate != 0u) {
         y[i] += v;

@@ -2,16 +2,15 @@
 // cross back to the CPU, which finishes the sampler's exact algorithm (src/sampler.rs) on it.
 //
 // Everything is (logit bits, id) pairs ordered by logit descending, then id ascending: the
-// sampler's order. `topk_logits` sorts chunks of 1024 logits in workgroup memory (bitonic) and
-// keeps the best `keep` of each; `topk_merge` does the same to the survivors until one chunk is
-// left. `logsumexp` gives the normalizer of the raw distribution (for log-probabilities) and
+// sampler's order. `topk` sorts chunks of 1024 logits in workgroup memory (bitonic) and keeps
+// the best `keep` of each, then does the same to the survivors until one chunk is left. `logsumexp` gives the normalizer of the raw distribution (for log-probabilities) and
 // `gather` copies the logits of chosen ids (those the penalties or logit_bias change).
 
 struct TopkParams {
     count: u32,      // input items
     keep: u32,       // best items kept per chunk (at most CHUNK / 2)
     out_offset: u32, // where in `cout` this dispatch writes, in pairs
-    _pad: u32,
+    from_logits: u32,
 }
 
 @group(0) @binding(0) var<storage, read> logits: array<f32>;
@@ -58,34 +57,20 @@ fn sort_and_write(chunk: u32, tid: u32) {
     }
 }
 
+// One chunk: the logits themselves (`from_logits`, ids are positions) or earlier survivors.
 @compute @workgroup_size(256)
-fn topk_logits(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+fn topk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
     let chunk = wid.x;
     for (var i = tid; i < CHUNK; i += WG) {
         let at = chunk * CHUNK + i;
-        if (at < p.count) {
+        sv[i] = NONE;
+        si[i] = 0xffffffffu;
+        if (at < p.count && p.from_logits != 0u) {
             sv[i] = logits[at];
             si[i] = at;
-        } else {
-            sv[i] = NONE;
-            si[i] = 0xffffffffu;
-        }
-    }
-    workgroupBarrier();
-    sort_and_write(chunk, tid);
-}
-
-@compute @workgroup_size(256)
-fn topk_merge(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-    let chunk = wid.x;
-    for (var i = tid; i < CHUNK; i += WG) {
-        let at = chunk * CHUNK + i;
-        if (at < p.count) {
+        } else if (at < p.count) {
             sv[i] = bitcast<f32>(cin[at].x);
             si[i] = cin[at].y;
-        } else {
-            sv[i] = NONE;
-            si[i] = 0xffffffffu;
         }
     }
     workgroupBarrier();

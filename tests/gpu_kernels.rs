@@ -103,25 +103,11 @@ fn cpu_matmul(dtype: DType, data: &[u8], rows: usize, cols: usize, x: &[f32]) ->
     y
 }
 
-const FORMATS: [DType; 11] = [
-    DType::F32,
-    DType::F16,
-    DType::BF16,
-    DType::Q4_0,
-    DType::Q4_1,
-    DType::Q5_0,
-    DType::Q5_1,
-    DType::Q8_0,
-    DType::Q4_K,
-    DType::Q5_K,
-    DType::Q6_K,
-];
-
 #[test]
 fn matmul_every_format_matches_cpu() {
     let gpu = oneshot(false);
     let mut rng = Rng(0x1234_5678);
-    for dtype in FORMATS {
+    for dtype in DType::ALL {
         let cols_options: &[usize] = if dtype.block_elems() == 256 { &[256, 768] } else { &[32, 96, 576] };
         for &cols in cols_options {
             // Rows: below, at and past the matvec's 4 rows and the tile's 64; tokens: one (matrix
@@ -184,7 +170,7 @@ fn matrices_larger_than_a_binding_are_split_by_rows() {
 fn embedding_lookup_is_exact() {
     let gpu = oneshot(false);
     let mut rng = Rng(5);
-    for dtype in FORMATS {
+    for dtype in DType::ALL {
         let cols = if dtype.block_elems() == 256 { 256 } else { 96 };
         let rows = 50;
         let w = random_weights(&mut rng, dtype, rows, cols);

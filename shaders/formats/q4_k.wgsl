@@ -4,10 +4,9 @@
 fn load8(row: u32, g: u32, part: u32) -> Eight {
     let b = row + (g / 8u) * 36u;
     let s = g % 8u;
-    let dm = unpack2x16float(w[b]);
-    let sm = scale_min_k4(b + 1u, s);
-    let scale = dm.x * sm.x;
-    let offset = dm.y * sm.y;
+    let so = k_scale_offset(b, s);
+    let scale = so.x;
+    let offset = so.y;
     let i = b + 4u + (s / 2u) * 8u + part * 2u;
     let shift = (s % 2u) * 4u;
     return Eight(nib4(w[i], shift) * scale - offset, nib4(w[i + 1u], shift) * scale - offset);

@@ -3,10 +3,9 @@
 fn load8(row: u32, g: u32, part: u32) -> Eight {
     let b = row + (g / 8u) * 44u;
     let s = g % 8u;
-    let dm = unpack2x16float(w[b]);
-    let sm = scale_min_k4(b + 1u, s);
-    let scale = dm.x * sm.x;
-    let offset = dm.y * sm.y;
+    let so = k_scale_offset(b, s);
+    let scale = so.x;
+    let offset = so.y;
     let h = b + 4u + part * 2u;
     let i = b + 12u + (s / 2u) * 8u + part * 2u;
     let shift = (s % 2u) * 4u;

@@ -87,22 +87,6 @@ impl GpuMatrix {
     /// Upload `rows × cols` values in `dtype`'s GGUF layout. Rows must be whole groups of 32
     /// values (every kernel reads eighths of such groups).
     pub fn new(gpu: &Gpu, name: &str, dtype: DType, rows: usize, cols: usize, data: &[u8]) -> Result<GpuMatrix> {
-        if !matches!(
-            dtype,
-            DType::F32
-                | DType::F16
-                | DType::BF16
-                | DType::Q4_0
-                | DType::Q4_1
-                | DType::Q5_0
-                | DType::Q5_1
-                | DType::Q8_0
-                | DType::Q4_K
-                | DType::Q5_K
-                | DType::Q6_K
-        ) {
-            return Err(Error::UnsupportedModel(format!("{name}: the GPU has no kernel for {}", dtype.name())));
-        }
         if cols % 32 != 0 || rows == 0 {
             return Err(Error::UnsupportedModel(format!(
                 "{name}: rows of {cols} values; the GPU kernels need a multiple of 32"

@@ -18,8 +18,8 @@ const ELEMENTWISE: &str = include_str!("../../shaders/elementwise.wgsl");
 const TOPK: &str = include_str!("../../shaders/topk.wgsl");
 
 /// The `load8` of a weight format.
-fn format_source(dtype: DType) -> Option<&'static str> {
-    Some(match dtype {
+fn format_source(dtype: DType) -> &'static str {
+    match dtype {
         DType::F32 => include_str!("../../shaders/formats/f32.wgsl"),
         DType::F16 => include_str!("../../shaders/formats/f16.wgsl"),
         DType::BF16 => include_str!("../../shaders/formats/bf16.wgsl"),
@@ -31,7 +31,7 @@ fn format_source(dtype: DType) -> Option<&'static str> {
         DType::Q4_K => include_str!("../../shaders/formats/q4_k.wgsl"),
         DType::Q5_K => include_str!("../../shaders/formats/q5_k.wgsl"),
         DType::Q6_K => include_str!("../../shaders/formats/q6_k.wgsl"),
-    })
+    }
 }
 
 /// How a kernel sees one binding.
@@ -131,7 +131,7 @@ pub struct Kernels {
     pub attention: Family,
     /// `swiglu`, `add_bias`.
     pub elementwise: Family,
-    /// `topk_logits`, `topk_merge`, `logsumexp`, `gather`.
+    /// `topk`, `logsumexp`, `gather`.
     pub topk: Family,
 }
 
@@ -145,8 +145,7 @@ impl Kernels {
                 if matmul.contains_key(&dtype) {
                     continue;
                 }
-                let Some(format) = format_source(dtype) else { continue };
-                let source = format!("{MATMUL}\n{format}");
+                let source = format!("{MATMUL}\n{}", format_source(dtype));
                 let family = Family::new(
                     gpu,
                     &format!("matmul {}", dtype.name()),
@@ -186,7 +185,7 @@ impl Kernels {
                     "topk",
                     TOPK,
                     &[Read, Read, Write, Uniform, Read],
-                    &["topk_logits", "topk_merge", "logsumexp", "gather"],
+                    &["topk", "logsumexp", "gather"],
                 ),
             }
         })
@@ -272,7 +271,7 @@ pub struct TopkParams {
     pub count: u32,
     pub keep: u32,
     pub out_offset: u32,
-    pub _pad: u32,
+    pub from_logits: u32,
 }
 
 /// The largest head the attention kernel holds in workgroup memory.

@@ -16,23 +16,9 @@ pub struct Oneshot {
     kernels: Kernels,
 }
 
-const ALL_FORMATS: [DType; 11] = [
-    DType::F32,
-    DType::F16,
-    DType::BF16,
-    DType::Q4_0,
-    DType::Q4_1,
-    DType::Q5_0,
-    DType::Q5_1,
-    DType::Q8_0,
-    DType::Q4_K,
-    DType::Q5_K,
-    DType::Q6_K,
-];
-
 impl Oneshot {
     pub fn new(gpu: Gpu) -> Result<Oneshot> {
-        let kernels = pollster::block_on(Kernels::new(&gpu, &ALL_FORMATS))?;
+        let kernels = pollster::block_on(Kernels::new(&gpu, &DType::ALL))?;
         Ok(Oneshot { gpu, kernels })
     }
 

@@ -3,7 +3,7 @@
 
 use std::num::NonZeroU64;
 
-use super::buffers::{GpuMatrix, ParamArena, ParamSlot};
+use super::buffers::{GpuMatrix, MatrixPart, ParamArena, ParamSlot};
 use super::device::Gpu;
 use super::kernels::{grid, AttnParams, Family, Kernels, LenParams, MatParams, NormParams, RopeParams};
 use crate::model::{Config, RopeStyle};
@@ -101,15 +101,7 @@ impl<'k> Recorder<'k> {
     pub fn matmul(&mut self, w: &GpuMatrix, x: &wgpu::Buffer, y: &wgpu::Buffer, accumulate: bool, decode_only: bool) {
         let family = &self.kernels.matmul[&w.dtype];
         for part in &w.parts {
-            let p = self.param(MatParams {
-                rows: part.rows as u32,
-                cols: w.cols as u32,
-                row_words: w.row_words as u32,
-                out_row0: part.row0 as u32,
-                out_stride: w.rows as u32,
-                accumulate: accumulate as u32,
-                _pad: [0; 2],
-            });
+            let p = self.param(mat_params(w, part, w.rows, accumulate));
             // `tokens` is unused by the matmuls; bind something small of the right kind.
             let res = vec![
                 Res::Buf(part.buffer.clone()),
@@ -178,6 +170,19 @@ impl Shape {
     }
 }
 
+/// The parameters of one part of a matrix; `out_stride` is the floats per token of the output.
+fn mat_params(m: &GpuMatrix, part: &MatrixPart, out_stride: usize, accumulate: bool) -> MatParams {
+    MatParams {
+        rows: part.rows as u32,
+        cols: m.cols as u32,
+        row_words: m.row_words as u32,
+        out_row0: part.row0 as u32,
+        out_stride: out_stride as u32,
+        accumulate: accumulate as u32,
+        _pad: [0; 2],
+    }
+}
+
 fn buf(b: &wgpu::Buffer) -> Res {
     Res::Buf(b.clone())
 }
@@ -188,15 +193,7 @@ impl Recorder<'_> {
     pub fn embed(&mut self, m: &GpuMatrix, tokens: &wgpu::Buffer, spare: &wgpu::Buffer, out: &wgpu::Buffer) {
         let family = &self.kernels.matmul[&m.dtype];
         for part in &m.parts {
-            let p = self.param(MatParams {
-                rows: part.rows as u32,
-                cols: m.cols as u32,
-                row_words: m.row_words as u32,
-                out_row0: part.row0 as u32,
-                out_stride: m.cols as u32,
-                accumulate: 0,
-                _pad: [0; 2],
-            });
+            let p = self.param(mat_params(m, part, m.cols, false));
             let res = vec![buf(&part.buffer), buf(spare), buf(out), p, Res::Step, buf(tokens)];
             self.launch(family, "embed", res, Grid::PerToken((m.cols as u32 / 8).div_ceil(64)));
         }

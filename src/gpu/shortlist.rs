@@ -25,8 +25,7 @@ pub struct Reader {
     result: wgpu::Buffer,
     staging: wgpu::Buffer,
     logits: wgpu::Buffer,
-    topk_logits: wgpu::ComputePipeline,
-    topk_merge: wgpu::ComputePipeline,
+    topk: wgpu::ComputePipeline,
     logsumexp: wgpu::ComputePipeline,
     gather: wgpu::ComputePipeline,
     /// Round r's bind group: `[writes to scratch, writes to the result]`.
@@ -93,8 +92,7 @@ impl Reader {
             result,
             staging,
             logits: logits.clone(),
-            topk_logits: family.pipeline("topk_logits").clone(),
-            topk_merge: family.pipeline("topk_merge").clone(),
+            topk: family.pipeline("topk").clone(),
             logsumexp: family.pipeline("logsumexp").clone(),
             gather: family.pipeline("gather").clone(),
             rounds,
@@ -125,7 +123,11 @@ impl Reader {
         loop {
             let chunks = count.div_ceil(CHUNK);
             let last = chunks == 1;
-            put(rounds.len(), TopkParams { count: count as u32, keep: top as u32, out_offset: last as u32, _pad: 0 });
+            let from_logits = rounds.is_empty() as u32;
+            put(
+                rounds.len(),
+                TopkParams { count: count as u32, keep: top as u32, out_offset: last as u32, from_logits },
+            );
             rounds.push((chunks, last));
             if last {
                 break;
@@ -134,7 +136,7 @@ impl Reader {
         }
         debug_assert!(rounds.len() <= MAX_ROUNDS);
         put(LSE_SLOT, TopkParams { count: self.vocab as u32, ..Default::default() });
-        put(GATHER_SLOT, TopkParams { count: ids.len() as u32, keep: 0, out_offset: 1 + top as u32, _pad: 0 });
+        put(GATHER_SLOT, TopkParams { count: ids.len() as u32, out_offset: 1 + top as u32, ..Default::default() });
         gpu.queue.write_buffer(&self.params, 0, &params);
         if !ids.is_empty() {
             gpu.queue.write_buffer(&self.ids, 0, bytemuck::cast_slice(&ids));
@@ -147,8 +149,8 @@ impl Reader {
             pass.set_bind_group(0, &self.lse, &[]);
             pass.dispatch_workgroups(1, 1, 1);
             dispatches += 1;
+            pass.set_pipeline(&self.topk);
             for (r, &(chunks, last)) in rounds.iter().enumerate() {
-                pass.set_pipeline(if r == 0 { &self.topk_logits } else { &self.topk_merge });
                 pass.set_bind_group(0, &self.rounds[r][last as usize], &[]);
                 pass.dispatch_workgroups(chunks as u32, 1, 1);
                 dispatches += 1;
