@@ -1,19 +1,21 @@
-//! The CPU forward pass on tiny random models of each supported architecture, against a naive
-//! f64 implementation written here from the papers (RMSNorm, RoPE, GQA, SwiGLU). Covers what the
-//! default model does not: Qwen2's biases and NeoX RoPE, an untied output, Llama 3 rope_freqs,
-//! linear RoPE scaling, several prefill chunks.
+//! Both forward passes (CPU, and GPU on its f32 and f16 paths) on tiny random models of each
+//! supported architecture, against a naive f64 implementation written here from the papers
+//! (RMSNorm, RoPE, GQA, SwiGLU). Covers what the default model does not: Qwen2's biases and NeoX
+//! RoPE, an untied output, Llama 3 rope_freqs, linear RoPE scaling, several prefill chunks.
 
 use webgpu_llm::backend::Backend;
 use webgpu_llm::cpu::CpuModel;
 use webgpu_llm::gguf::writer::GgufWriter;
 use webgpu_llm::gguf::{Gguf, Value};
+use webgpu_llm::gpu::{Gpu, GpuModel, GpuOptions};
 use webgpu_llm::model::{Config, Weights};
 
-const D: usize = 16;
+// Rows of 32 and 64 values: the GPU kernels read whole groups of 32.
+const D: usize = 32;
 const HEADS: usize = 4;
 const KV_HEADS: usize = 2;
-const HD: usize = 4;
-const FFN: usize = 24;
+const HD: usize = 8;
+const FFN: usize = 64;
 const VOCAB: usize = 13;
 const LAYERS: usize = 2;
 
@@ -61,7 +63,7 @@ fn random_model(arch: &str, seed: u64, tied: bool, rope_freqs: bool, linear_scal
         add("output.weight".into(), vec![D, VOCAB], 1.0, &mut rng);
     }
     if rope_freqs {
-        t.push(("rope_freqs.weight".into(), vec![HD / 2], vec![1.0, 4.0]));
+        t.push(("rope_freqs.weight".into(), vec![HD / 2], vec![1.0, 4.0, 1.5, 8.0]));
     }
     let mut w = GgufWriter::default();
     let k = |s: &str| format!("{arch}.{s}");
@@ -166,17 +168,29 @@ fn check(arch: &str, tied: bool, rope_freqs: bool, linear_scale: Option<f32>) {
     let c = Config::from_gguf(&g).unwrap();
     assert_eq!(c.tied_embeddings, tied);
     let w = Weights::from_gguf(&g, &c).unwrap();
-    let mut model = CpuModel::new(&c, &w, 256).unwrap();
-    // 150 tokens: several 64-token prefill chunks, then single-token steps.
+    // 150 tokens: several prefill chunks (64 on the CPU, 128 on the GPU), then single steps.
     let tokens: Vec<u32> = (0..150u32).map(|i| (i * 7 + 3) % VOCAB as u32).collect();
-    let mut got = model.forward_full(&tokens[..140]).unwrap();
-    for &t in &tokens[140..] {
-        got = model.forward_full(&[t]).unwrap();
-    }
     let want = reference(&tensors, arch, &tokens, linear_scale.unwrap_or(1.0) as f64);
-    let err = got.iter().zip(&want).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
-    let scale = want.iter().map(|v| v.abs()).fold(0.0, f64::max);
-    assert!(err <= 1e-4 * scale.max(1.0), "{arch}: max |diff| {err} (logits up to {scale})");
+    let scale = want.iter().map(|v| v.abs()).fold(0.0, f64::max).max(1.0);
+    let gpu = |f16: bool| -> Box<dyn Backend> {
+        let gpu = Gpu::new_blocking(&GpuOptions { allow_f16: f16, ..GpuOptions::default() }).unwrap();
+        assert_eq!(gpu.f16, f16, "the f16 run needs shader-f16 (lavapipe has it)");
+        Box::new(GpuModel::load_blocking(gpu, &c, &w, 256).unwrap())
+    };
+    let backends: [(&str, Box<dyn Backend>, f64); 3] = [
+        ("cpu", Box::new(CpuModel::new(&c, &w, 256).unwrap()), 1e-4),
+        ("gpu f32", gpu(false), 1e-4),
+        ("gpu f16", gpu(true), 1e-2),
+    ];
+    for (name, mut model, tol) in backends {
+        let mut got = model.forward_full(&tokens[..140]).unwrap();
+        for &t in &tokens[140..] {
+            got = model.forward_full(&[t]).unwrap();
+        }
+        let err = got.iter().zip(&want).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
+        println!("{arch} on {name}: max |diff| {err:.2e}, logits up to {scale:.1}");
+        assert!(err <= tol * scale, "{arch} on {name}: max |diff| {err} (logits up to {scale})");
+    }
 }
 
 #[test]
