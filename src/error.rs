@@ -18,7 +18,7 @@ pub enum Error {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
     /// No usable GPU adapter.
-    #[error("no WebGPU adapter: {0}")]
+    #[error("no usable WebGPU adapter: {0}")]
     NoWebGpu(String),
     /// The device or the host ran out of memory, or a buffer exceeds the device's limits.
     #[error("out of memory: {0}")]

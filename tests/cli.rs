@@ -100,6 +100,10 @@ fn bench_reports_what_it_measured() {
             assert_eq!(per_token("dispatches_per_token"), 0.0);
         }
     }
+    // The default sampling knobs (top-k 40, two banned ids): the normalizer, 42 best, 2 gathered.
+    let out =
+        json(&cli(&["bench", "--prompt-tokens", "5", "--gen-tokens", "3", "--json", "--backend", "gpu", "--sample"]));
+    assert_eq!(out["read_back_bytes_per_token"].as_f64(), Some(45.0 * 8.0));
 }
 
 #[test]

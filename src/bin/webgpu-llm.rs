@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use web_time::Instant;
 use webgpu_llm::engine::{BackendKind, Chat, Engine, EngineOptions, Generation};
-use webgpu_llm::gpu::GpuOptions;
+use webgpu_llm::gpu::{Gpu, GpuOptions};
 use webgpu_llm::sampler::SamplingParams;
 use webgpu_llm::tokenizer::Message;
 use webgpu_llm::{Error, Result};
@@ -23,8 +23,9 @@ commands:
                                   interactive chat that keeps its context (/reset, /quit)
   tokenize  --text TEXT [--no-parse-special]
                                   print the token ids as a JSON array (no BOS added)
-  bench     [--prompt-tokens 128] [--gen-tokens 64] [--json]
-                                  prefill and decode speed, greedy
+  bench     [--prompt-tokens 128] [--gen-tokens 64] [--sample [--seed S]] [--json]
+                                  prefill and decode speed and work per token; greedy, or
+                                  the default sampling knobs with --sample
   info                            print the model's configuration and the GPU adapter as JSON
 
 common options:
@@ -44,7 +45,7 @@ sampling options (applied in this order; see src/sampler.rs):
 ";
 
 /// Options that take no value.
-const SWITCHES: &[&str] = &["--json", "--no-parse-special", "--no-f16", "--help"];
+const SWITCHES: &[&str] = &["--json", "--no-parse-special", "--no-f16", "--sample", "--help"];
 
 struct Args {
     command: String,
@@ -285,7 +286,7 @@ fn tokenize(args: &Args) -> Result<()> {
 }
 
 fn bench(args: &Args) -> Result<()> {
-    args.only(&["--prompt-tokens", "--gen-tokens", "--json"])?;
+    args.only(&["--prompt-tokens", "--gen-tokens", "--json", "--sample", "--seed"])?;
     let prompt_tokens: usize = args.num("--prompt-tokens")?.unwrap_or(128);
     let gen_tokens: usize = args.num("--gen-tokens")?.unwrap_or(64);
     if prompt_tokens == 0 || gen_tokens == 0 {
@@ -296,9 +297,11 @@ fn bench(args: &Args) -> Result<()> {
     let text = "The quick brown fox jumps over the lazy dog while the river runs past the old mill. ";
     let unit = engine.encode_prompt(text)?;
     let prompt: Vec<u32> = unit.iter().cycle().take(prompt_tokens).copied().collect();
-    // Greedy, and end-of-generation tokens banned so that exactly gen_tokens come out.
+    // Greedy (or, with --sample, the default sampling knobs), and end-of-generation tokens banned
+    // so that exactly gen_tokens come out.
     let params = SamplingParams {
-        temperature: 0.0,
+        temperature: if args.flag("--sample") { SamplingParams::default().temperature } else { 0.0 },
+        seed: Some(args.num("--seed")?.unwrap_or(0)),
         max_tokens: gen_tokens,
         logit_bias: engine.tokenizer().eog_ids().iter().map(|&id| (id, f32::NEG_INFINITY)).collect(),
         ..SamplingParams::default()
@@ -359,10 +362,18 @@ fn per_token(count: u64, tokens: usize) -> f64 {
 fn info(args: &Args) -> Result<()> {
     args.only(&[])?;
     let (engine, _) = load(args)?;
+    // The adapter wgpu finds, even when the model runs on the CPU (auto on a software adapter).
+    let adapter = match engine.adapter() {
+        Some(a) => serde_json::to_value(a).expect("report serializes"),
+        None => match Gpu::new_blocking(&GpuOptions::default()) {
+            Ok(gpu) => serde_json::to_value(&gpu.report).expect("report serializes"),
+            Err(e) => serde_json::json!({ "error": e.to_string(), "code": e.code() }),
+        },
+    };
     let report = serde_json::json!({
         "config": engine.config(),
         "backend": engine.backend_name(),
-        "adapter": engine.adapter(),
+        "adapter": adapter,
         "context_size": engine.context_size(),
         "weight_bytes": engine.stats().weight_bytes,
         "kv_cache_bytes": engine.stats().kv_bytes,

@@ -91,7 +91,7 @@ impl Gpu {
                 ..Default::default()
             })
             .await
-            .map_err(|e| Error::NoWebGpu(format!("no WebGPU adapter was found ({e})")))?;
+            .map_err(|e| Error::NoWebGpu(format!("wgpu found none ({e})")))?;
         let info = adapter.get_info();
         let limits = adapter.limits();
         if limits.max_compute_invocations_per_workgroup < NEED_INVOCATIONS
