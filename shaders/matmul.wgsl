@@ -138,13 +138,18 @@ fn matmat(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
         let b = load8(base, g, 1u);
         let c = load8(base, g, 2u);
         let d = load8(base, g, 3u);
-        for (var t = 0u; t < count; t++) {
-            let xi = ((tok0 + t) * p.cols + g * 32u) / 4u;
-            acc[t] += dot(a.lo, x[xi]) + dot(a.hi, x[xi + 1u]) + dot(b.lo, x[xi + 2u]) + dot(b.hi, x[xi + 3u])
-                + dot(c.lo, x[xi + 4u]) + dot(c.hi, x[xi + 5u]) + dot(d.lo, x[xi + 6u]) + dot(d.hi, x[xi + 7u]);
+        // A constant trip count lets compilers unroll and keep `acc` in registers.
+        for (var t = 0u; t < MM_TOKENS; t++) {
+            if (t < count) {
+                let xi = ((tok0 + t) * p.cols + g * 32u) / 4u;
+                acc[t] += dot(a.lo, x[xi]) + dot(a.hi, x[xi + 1u]) + dot(b.lo, x[xi + 2u]) + dot(b.hi, x[xi + 3u])
+                    + dot(c.lo, x[xi + 4u]) + dot(c.hi, x[xi + 5u]) + dot(d.lo, x[xi + 6u]) + dot(d.hi, x[xi + 7u]);
+            }
         }
     }
-    for (var t = 0u; t < count; t++) {
-        store((tok0 + t) * p.out_stride + p.out_row0 + row, acc[t]);
+    for (var t = 0u; t < MM_TOKENS; t++) {
+        if (t < count) {
+            store((tok0 + t) * p.out_stride + p.out_row0 + row, acc[t]);
+        }
     }
 }

@@ -28,6 +28,18 @@ pub trait Backend {
     }
 }
 
+/// What every backend checks before a step: at least one token, and room for all of them.
+pub fn check_step(tokens: &[u32], cached: usize, capacity: usize) -> Result<()> {
+    if tokens.is_empty() {
+        return Err(Error::InvalidArgument("forward needs at least one token".into()));
+    }
+    let needed = cached + tokens.len();
+    if needed > capacity {
+        return Err(Error::ContextOverflow { needed, capacity });
+    }
+    Ok(())
+}
+
 /// Counters since the model was loaded, and memory held now.
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
 pub struct BackendStats {

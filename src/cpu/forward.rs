@@ -1,7 +1,7 @@
 //! The reference forward pass: plain f32 math over dequantized weights, one layer at a time.
 
 use super::ops::{dot, matmul, rmsnorm, rope, silu, softmax, Matrix};
-use crate::backend::{Backend, BackendStats};
+use crate::backend::{check_step, Backend, BackendStats};
 use crate::error::{Error, Result};
 use crate::gguf::TensorView;
 use crate::model::{Config, Weights};
@@ -157,13 +157,7 @@ impl Backend for CpuModel {
 
     /// Always the whole vector: it is already in memory.
     fn forward(&mut self, tokens: &[u32], _want: &LogitsRequest) -> Result<Logits> {
-        if tokens.is_empty() {
-            return Err(Error::InvalidArgument("forward needs at least one token".into()));
-        }
-        let needed = self.cache.len + tokens.len();
-        if needed > self.cache.capacity {
-            return Err(Error::ContextOverflow { needed, capacity: self.cache.capacity });
-        }
+        check_step(tokens, self.cache.len, self.cache.capacity)?;
         let mut last = Vec::new();
         for chunk in tokens.chunks(PREFILL_CHUNK) {
             last = self.forward_chunk(chunk)?;

@@ -19,7 +19,7 @@ use super::ops::{Launch, Recorder, Shape};
 use super::shortlist::Reader;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::backend::Backend;
-use crate::backend::BackendStats;
+use crate::backend::{check_step, BackendStats};
 use crate::cpu::ops::rope_cos_sin;
 use crate::error::{Error, Result};
 use crate::gguf::TensorView;
@@ -247,13 +247,7 @@ impl GpuModel {
 
     /// [`Backend::forward`], awaitable (the browser cannot block on the GPU).
     pub async fn forward_async(&mut self, tokens: &[u32], want: &LogitsRequest) -> Result<Logits> {
-        if tokens.is_empty() {
-            return Err(Error::InvalidArgument("forward needs at least one token".into()));
-        }
-        let needed = self.cache.len + tokens.len();
-        if needed > self.cache.capacity {
-            return Err(Error::ContextOverflow { needed, capacity: self.cache.capacity });
-        }
+        check_step(tokens, self.cache.len, self.cache.capacity)?;
         let chunks: Vec<&[u32]> = tokens.chunks(PREFILL_CHUNK).collect();
         for (i, chunk) in chunks.iter().enumerate() {
             let last = i + 1 == chunks.len();
