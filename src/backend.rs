@@ -1,8 +1,14 @@
 //! What the engine needs from a forward-pass implementation: the CPU reference and the GPU
 //! backend both provide it. Everything else (tokenizer, template, sampler, engine) is shared.
 
+use std::future::Future;
+use std::pin::Pin;
+
 use crate::error::{Error, Result};
 use crate::sampler::{Logits, LogitsRequest};
+
+/// A step in flight: the GPU answers asynchronously (the browser cannot block on it).
+pub type StepFuture<'a> = Pin<Box<dyn Future<Output = Result<Logits>> + 'a>>;
 
 pub trait Backend {
     /// "cpu" or "gpu".
@@ -15,14 +21,22 @@ pub trait Backend {
     fn truncate(&mut self, len: usize);
     /// Run `tokens` at the next positions, append their K/V to the cache, and return the last
     /// one's logits: the whole vector, or the shortlist `want` asks for (a backend may always
-    /// answer with the whole vector). Fails with `ContextOverflow` if they do not fit.
-    fn forward(&mut self, tokens: &[u32], want: &LogitsRequest) -> Result<Logits>;
+    /// answer with the whole vector). Fails with `ContextOverflow` if they do not fit; on any
+    /// error the cache is as it was.
+    fn forward<'a>(&'a mut self, tokens: &'a [u32], want: &'a LogitsRequest) -> StepFuture<'a>;
     /// Work and memory counters.
     fn stats(&self) -> BackendStats;
 
-    /// [`Backend::forward`] asking for the whole logits vector.
+    /// [`Backend::forward`], waiting for it (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    fn forward_blocking(&mut self, tokens: &[u32], want: &LogitsRequest) -> Result<Logits> {
+        pollster::block_on(self.forward(tokens, want))
+    }
+
+    /// [`Backend::forward_blocking`] asking for the whole logits vector.
+    #[cfg(not(target_arch = "wasm32"))]
     fn forward_full(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
-        self.forward(tokens, &LogitsRequest::Full)?
+        self.forward_blocking(tokens, &LogitsRequest::Full)?
             .into_full()
             .ok_or_else(|| Error::InvalidArgument("the backend answered a full request with a shortlist".into()))
     }

@@ -10,7 +10,7 @@ use crate::backend::{Backend, BackendStats};
 use crate::cpu::CpuModel;
 use crate::error::{Error, Result};
 use crate::gguf::Gguf;
-use crate::gpu::{AdapterReport, GpuOptions};
+use crate::gpu::{AdapterReport, Gpu, GpuModel, GpuOptions};
 use crate::model::{Config, Weights};
 use crate::sampler::{Logits, LogitsRequest, Sampler, SamplingParams};
 use crate::tokenizer::{ChatTemplate, Detokenizer, Message, Tokenizer};
@@ -125,8 +125,14 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Parse a GGUF file and load the model onto the chosen backend.
+    /// [`Engine::load_async`], waiting for it (native only; the browser cannot block).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn load(bytes: &[u8], options: &EngineOptions) -> Result<Engine> {
+        pollster::block_on(Engine::load_async(bytes, options))
+    }
+
+    /// Parse a GGUF file and load the model onto the chosen backend.
+    pub async fn load_async(bytes: &[u8], options: &EngineOptions) -> Result<Engine> {
         let gguf = Gguf::parse(bytes)?;
         let config = Config::from_gguf(&gguf)?;
         let tokenizer = match &options.tokenizer_json {
@@ -147,7 +153,7 @@ impl Engine {
             None => config.context_length.min(4096),
         };
         let tensors = Weights::from_gguf(&gguf, &config)?;
-        let (backend, adapter) = load_backend(options, &config, &tensors, capacity)?;
+        let (backend, adapter) = load_backend(options, &config, &tensors, capacity).await?;
         Ok(Engine { config, tokenizer, template, backend, adapter, context: Vec::new() })
     }
 
@@ -218,10 +224,21 @@ impl Engine {
         Ok(ids)
     }
 
+    /// [`Engine::generate_async`], waiting for it (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        params: &SamplingParams,
+        on_token: &mut dyn FnMut(&TokenEvent) -> bool,
+    ) -> Result<Generation> {
+        pollster::block_on(self.generate_async(prompt, params, on_token))
+    }
+
     /// Generate a continuation of `prompt`, streaming each token to `on_token`, which returns
     /// `false` to stop. The KV cache keeps the prompt and the generated tokens, so a following
     /// call that extends them (the next chat turn) only runs the new tokens.
-    pub fn generate(
+    pub async fn generate_async(
         &mut self,
         prompt: &[u32],
         params: &SamplingParams,
@@ -248,7 +265,7 @@ impl Engine {
         let started = Instant::now();
         let before = self.backend.stats();
         let want = sampler.request(&self.context, &prompt[reused..]);
-        let logits = run(&mut *self.backend, &mut self.context, &prompt[reused..], &want)?;
+        let logits = run(&mut *self.backend, &mut self.context, &prompt[reused..], &want).await?;
         let prefill_secs = started.elapsed().as_secs_f64();
         let after_prefill = self.backend.stats();
 
@@ -293,7 +310,7 @@ impl Engine {
                 break;
             }
             let want = sampler.request(&self.context, &[s.id]);
-            logits = run(&mut *self.backend, &mut self.context, &[s.id], &want)?;
+            logits = run(&mut *self.backend, &mut self.context, &[s.id], &want).await?;
             gen.decoded_tokens += 1;
         }
         gen.decode_secs = started.elapsed().as_secs_f64();
@@ -309,8 +326,13 @@ impl Engine {
 }
 
 /// Run tokens through the backend, keeping `context` in step with its cache even on error.
-fn run(backend: &mut dyn Backend, context: &mut Vec<u32>, tokens: &[u32], want: &LogitsRequest) -> Result<Logits> {
-    match backend.forward(tokens, want) {
+async fn run(
+    backend: &mut dyn Backend,
+    context: &mut Vec<u32>,
+    tokens: &[u32],
+    want: &LogitsRequest,
+) -> Result<Logits> {
+    match backend.forward(tokens, want).await {
         Ok(logits) => {
             context.extend_from_slice(tokens);
             Ok(logits)
@@ -323,10 +345,10 @@ fn run(backend: &mut dyn Backend, context: &mut Vec<u32>, tokens: &[u32], want: 
 }
 
 /// The backend `options` ask for, with the adapter it runs on.
-fn load_backend(
+async fn load_backend(
     options: &EngineOptions,
     config: &Config,
-    tensors: &Weights<crate::gguf::TensorView>,
+    tensors: &Weights<crate::gguf::TensorView<'_>>,
     capacity: usize,
 ) -> Result<(Box<dyn Backend>, Option<AdapterReport>)> {
     let cpu = || -> Result<(Box<dyn Backend>, Option<AdapterReport>)> {
@@ -335,25 +357,17 @@ fn load_backend(
     if options.backend == BackendKind::Cpu {
         return cpu();
     }
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        let gpu = match crate::gpu::Gpu::new_blocking(&options.gpu) {
-            Ok(gpu) => gpu,
-            Err(Error::NoWebGpu(_)) if options.backend == BackendKind::Auto => return cpu(),
-            Err(e) => return Err(e),
-        };
-        if gpu.software && options.backend == BackendKind::Auto {
-            return cpu();
-        }
-        let report = gpu.report.clone();
-        let model = crate::gpu::GpuModel::load_blocking(gpu, config, tensors, capacity)?;
-        Ok((Box::new(model), Some(report)))
+    let gpu = match Gpu::new(&options.gpu).await {
+        Ok(gpu) => gpu,
+        Err(Error::NoWebGpu(_)) if options.backend == BackendKind::Auto => return cpu(),
+        Err(e) => return Err(e),
+    };
+    if gpu.software && options.backend == BackendKind::Auto {
+        return cpu();
     }
-    #[cfg(target_arch = "wasm32")]
-    match options.backend {
-        BackendKind::Auto => cpu(),
-        _ => Err(Error::NoWebGpu("the wasm build does not run the GPU backend yet".into())),
-    }
+    let report = gpu.report.clone();
+    let model = GpuModel::load(gpu, config, tensors, capacity).await?;
+    Ok((Box::new(model), Some(report)))
 }
 
 fn common_prefix(a: &[u32], b: &[u32]) -> usize {
@@ -427,7 +441,8 @@ impl Chat {
         Chat { messages }
     }
 
-    /// Add the user's message, generate the assistant's answer, and keep both in the history.
+    /// [`Chat::send_async`], waiting for it (native only).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn send(
         &mut self,
         engine: &mut Engine,
@@ -435,8 +450,22 @@ impl Chat {
         params: &SamplingParams,
         on_token: &mut dyn FnMut(&TokenEvent) -> bool,
     ) -> Result<Generation> {
+        pollster::block_on(self.send_async(engine, user, params, on_token))
+    }
+
+    /// Add the user's message, generate the assistant's answer, and keep both in the history.
+    pub async fn send_async(
+        &mut self,
+        engine: &mut Engine,
+        user: &str,
+        params: &SamplingParams,
+        on_token: &mut dyn FnMut(&TokenEvent) -> bool,
+    ) -> Result<Generation> {
         self.messages.push(Message { role: "user".into(), content: user.into() });
-        let result = engine.encode_chat(&self.messages).and_then(|p| engine.generate(&p, params, on_token));
+        let result = match engine.encode_chat(&self.messages) {
+            Ok(prompt) => engine.generate_async(&prompt, params, on_token).await,
+            Err(e) => Err(e),
+        };
         match result {
             Ok(gen) => {
                 self.messages.push(Message { role: "assistant".into(), content: gen.text.clone() });

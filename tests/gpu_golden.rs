@@ -68,7 +68,7 @@ fn greedy_continuations_match_llama_cpp() {
         model.truncate(0);
         let prompt = ids(&g["prompt_token_ids"]);
         let mut context = prompt.clone();
-        let mut logits = model.forward(&prompt, &sampler.request(&[], &prompt)).unwrap();
+        let mut logits = model.forward_blocking(&prompt, &sampler.request(&[], &prompt)).unwrap();
         let mut checked = 0;
         for (step, &expected) in want.iter().enumerate() {
             let got = sampler.sample_from(&logits, &context).unwrap().id;
@@ -76,7 +76,7 @@ fn greedy_continuations_match_llama_cpp() {
                 assert_eq!(got, expected, "{name}: step {step}");
                 checked += 1;
             }
-            logits = model.forward(&[expected], &sampler.request(&context, &[expected])).unwrap();
+            logits = model.forward_blocking(&[expected], &sampler.request(&context, &[expected])).unwrap();
             context.push(expected);
         }
         println!("{name}: {checked}/{} greedy steps checked and equal", want.len());

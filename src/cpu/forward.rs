@@ -1,7 +1,7 @@
 //! The reference forward pass: plain f32 math over dequantized weights, one layer at a time.
 
 use super::ops::{dot, matmul, rmsnorm, rope, silu, softmax, Matrix};
-use crate::backend::{check_step, Backend, BackendStats};
+use crate::backend::{check_step, Backend, BackendStats, StepFuture};
 use crate::error::{Error, Result};
 use crate::gguf::TensorView;
 use crate::model::{Config, Weights};
@@ -155,20 +155,9 @@ impl Backend for CpuModel {
         self.cache.len = self.cache.len.min(len);
     }
 
-    /// Always the whole vector: it is already in memory.
-    fn forward(&mut self, tokens: &[u32], _want: &LogitsRequest) -> Result<Logits> {
-        check_step(tokens, self.cache.len, self.cache.capacity)?;
-        let mut last = Vec::new();
-        for chunk in tokens.chunks(PREFILL_CHUNK) {
-            last = self.forward_chunk(chunk)?;
-            self.steps += 1;
-        }
-        let c = &self.config;
-        let mut normed = vec![0.0; c.d_model];
-        rmsnorm(&last, &self.weights.out_norm.data, c.rms_eps, &mut normed);
-        let mut logits = vec![0.0; c.vocab_size];
-        matmul(self.weights.lm_head(), &normed, &mut logits);
-        Ok(Logits::Full(logits))
+    /// Always the whole vector: it is already in memory. Runs at once.
+    fn forward<'a>(&'a mut self, tokens: &'a [u32], _want: &'a LogitsRequest) -> StepFuture<'a> {
+        Box::pin(std::future::ready(self.run(tokens)))
     }
 
     fn stats(&self) -> BackendStats {
@@ -179,6 +168,31 @@ impl Backend for CpuModel {
             kv_bytes: kv as u64 * 4,
             ..BackendStats::default()
         }
+    }
+}
+
+impl CpuModel {
+    /// Run `tokens` in chunks and return the last one's logits.
+    fn run(&mut self, tokens: &[u32]) -> Result<Logits> {
+        check_step(tokens, self.cache.len, self.cache.capacity)?;
+        let start = self.cache.len;
+        let mut last = Vec::new();
+        for chunk in tokens.chunks(PREFILL_CHUNK) {
+            match self.forward_chunk(chunk) {
+                Ok(x) => last = x,
+                Err(e) => {
+                    self.cache.len = start;
+                    return Err(e);
+                }
+            }
+            self.steps += 1;
+        }
+        let c = &self.config;
+        let mut normed = vec![0.0; c.d_model];
+        rmsnorm(&last, &self.weights.out_norm.data, c.rms_eps, &mut normed);
+        let mut logits = vec![0.0; c.vocab_size];
+        matmul(self.weights.lm_head(), &normed, &mut logits);
+        Ok(Logits::Full(logits))
     }
 }
 

@@ -17,9 +17,7 @@ use super::kernels::{Kernels, StepParams, MAX_HEAD_DIM};
 use super::kv_cache::KvCache;
 use super::ops::{Launch, Recorder, Shape};
 use super::shortlist::Reader;
-#[cfg(not(target_arch = "wasm32"))]
-use crate::backend::Backend;
-use crate::backend::{check_step, BackendStats};
+use crate::backend::{check_step, Backend, BackendStats, StepFuture};
 use crate::cpu::ops::rope_cos_sin;
 use crate::error::{Error, Result};
 use crate::gguf::TensorView;
@@ -245,8 +243,8 @@ impl GpuModel {
         Ok(Some(logits))
     }
 
-    /// [`Backend::forward`], awaitable (the browser cannot block on the GPU).
-    pub async fn forward_async(&mut self, tokens: &[u32], want: &LogitsRequest) -> Result<Logits> {
+    /// Run `tokens` in chunks; the last chunk reads the logits back.
+    async fn run(&mut self, tokens: &[u32], want: &LogitsRequest) -> Result<Logits> {
         check_step(tokens, self.cache.len, self.cache.capacity)?;
         let chunks: Vec<&[u32]> = tokens.chunks(PREFILL_CHUNK).collect();
         for (i, chunk) in chunks.iter().enumerate() {
@@ -266,7 +264,6 @@ impl GpuModel {
     }
 }
 
-#[cfg(not(target_arch = "wasm32"))]
 impl Backend for GpuModel {
     fn name(&self) -> &'static str {
         "gpu"
@@ -284,14 +281,15 @@ impl Backend for GpuModel {
         self.cache.len = self.cache.len.min(len);
     }
 
-    /// Blocks until the GPU answers (natively that is a wait on the device).
-    fn forward(&mut self, tokens: &[u32], want: &LogitsRequest) -> Result<Logits> {
-        let start = self.cache.len;
-        let result = pollster::block_on(self.forward_async(tokens, want));
-        if result.is_err() {
-            self.cache.len = start;
-        }
-        result
+    fn forward<'a>(&'a mut self, tokens: &'a [u32], want: &'a LogitsRequest) -> StepFuture<'a> {
+        Box::pin(async move {
+            let start = self.cache.len;
+            let result = self.run(tokens, want).await;
+            if result.is_err() {
+                self.cache.len = start;
+            }
+            result
+        })
     }
 
     fn stats(&self) -> BackendStats {
