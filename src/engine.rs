@@ -4,6 +4,9 @@
 //! rest → decode loop (sample, detokenize, stream, feed back) → stop on an end-of-generation token,
 //! a stop string, `max_tokens`, a full context, or the caller's request.
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
 use web_time::Instant;
 
 use crate::backend::{Backend, BackendStats};
@@ -114,6 +117,26 @@ fn rate(n: usize, secs: f64) -> f64 {
     }
 }
 
+/// Sampling knobs to apply to a running generation from its next step on (set from its
+/// callback, or in the browser from another task while the engine awaits the GPU).
+#[derive(Clone, Debug, Default)]
+pub struct Retune(Rc<RefCell<Option<SamplingParams>>>);
+
+impl Retune {
+    /// Validate `params` and queue them for the next token; a later call replaces an earlier
+    /// one. The stop conditions (`max_tokens`, `stop`, `stop_token_ids`) of a generation that is
+    /// already running stay as they were.
+    pub fn set(&self, params: SamplingParams) -> Result<()> {
+        params.validate()?;
+        *self.0.borrow_mut() = Some(params);
+        Ok(())
+    }
+
+    fn take(&self) -> Option<SamplingParams> {
+        self.0.borrow_mut().take()
+    }
+}
+
 pub struct Engine {
     config: Config,
     tokenizer: Tokenizer,
@@ -122,6 +145,7 @@ pub struct Engine {
     adapter: Option<AdapterReport>,
     /// The tokens whose K/V are in the backend's cache, in order.
     context: Vec<u32>,
+    retune: Retune,
 }
 
 impl Engine {
@@ -154,7 +178,7 @@ impl Engine {
         };
         let tensors = Weights::from_gguf(&gguf, &config)?;
         let (backend, adapter) = load_backend(options, &config, &tensors, capacity).await?;
-        Ok(Engine { config, tokenizer, template, backend, adapter, context: Vec::new() })
+        Ok(Engine { config, tokenizer, template, backend, adapter, context: Vec::new(), retune: Retune::default() })
     }
 
     /// The GPU adapter the model runs on (`None` on the CPU backend).
@@ -191,6 +215,12 @@ impl Engine {
     /// Tokens currently held in the KV cache.
     pub fn cached_tokens(&self) -> &[u32] {
         &self.context
+    }
+
+    /// A handle that changes the sampling knobs of the running (or next) generation from its
+    /// next token on.
+    pub fn retune(&self) -> Retune {
+        self.retune.clone()
     }
 
     /// Forget the KV cache.
@@ -254,8 +284,10 @@ impl Engine {
         if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= self.config.vocab_size) {
             return Err(Error::InvalidArgument(format!("token id {bad} is outside the vocabulary")));
         }
-        // Validates the parameters before anything changes.
+        // Validates the parameters before anything changes; knobs queued before this generation
+        // belonged to an earlier one.
         let mut sampler = Sampler::new(params.clone())?;
+        self.retune.take();
 
         // Reuse the cached prefix, but always run at least one token to get logits.
         let reused = common_prefix(&self.context, prompt).min(prompt.len() - 1);
@@ -308,6 +340,11 @@ impl Engine {
             if gen.tokens.len() >= params.max_tokens || self.context.len() >= capacity {
                 gen.finish_reason = FinishReason::Length;
                 break;
+            }
+            // New knobs apply from the next step's logits on: the shortlist must be asked for
+            // with the knobs that will sample it.
+            if let Some(p) = self.retune.take() {
+                sampler.set_params(p)?;
             }
             let want = sampler.request(&self.context, &[s.id]);
             logits = run(&mut *self.backend, &mut self.context, &[s.id], &want).await?;

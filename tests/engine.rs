@@ -172,3 +172,31 @@ fn bad_options_are_typed_errors() {
     let bad = SamplingParams { top_p: 0.0, ..SamplingParams::default() };
     assert!(matches!(e.generate(&[1, 2], &bad, &mut |_| true), Err(Error::InvalidArgument(_))));
 }
+
+#[test]
+fn retuned_knobs_apply_from_the_next_token() {
+    let mut e = engine(None);
+    let prompt = e.encode_chat(&[user("Write a poem about the sea.")]).unwrap();
+    let sampled = SamplingParams { temperature: 1.0, seed: Some(7), max_tokens: 12, ..SamplingParams::default() };
+    let plain = e.generate(&prompt, &sampled, &mut |_| true).unwrap();
+    let retune = e.retune();
+    assert!(matches!(retune.set(SamplingParams { top_p: 2.0, ..greedy(1) }), Err(Error::InvalidArgument(_))));
+    let mut seen = 0;
+    let gen = e
+        .generate(&prompt, &sampled, &mut |t| {
+            seen += t.token.is_some() as usize;
+            if seen == 3 {
+                // Greedy from here on; the running generation keeps its max_tokens of 12.
+                retune.set(greedy(1)).unwrap();
+            }
+            true
+        })
+        .unwrap();
+    assert_eq!(gen.tokens[..3], plain.tokens[..3]);
+    assert_eq!(gen.tokens.len(), 12);
+    let mut context = prompt.clone();
+    context.extend_from_slice(&gen.tokens[..3]);
+    let greedy_rest = e.generate(&context, &greedy(9), &mut |_| true).unwrap();
+    assert_eq!(gen.tokens[3..], greedy_rest.tokens[..]);
+    assert_ne!(gen.tokens, plain.tokens, "the knobs did change the output");
+}
