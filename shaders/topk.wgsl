@@ -21,7 +21,7 @@ struct TopkParams {
 
 const WG: u32 = 256u;
 const CHUNK: u32 = 1024u;
-const NONE: f32 = -3.4028235e38;
+const NONE: f32 = -3.4028234e38; // -f32::MAX (Tint rejects a literal that rounds past it)
 var<workgroup> sv: array<f32, 1024>;
 var<workgroup> si: array<u32, 1024>;
 

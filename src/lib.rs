@@ -10,6 +10,7 @@
 //! - `sampler`   — `SamplingParams` and the `Sampler` (temperature, top-k/p, min-p, penalties, seed)
 //! - `engine`    — `Engine`: prompt → prefill → decode loop → streamed text, with chat sessions
 //! - `error`     — the one `Error` type, with stable codes
+//! - `wasm`      — the JavaScript boundary (wasm32 only)
 
 pub mod backend;
 pub mod cpu;
@@ -21,5 +22,7 @@ pub mod model;
 pub mod quant;
 pub mod sampler;
 pub mod tokenizer;
+#[cfg(target_arch = "wasm32")]
+pub mod wasm;
 
 pub use error::{Error, Result};

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Build the wasm module and its JavaScript glue into pkg/wasm/ (git-ignored):
+# release build → wasm-bindgen --target web → wasm-opt -O (npm's binaryen: Debian's breaks the
+# output, see ../shared/TOOLCHAIN.md). Prints the .wasm size, raw and gzipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want=0.2.130 # must equal the wasm-bindgen version in Cargo.lock
+if [ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $want" ]; then
+  # No --locked: a locked dependency of the CLI is missing from the registry.
+  cargo install wasm-bindgen-cli --version "$want"
+fi
+[ -x tests/browser/node_modules/.bin/wasm-opt ] || npm ci --prefix tests/browser --no-audit --no-fund
+
+cargo build --release --lib --target wasm32-unknown-unknown
+rm -rf pkg/wasm
+wasm-bindgen --target web --out-dir pkg/wasm --out-name webgpu_llm \
+  target/wasm32-unknown-unknown/release/webgpu_llm.wasm
+tests/browser/node_modules/.bin/wasm-opt -O pkg/wasm/webgpu_llm_bg.wasm -o pkg/wasm/webgpu_llm_bg.wasm
+
+wasm=pkg/wasm/webgpu_llm_bg.wasm
+echo "wasm: $(stat -c %s "$wasm") bytes, $(gzip -9 -c "$wasm" | wc -c) gzipped ($wasm)"

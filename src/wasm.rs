@@ -1,0 +1,137 @@
+//! The JavaScript boundary (wasm32 only): arguments in, results out, as plain JS objects through
+//! serde-wasm-bindgen; errors become JS `Error`s with a stable `code`. No logic of its own: the
+//! npm package (`pkg/`) wraps this in the public API.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use wasm_bindgen::prelude::*;
+
+use crate::engine::{Engine, EngineOptions, Retune, TokenEvent};
+use crate::error::Error;
+use crate::sampler::SamplingParams;
+use crate::tokenizer::Message;
+
+#[wasm_bindgen(start)]
+pub fn start() {
+    // A panic is a bug; this makes it readable in the console instead of "unreachable".
+    console_error_panic_hook::set_once();
+}
+
+/// An `Error` whose `code` is the Rust error's stable code.
+fn js_error(e: Error) -> JsValue {
+    let err = js_sys::Error::new(&e.to_string());
+    err.set_name("WebGpuLlmError");
+    let _ = js_sys::Reflect::set(&err, &"code".into(), &e.code().into());
+    err.into()
+}
+
+fn from_js<T: serde::de::DeserializeOwned>(what: &str, v: JsValue) -> Result<T, JsValue> {
+    if v.is_undefined() || v.is_null() {
+        return serde_wasm_bindgen::from_value(js_sys::Object::new().into())
+            .map_err(|e| js_error(Error::InvalidArgument(format!("{what}: {e}"))));
+    }
+    serde_wasm_bindgen::from_value(v).map_err(|e| js_error(Error::InvalidArgument(format!("{what}: {e}"))))
+}
+
+fn to_js<T: serde::Serialize>(v: &T) -> Result<JsValue, JsValue> {
+    v.serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+        .map_err(|e| js_error(Error::InvalidArgument(format!("result: {e}"))))
+}
+
+fn busy() -> JsValue {
+    js_error(Error::InvalidArgument("the engine is busy with another generation".into()))
+}
+
+/// A loaded model.
+#[wasm_bindgen(js_name = Engine)]
+pub struct WasmEngine {
+    engine: Rc<RefCell<Engine>>,
+    retune: Retune,
+}
+
+#[wasm_bindgen(js_class = Engine)]
+impl WasmEngine {
+    /// Parse a GGUF file and load it; `options` is `EngineOptions` (`backend`, `context_size`).
+    pub async fn load(bytes: Vec<u8>, options: JsValue) -> Result<WasmEngine, JsValue> {
+        let options: EngineOptions = from_js("options", options)?;
+        let engine = Engine::load_async(&bytes, &options).await.map_err(js_error)?;
+        let retune = engine.retune();
+        Ok(WasmEngine { engine: Rc::new(RefCell::new(engine)), retune })
+    }
+
+    /// What runs the model: backend, adapter, configuration, context and memory.
+    pub fn info(&self) -> Result<JsValue, JsValue> {
+        let e = self.engine.try_borrow().map_err(|_| busy())?;
+        let stats = e.stats();
+        to_js(&serde_json::json!({
+            "backend": e.backend_name(),
+            "adapter": e.adapter(),
+            "config": e.config(),
+            "context_size": e.context_size(),
+            "cached_tokens": e.cached_tokens().len(),
+            "weight_bytes": stats.weight_bytes,
+            "kv_cache_bytes": stats.kv_bytes,
+        }))
+    }
+
+    /// Token ids of a conversation (`[{role, content}]`) rendered with the model's template.
+    #[wasm_bindgen(js_name = encodeChat)]
+    pub fn encode_chat(&self, messages: JsValue) -> Result<Vec<u32>, JsValue> {
+        let messages: Vec<Message> = from_js("messages", messages)?;
+        self.engine.try_borrow().map_err(|_| busy())?.encode_chat(&messages).map_err(js_error)
+    }
+
+    /// Token ids of raw text.
+    #[wasm_bindgen(js_name = encodePrompt)]
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>, JsValue> {
+        self.engine.try_borrow().map_err(|_| busy())?.encode_prompt(text).map_err(js_error)
+    }
+
+    /// Generate from `prompt` ids with `params` (`SamplingParams`); `on_token` receives each
+    /// `TokenEvent` and returns `false` to stop. Resolves to the `Generation`.
+    pub fn generate(&self, prompt: Vec<u32>, params: JsValue, on_token: js_sys::Function) -> js_sys::Promise {
+        let engine = self.engine.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let params: SamplingParams = from_js("params", params)?;
+            // Held across the awaits on purpose: the engine is busy until the generation ends.
+            #[allow(clippy::await_holding_refcell_ref)]
+            let mut e = engine.try_borrow_mut().map_err(|_| busy())?;
+            let mut callback_error = None;
+            let mut forward = |t: &TokenEvent| -> bool {
+                let event = match to_js(t) {
+                    Ok(v) => v,
+                    Err(err) => {
+                        callback_error = Some(err);
+                        return false;
+                    }
+                };
+                match on_token.call1(&JsValue::NULL, &event) {
+                    Ok(v) => v.as_bool() != Some(false),
+                    Err(err) => {
+                        callback_error = Some(err);
+                        false
+                    }
+                }
+            };
+            let gen = e.generate_async(&prompt, &params, &mut forward).await.map_err(js_error)?;
+            if let Some(err) = callback_error {
+                return Err(err);
+            }
+            to_js(&gen)
+        })
+    }
+
+    /// New sampling knobs for the running generation, from its next step on.
+    #[wasm_bindgen(js_name = setSampling)]
+    pub fn set_sampling(&self, params: JsValue) -> Result<(), JsValue> {
+        let params: SamplingParams = from_js("params", params)?;
+        self.retune.set(params).map_err(js_error)
+    }
+
+    /// Forget the KV cache.
+    pub fn reset(&self) -> Result<(), JsValue> {
+        self.engine.try_borrow_mut().map_err(|_| busy())?.reset();
+        Ok(())
+    }
+}
