@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Every test: formatting and lints, the native test suite (CPU reference against llama.cpp's golden
-# outputs, GGUF reader, block formats, tokenizer, sampler, engine, CLI), and the wasm build.
+# Every test: formatting and lints, the native test suite (CPU reference and GPU kernels on
+# lavapipe against llama.cpp's golden outputs, GGUF reader, block formats, tokenizer, sampler,
+# engine, CLI), the wasm build, and the npm package in headless Chromium (WebGPU on SwiftShader).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -13,7 +14,10 @@ cargo clippy --all-targets -- -D warnings
 echo "== cargo test (native)"
 log=$(mktemp)
 cargo test 2>&1 | tee "$log"
-echo "== cargo build --target wasm32-unknown-unknown (the library)"
-cargo build --release --lib --target wasm32-unknown-unknown
-# One closing line for the whole run: the sum of every cargo test summary above.
-awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+echo "== scripts/build-wasm.sh (the wasm module and its glue, into pkg/wasm)"
+./scripts/build-wasm.sh
+echo "== browser tests (tests/browser/run.mjs)"
+node tests/browser/run.mjs 2>&1 | tee -a "$log"
+# One closing line for the whole run: the sum of every cargo and browser test summary above.
+awk '/^test result:/ { p += $4; f += $6 } /^browser tests:/ { p += $3; f += $5 }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

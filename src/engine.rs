@@ -137,6 +137,11 @@ impl Retune {
     }
 }
 
+/// Awaited between tokens: lets the host run other tasks (in a browser worker, the messages
+/// that abort a generation or change its knobs, which the CPU backend would otherwise never
+/// give a turn). Resolves to `false` to stop the generation (an abort that arrived meanwhile).
+pub type Pause = Box<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = bool>>>>;
+
 pub struct Engine {
     config: Config,
     tokenizer: Tokenizer,
@@ -146,6 +151,7 @@ pub struct Engine {
     /// The tokens whose K/V are in the backend's cache, in order.
     context: Vec<u32>,
     retune: Retune,
+    pause: Option<Pause>,
 }
 
 impl Engine {
@@ -178,7 +184,7 @@ impl Engine {
         };
         let tensors = Weights::from_gguf(&gguf, &config)?;
         let (backend, adapter) = load_backend(options, &config, &tensors, capacity).await?;
-        Ok(Engine { config, tokenizer, template, backend, adapter, context: Vec::new(), retune: Retune::default() })
+        Ok(Engine { config, tokenizer, template, backend, adapter, context: Vec::new(), retune: Retune::default(), pause: None })
     }
 
     /// The GPU adapter the model runs on (`None` on the CPU backend).
@@ -221,6 +227,11 @@ impl Engine {
     /// next token on.
     pub fn retune(&self) -> Retune {
         self.retune.clone()
+    }
+
+    /// Await `pause` between tokens (see [`Pause`]).
+    pub fn set_pause(&mut self, pause: Option<Pause>) {
+        self.pause = pause;
     }
 
     /// Forget the KV cache.
@@ -340,6 +351,12 @@ impl Engine {
             if gen.tokens.len() >= params.max_tokens || self.context.len() >= capacity {
                 gen.finish_reason = FinishReason::Length;
                 break;
+            }
+            if let Some(pause) = &self.pause {
+                if !pause().await {
+                    gen.finish_reason = FinishReason::Abort;
+                    break;
+                }
             }
             // New knobs apply from the next step's logits on: the shortlist must be asked for
             // with the knobs that will sample it.

@@ -7,7 +7,7 @@ use std::rc::Rc;
 
 use wasm_bindgen::prelude::*;
 
-use crate::engine::{Engine, EngineOptions, Retune, TokenEvent};
+use crate::engine::{Engine, EngineOptions, Pause, Retune, TokenEvent};
 use crate::error::Error;
 use crate::sampler::SamplingParams;
 use crate::tokenizer::Message;
@@ -127,6 +127,26 @@ impl WasmEngine {
     pub fn set_sampling(&self, params: JsValue) -> Result<(), JsValue> {
         let params: SamplingParams = from_js("params", params)?;
         self.retune.set(params).map_err(js_error)
+    }
+
+    /// Await `pause()` (a function returning a Promise) between tokens, so that messages and
+    /// other tasks get a turn during a generation; a Promise of `false` stops the generation.
+    /// `null` turns it off.
+    #[wasm_bindgen(js_name = setPause)]
+    pub fn set_pause(&self, pause: Option<js_sys::Function>) -> Result<(), JsValue> {
+        let pause: Option<Pause> = pause.map(|f| -> Pause {
+            Box::new(move || {
+                let promise = f.call0(&JsValue::NULL).ok().and_then(|v| v.dyn_into::<js_sys::Promise>().ok());
+                Box::pin(async move {
+                    match promise {
+                        Some(p) => wasm_bindgen_futures::JsFuture::from(p).await.map_or(true, |v| v.as_bool() != Some(false)),
+                        None => true,
+                    }
+                })
+            })
+        });
+        self.engine.try_borrow_mut().map_err(|_| busy())?.set_pause(pause);
+        Ok(())
     }
 
     /// Forget the KV cache.

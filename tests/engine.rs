@@ -200,3 +200,23 @@ fn retuned_knobs_apply_from_the_next_token() {
     assert_eq!(gen.tokens[3..], greedy_rest.tokens[..]);
     assert_ne!(gen.tokens, plain.tokens, "the knobs did change the output");
 }
+
+#[test]
+fn a_pause_between_tokens_can_stop_the_generation() {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    let mut e = engine(None);
+    let prompt = e.encode_prompt("Once upon a time").unwrap();
+    let calls = Rc::new(Cell::new(0));
+    let counter = calls.clone();
+    e.set_pause(Some(Box::new(move || {
+        counter.set(counter.get() + 1);
+        let go_on = counter.get() < 2;
+        Box::pin(async move { go_on })
+    })));
+    let gen = e.generate(&prompt, &greedy(10), &mut |_| true).unwrap();
+    assert_eq!((gen.finish_reason, gen.tokens.len(), calls.get()), (FinishReason::Abort, 2, 2));
+    e.set_pause(None);
+    let whole = e.generate(&prompt, &greedy(10), &mut |_| true).unwrap();
+    assert_eq!(whole.tokens[..2], gen.tokens[..]);
+}

@@ -8,10 +8,15 @@ const TYPES = {
   ".wasm": "application/wasm", ".gguf": "application/octet-stream", ".css": "text/css",
 };
 
-/** Serve `root` on a free port; resolves to `{ url, close }`. */
+/**
+ * Serve `root` on a free port; resolves to `{ url, close }`. A path under `/truncated/` serves
+ * the same file but breaks the connection halfway (a failed download, for the tests).
+ */
 export function serve(root) {
   const server = createServer((req, res) => {
-    const path = normalize(decodeURIComponent(new URL(req.url, "http://x").pathname));
+    let path = normalize(decodeURIComponent(new URL(req.url, "http://x").pathname));
+    const truncated = path.startsWith("/truncated/");
+    if (truncated) path = path.slice("/truncated".length);
     const file = join(root, path);
     let size;
     try {
@@ -29,6 +34,10 @@ export function serve(root) {
       "cross-origin-opener-policy": "same-origin",
       "cross-origin-embedder-policy": "require-corp",
     });
+    if (truncated) {
+      createReadStream(file, { end: Math.floor(size / 2) }).on("end", () => res.destroy()).pipe(res, { end: false });
+      return;
+    }
     createReadStream(file).pipe(res);
   });
   return new Promise((resolve) => {

@@ -1,0 +1,280 @@
+// webgpu-llm: chat with a GGUF language model in the browser, on the GPU through WebGPU (or on
+// the CPU where there is none). The engine runs in a dedicated worker by default, so the page
+// never freezes. See README.md and index.d.ts.
+
+import { Host } from "./host.js";
+
+/** Every failure: a JS Error with a stable `code` (see index.d.ts for the list). */
+export class WebGpuLlmError extends Error {
+  constructor(code, message) {
+    super(message);
+    this.name = "WebGpuLlmError";
+    this.code = code;
+  }
+}
+
+function toError(e) {
+  if (e instanceof WebGpuLlmError) return e;
+  return new WebGpuLlmError(e?.code ?? "internal", e?.message ?? String(e));
+}
+
+/** Calls into a Host, in a worker or on this thread, with the same shape. */
+class WorkerTransport {
+  #worker;
+  #next = 1;
+  #pending = new Map();
+
+  constructor(worker) {
+    this.#worker = worker;
+    worker.onmessage = ({ data }) => {
+      const p = this.#pending.get(data.id);
+      if (!p) return;
+      if ("event" in data) return p.onEvent?.(data.event);
+      this.#pending.delete(data.id);
+      if (data.error) p.reject(new WebGpuLlmError(data.error.code, data.error.message));
+      else p.resolve(data.result);
+    };
+    worker.onerror = (e) => {
+      const err = new WebGpuLlmError("internal", `the engine's worker failed: ${e.message}`);
+      for (const p of this.#pending.values()) p.reject(err);
+      this.#pending.clear();
+    };
+  }
+
+  /** Call `method`; `onEvent` gets progress or token events. Returns [id, promise]. */
+  start(method, args, onEvent) {
+    const id = this.#next++;
+    const promise = new Promise((resolve, reject) => this.#pending.set(id, { resolve, reject, onEvent }));
+    this.#worker.postMessage({ id, method, args });
+    return [id, promise];
+  }
+
+  call(method, args, onEvent) {
+    return this.start(method, args, onEvent)[1];
+  }
+
+  generate(ids, params, onToken) {
+    const [id, promise] = this.start("generate", { ids, params }, onToken);
+    return { promise, abort: () => this.call("abort", { id }) };
+  }
+
+  close() {
+    this.#worker.terminate();
+  }
+}
+
+class LocalTransport {
+  #host = new Host();
+
+  async call(method, args, onEvent) {
+    try {
+      if (method === "load") return await this.#host.load(args, (progress) => onEvent?.({ progress }));
+      return await this.#host[method](...(args ?? []));
+    } catch (e) {
+      throw toError(e);
+    }
+  }
+
+  generate(ids, params, onToken) {
+    let stop = false;
+    const promise = Promise.resolve()
+      .then(() => this.#host.generate(ids, params, onToken, () => stop))
+      .catch((e) => {
+        throw toError(e);
+      });
+    return { promise, abort: () => (stop = true) };
+  }
+
+  close() {
+    this.#host.unload();
+  }
+}
+
+/** OpenAI / llama.cpp knob names → the engine's SamplingParams (see src/sampler.rs). */
+function samplingParams(o) {
+  const p = {};
+  const copy = (from, to = from) => {
+    if (o[from] !== undefined && o[from] !== null) p[to] = o[from];
+  };
+  for (const k of ["temperature", "top_k", "top_p", "min_p", "repetition_penalty", "frequency_penalty",
+    "presence_penalty", "repeat_last_n", "seed", "max_tokens"]) copy(k);
+  copy("max_completion_tokens", "max_tokens");
+  if (o.logit_bias) p.logit_bias = Object.entries(o.logit_bias).map(([id, b]) => [Number(id), b]);
+  if (o.stop !== undefined && o.stop !== null) p.stop = Array.isArray(o.stop) ? o.stop : [o.stop];
+  return p;
+}
+
+/** Pushes from callbacks, pulled by `for await`. */
+class Channel {
+  #items = [];
+  #waiting = null;
+  #done = false;
+  #error = null;
+
+  push(item) {
+    this.#items.push(item);
+    this.#wake();
+  }
+  end(error = null) {
+    this.#done = true;
+    this.#error = error;
+    this.#wake();
+  }
+  #wake() {
+    this.#waiting?.();
+    this.#waiting = null;
+  }
+  async *[Symbol.asyncIterator]() {
+    for (;;) {
+      if (this.#items.length) {
+        yield this.#items.shift();
+      } else if (this.#done) {
+        if (this.#error) throw this.#error;
+        return;
+      } else {
+        await new Promise((resolve) => (this.#waiting = resolve));
+      }
+    }
+  }
+}
+
+let completionCount = 0;
+
+class LlmEngine {
+  #t;
+  #info;
+  #model;
+  #sampling = {};
+  #busy = null;
+
+  constructor(transport, info, model) {
+    this.#t = transport;
+    this.#info = info;
+    this.#model = model;
+    this.chat = { completions: { create: (request) => this.#create(request) } };
+  }
+
+  /** Backend ("gpu" or "cpu"), adapter (name, features, limits), model configuration, memory. */
+  async info() {
+    return this.#t.call("info");
+  }
+
+  /** Sampling knobs for every later call, and for the running generation from its next token. */
+  async setSampling(partial) {
+    this.#sampling = { ...this.#sampling, ...partial };
+    if (this.#busy) await this.#t.call("setSampling", [{ ...samplingParams({ ...this.#busy, ...this.#sampling }) }]);
+  }
+
+  /** Forget the conversation held in the KV cache. */
+  async resetChat() {
+    await this.#t.call("reset");
+  }
+
+  /** Free the model and stop the worker. */
+  async unload() {
+    this.#t.close();
+  }
+
+  /**
+   * Run `ids` with the knobs of `options` (merged over setSampling's); `onToken(event)` sees each
+   * token event. Resolves to the engine's Generation. Honors `options.signal`.
+   */
+  async #run(ids, options, onToken) {
+    if (this.#busy) throw new WebGpuLlmError("invalid_argument", "a generation is already running");
+    const signal = options.signal;
+    if (signal?.aborted) throw new WebGpuLlmError("aborted", "aborted before it started");
+    this.#busy = options;
+    const { promise, abort } = this.#t.generate(ids, samplingParams({ ...this.#sampling, ...options }), onToken);
+    const onAbort = () => abort();
+    signal?.addEventListener("abort", onAbort);
+    try {
+      const gen = await promise;
+      if (signal?.aborted) throw new WebGpuLlmError("aborted", "generation was aborted");
+      return gen;
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+      this.#busy = null;
+    }
+  }
+
+  /**
+   * Raw completion of `prompt` (text, or token ids): an async iterator of
+   * `{ text, tokenId, logprob, prob }`. After the loop, `.result` holds the Generation.
+   */
+  generate(prompt, options = {}) {
+    const channel = new Channel();
+    const stream = {
+      result: null,
+      [Symbol.asyncIterator]: () => channel[Symbol.asyncIterator](),
+    };
+    (async () => {
+      const ids = Array.isArray(prompt) ? prompt : await this.#t.call("encodePrompt", [prompt]);
+      stream.result = await this.#run(ids, options, (e) =>
+        channel.push({ text: e.text, tokenId: e.token?.id ?? null, logprob: e.token?.logprob ?? null, prob: e.token?.prob ?? null }));
+    })().then(() => channel.end(), (e) => channel.end(toError(e)));
+    return stream;
+  }
+
+  /** OpenAI-shaped chat completion: a result, or (stream: true) an async iterable of chunks. */
+  async #create(request) {
+    const { messages, stream = false } = request;
+    if (!Array.isArray(messages) || messages.length === 0) {
+      throw new WebGpuLlmError("invalid_argument", "messages must be a non-empty array");
+    }
+    const ids = await this.#t.call("encodeChat", [messages.map((m) => ({ role: m.role, content: String(m.content ?? "") }))]);
+    const id = `chatcmpl-${Date.now().toString(36)}-${completionCount++}`;
+    const created = Math.floor(Date.now() / 1000);
+    const base = { id, created, model: this.#model };
+    const usage = (g) => ({
+      prompt_tokens: g.prompt_tokens.length,
+      completion_tokens: g.tokens.length,
+      total_tokens: g.prompt_tokens.length + g.tokens.length,
+      cached_tokens: g.reused_tokens,
+    });
+    const finish = (g) => (g.finish_reason === "abort" ? "stop" : g.finish_reason);
+    if (!stream) {
+      const g = await this.#run(ids, request, () => {});
+      return {
+        ...base,
+        object: "chat.completion",
+        choices: [{ index: 0, message: { role: "assistant", content: g.text }, finish_reason: finish(g), logprobs: null }],
+        usage: usage(g),
+      };
+    }
+    const channel = new Channel();
+    const chunk = (delta, finish_reason = null, extra = {}) => ({
+      ...base, object: "chat.completion.chunk", choices: [{ index: 0, delta, finish_reason, logprobs: null }], ...extra,
+    });
+    channel.push(chunk({ role: "assistant", content: "" }));
+    this.#run(ids, request, (e) => {
+      if (e.text) channel.push(chunk({ content: e.text }));
+    }).then((g) => {
+      channel.push(chunk({}, finish(g), { usage: usage(g) }));
+      channel.end();
+    }, (e) => channel.end(toError(e)));
+    return channel;
+  }
+}
+
+/**
+ * Load a model and return an engine. `model`: a URL, a File or Blob, or an ArrayBuffer.
+ * Options: onProgress({ stage, loadedBytes, totalBytes }), backend ("auto" | "gpu" | "cpu"),
+ * contextSize, worker (default true), cache (default true: the Cache API, keyed by URL), sha256.
+ */
+export async function createEngine(options) {
+  const { model, onProgress, worker = true, backend = "auto", contextSize, cache = true, sha256 } = options ?? {};
+  if (model === undefined || model === null) throw new WebGpuLlmError("invalid_argument", "createEngine needs a model");
+  const transport = worker
+    ? new WorkerTransport(new Worker(new URL("./worker.js", import.meta.url), { type: "module" }))
+    : new LocalTransport();
+  const progress = (event) => event.progress && onProgress?.(event.progress);
+  try {
+    const info = await transport.call("load", { model, backend, contextSize, cache, sha256 }, progress);
+    const name = typeof model === "string" ? model.split("/").pop() : model.name ?? "model";
+    return new LlmEngine(transport, info, name);
+  } catch (e) {
+    transport.close();
+    throw toError(e);
+  }
+}
+

@@ -1,0 +1,278 @@
+// Browser tests: headless Chromium (Debian's), WebGPU on SwiftShader, driven by playwright-core.
+// Serves the repository on localhost, loads the npm package in a page and checks what a user
+// would see. Run by scripts/test.sh after scripts/build-wasm.sh. Token counts stay small:
+// SwiftShader is slow.
+
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, writeFileSync, cpSync, mkdirSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { chromium } from "playwright-core";
+import { serve } from "./server.mjs";
+
+const ROOT = resolve(import.meta.dirname, "../..");
+const MODEL = "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+const GOLDEN = resolve(process.env.WEBGPU_LLM_GOLDEN ?? join(ROOT, "../shared/golden"));
+const golden = (name) => JSON.parse(readFileSync(join(GOLDEN, name), "utf8"));
+const FLAGS = ["--no-sandbox", "--disable-quic", "--no-first-run", "--disable-background-networking",
+  "--disable-component-update", "--disable-sync"];
+
+function assert(cond, message) {
+  if (!cond) throw new Error(message);
+}
+function same(a, b, what) {
+  assert(JSON.stringify(a) === JSON.stringify(b), `${what}: ${JSON.stringify(a)} != ${JSON.stringify(b)}`);
+}
+
+async function openPage(browser, url) {
+  const page = await browser.newPage();
+  page.on("pageerror", (e) => console.log("  page error:", e.message));
+  await page.goto(url);
+  await page.waitForFunction(() => window.ready === true);
+  return page;
+}
+
+/** Run `fn(llm, arg)` in the page; a thrown error comes back as { error: { code, message } }. */
+function inPage(page, fn, arg) {
+  return page.evaluate(async ([src, arg]) => {
+    try {
+      return await (0, eval)(`(${src})`)(window.llm, arg);
+    } catch (e) {
+      return { error: { code: e.code, name: e.name, message: e.message } };
+    }
+  }, [fn.toString(), arg]);
+}
+
+const server = await serve(ROOT);
+const base = `${server.url}/tests/browser/page.html`;
+const browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: ["--enable-unsafe-webgpu", ...FLAGS] });
+const page = await openPage(browser, base);
+const tests = [];
+const test = (name, fn) => tests.push({ name, fn });
+
+const capital = golden("chat_capital.json");
+const capitalAnswer = capital.f32_reference.generated_token_ids.slice(0, capital.f32_reference.first_eog_index);
+const facts = golden("raw_facts.json");
+
+test("loads with progress, streams a chat answer equal to llama.cpp's (CPU in a worker)", async () => {
+  const r = await inPage(page, async (llm, model) => {
+    const progress = [];
+    const engine = await llm.createEngine({ model, backend: "cpu", onProgress: (p) => progress.push(p) });
+    const chunks = [];
+    const stream = await engine.chat.completions.create({
+      messages: [{ role: "user", content: "What is the capital of France?" }], stream: true, temperature: 0,
+    });
+    for await (const c of stream) chunks.push(c);
+    const whole = await engine.chat.completions.create({
+      messages: [{ role: "user", content: "What is the capital of France?" }], temperature: 0,
+    });
+    const info = await engine.info();
+    await engine.unload();
+    window.cpuEngineInfo = info;
+    return { progress, chunks, whole, info };
+  }, MODEL);
+  assert(!r.error, JSON.stringify(r.error));
+  const stages = new Set(r.progress.map((p) => p.stage));
+  assert(stages.has("download") || stages.has("cache"), `progress stages ${[...stages]}`);
+  const last = r.progress.filter((p) => p.stage !== "load").pop();
+  same(last.loadedBytes, last.totalBytes, "progress reaches the total");
+  const text = r.chunks.map((c) => c.choices[0].delta.content ?? "").join("");
+  same(text, "The capital of France is Paris.", "streamed text");
+  same(r.whole.choices[0].message.content, text, "non-streamed text");
+  same(r.whole.object, "chat.completion", "object");
+  same(r.chunks.at(-1).choices[0].finish_reason, "stop", "finish_reason");
+  same(r.whole.usage.prompt_tokens, capital.prompt_token_ids.length, "usage.prompt_tokens");
+  same(r.whole.usage.completion_tokens, capitalAnswer.length, "usage.completion_tokens");
+  assert(r.whole.usage.cached_tokens > 0, "the second request reuses the KV cache");
+  same(r.info.backend, "cpu", "backend");
+});
+
+test("the GPU backend (WebGPU on SwiftShader) gives llama.cpp's greedy tokens", async () => {
+  const r = await inPage(page, async (llm, [model, prompt]) => {
+    const engine = await llm.createEngine({ model, backend: "gpu", contextSize: 64 });
+    const it = engine.generate(prompt, { temperature: 0, max_tokens: 4 });
+    const pieces = [];
+    for await (const p of it) pieces.push(p);
+    const info = await engine.info();
+    await engine.unload();
+    return { ids: pieces.map((p) => p.tokenId), result: it.result, info };
+  }, [MODEL, facts.prompt_token_ids]);
+  assert(!r.error, JSON.stringify(r.error));
+  same(r.ids, facts.f32_reference.generated_token_ids.slice(0, 4), "GPU greedy tokens");
+  same(r.info.backend, "gpu", "backend");
+  same(r.info.adapter.f16, false, "SwiftShader has no shader-f16: the f32 path");
+});
+
+test("seeded sampling reproduces; abort stops within a token; the engine stays usable", async () => {
+  const r = await inPage(page, async (llm, model) => {
+    const engine = await llm.createEngine({ model, backend: "cpu" });
+    const run = async (opts) => {
+      const out = [];
+      for await (const p of engine.generate("Once upon a time", { max_tokens: 8, ...opts })) out.push(p.tokenId);
+      return out;
+    };
+    const a = await run({ temperature: 1, seed: 5 });
+    const b = await run({ temperature: 1, seed: 5 });
+    const c = await run({ temperature: 1, seed: 6 });
+    const ctrl = new AbortController();
+    let seen = 0;
+    let stopped = null;
+    try {
+      for await (const p of engine.generate("Once upon a time", { max_tokens: 50, temperature: 0, signal: ctrl.signal })) {
+        if (p.tokenId !== null && ++seen === 2) ctrl.abort();
+      }
+    } catch (e) {
+      stopped = { code: e.code, name: e.name };
+    }
+    const after = await run({ temperature: 1, seed: 5 });
+    await engine.unload();
+    return { a, b, c, seen, stopped, after };
+  }, MODEL);
+  assert(!r.error, JSON.stringify(r.error));
+  same(r.a, r.b, "same seed, same tokens");
+  assert(JSON.stringify(r.a) !== JSON.stringify(r.c), "another seed, other tokens");
+  same(r.stopped, { code: "aborted", name: "WebGpuLlmError" }, "abort error");
+  assert(r.seen <= 3, `aborted after ${r.seen} tokens`);
+  same(r.after, r.a, "after an abort the engine works");
+});
+
+test("setSampling mid-generation applies from the next token", async () => {
+  const r = await inPage(page, async (llm, model) => {
+    const engine = await llm.createEngine({ model, backend: "cpu" });
+    const prompt = "Once upon a time";
+    const ids = [];
+    for await (const p of engine.generate(prompt, { temperature: 1.5, seed: 3, max_tokens: 10 })) {
+      if (p.tokenId === null) continue;
+      ids.push(p.tokenId);
+      if (ids.length === 2) await engine.setSampling({ temperature: 0 });
+    }
+    await engine.setSampling({ temperature: 1.5 });
+    const promptIds = [];
+    const first = engine.generate(prompt, { temperature: 0, max_tokens: 1 });
+    for await (const _ of first);
+    promptIds.push(...first.result.prompt_tokens);
+    return { ids, promptIds };
+  }, MODEL);
+  assert(!r.error, JSON.stringify(r.error));
+  same(r.ids.length, 10, "max_tokens of the running generation is kept");
+  // The change reaches the step after the one in flight: from token 4 on, greedy given the prefix.
+  const check = await inPage(page, async (llm, [model, context]) => {
+    const engine = await llm.createEngine({ model, backend: "cpu" });
+    const it = engine.generate(context, { temperature: 0, max_tokens: 6 });
+    for await (const _ of it);
+    await engine.unload();
+    return it.result.tokens;
+  }, [MODEL, [...r.promptIds, ...r.ids.slice(0, 4)]]);
+  same(r.ids.slice(4), check, "greedy after setSampling");
+});
+
+test("a reload reads the model from the Cache API; a broken download caches nothing", async () => {
+  const r = await inPage(page, async (llm, model) => {
+    await (await llm.createEngine({ model, backend: "cpu" })).unload(); // downloaded (or cached) once
+    const stages = [];
+    const engine = await llm.createEngine({ model, backend: "cpu", onProgress: (p) => stages.push(p.stage) });
+    await engine.unload();
+    let broken;
+    try {
+      await llm.createEngine({ model: "/truncated" + model, backend: "cpu" });
+      broken = "loaded";
+    } catch (e) {
+      broken = e.code;
+    }
+    const store = await caches.open("webgpu-llm-models");
+    const cached = await store.match(new URL("/truncated" + model, location.href).href);
+    return { stages: [...new Set(stages)], broken, cachedBroken: cached !== undefined };
+  }, MODEL);
+  assert(!r.error, JSON.stringify(r.error));
+  same(r.stages, ["cache", "load"], "progress stages of a reload");
+  assert(["io", "bad_model"].includes(r.broken), `a broken download fails: ${r.broken}`);
+  same(r.cachedBroken, false, "nothing cached for the broken download");
+});
+
+test("a corrupt model is bad_model; no model is invalid_argument", async () => {
+  const r = await inPage(page, async (llm, model) => {
+    const bytes = new Uint8Array(await (await fetch(model)).arrayBuffer());
+    const out = {};
+    for (const [name, m] of [["truncated", bytes.slice(0, 100000)], ["garbage", new Uint8Array(4096).fill(7)]]) {
+      try {
+        await llm.createEngine({ model: m, backend: "cpu" });
+        out[name] = "loaded";
+      } catch (e) {
+        out[name] = [e.name, e.code];
+      }
+    }
+    try {
+      await llm.createEngine({});
+    } catch (e) {
+      out.none = [e.name, e.code];
+    }
+    return out;
+  }, MODEL);
+  same(r.truncated, ["WebGpuLlmError", "bad_model"], "truncated file");
+  same(r.garbage, ["WebGpuLlmError", "bad_model"], "garbage file");
+  same(r.none, ["WebGpuLlmError", "invalid_argument"], "no model");
+});
+
+test("without WebGPU: auto falls back to the CPU, gpu is no_webgpu (worker: false)", async () => {
+  const plain = await chromium.launch({ executablePath: "/usr/bin/chromium", args: FLAGS });
+  try {
+    const p = await openPage(plain, base);
+    const r = await inPage(p, async (llm, model) => {
+      const auto = await llm.createEngine({ model, worker: false });
+      const info = await auto.info();
+      await auto.unload();
+      let gpu;
+      try {
+        await llm.createEngine({ model, backend: "gpu", worker: false });
+        gpu = "loaded";
+      } catch (e) {
+        gpu = [e.name, e.code];
+      }
+      return { backend: info.backend, gpu };
+    }, MODEL);
+    assert(!r.error, JSON.stringify(r.error));
+    same(r.backend, "cpu", "auto without an adapter");
+    same(r.gpu, ["WebGpuLlmError", "no_webgpu"], "gpu without an adapter");
+  } finally {
+    await plain.close();
+  }
+});
+
+test("npm pack: the tarball installs into a fresh project and imports in a page", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "webgpu-llm-pack-"));
+  const tgz = execFileSync("npm", ["pack", "--silent", "--pack-destination", dir], { cwd: join(ROOT, "pkg") })
+    .toString().trim().split("\n").pop();
+  const app = join(ROOT, "target", "browser-app");
+  mkdirSync(app, { recursive: true });
+  writeFileSync(join(app, "package.json"), JSON.stringify({ name: "app", private: true, type: "module" }));
+  execFileSync("npm", ["install", "--no-audit", "--no-fund", "--offline", join(dir, tgz)], { cwd: app, stdio: "ignore" });
+  cpSync(join(ROOT, "tests/browser/page.html"), join(app, "page.html"));
+  const p = await openPage(browser, `${server.url}/target/browser-app/page.html?pkg=/target/browser-app/node_modules/webgpu-llm/index.js`);
+  const r = await inPage(p, async (llm, model) => {
+    const engine = await llm.createEngine({ model, backend: "cpu" });
+    const out = await engine.chat.completions.create({ messages: [{ role: "user", content: "Hi" }], max_tokens: 2, temperature: 0 });
+    await engine.unload();
+    return { exports: Object.keys(llm).sort(), n: out.usage.completion_tokens };
+  }, MODEL);
+  assert(!r.error, JSON.stringify(r.error));
+  same(r.exports, ["WebGpuLlmError", "createEngine"], "exports");
+  same(r.n, 2, "tokens from the installed package");
+});
+
+let failed = 0;
+const only = process.env.BROWSER_TEST_FILTER;
+for (const { name, fn } of tests.filter((t) => !only || t.name.includes(only))) {
+  const t0 = Date.now();
+  try {
+    await fn();
+    console.log(`ok - ${name} (${((Date.now() - t0) / 1000).toFixed(1)}s)`);
+  } catch (e) {
+    failed++;
+    console.log(`not ok - ${name}\n  ${e.message}`);
+  }
+}
+await browser.close();
+server.close();
+const ran = tests.filter((t) => !only || t.name.includes(only)).length;
+console.log(`browser tests: ${ran - failed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);
