@@ -9,8 +9,9 @@ export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-$(mktemp -d)}
 
 echo "== cargo fmt --check"
 cargo fmt --check
-echo "== cargo clippy"
+echo "== cargo clippy (native, and the wasm32 library with its JavaScript boundary)"
 cargo clippy --all-targets -- -D warnings
+cargo clippy --release --lib --target wasm32-unknown-unknown -- -D warnings
 echo "== cargo test (native)"
 log=$(mktemp)
 cargo test 2>&1 | tee "$log"

@@ -184,7 +184,16 @@ impl Engine {
         };
         let tensors = Weights::from_gguf(&gguf, &config)?;
         let (backend, adapter) = load_backend(options, &config, &tensors, capacity).await?;
-        Ok(Engine { config, tokenizer, template, backend, adapter, context: Vec::new(), retune: Retune::default(), pause: None })
+        Ok(Engine {
+            config,
+            tokenizer,
+            template,
+            backend,
+            adapter,
+            context: Vec::new(),
+            retune: Retune::default(),
+            pause: None,
+        })
     }
 
     /// The GPU adapter the model runs on (`None` on the CPU backend).

@@ -90,12 +90,13 @@ impl WasmEngine {
 
     /// Generate from `prompt` ids with `params` (`SamplingParams`); `on_token` receives each
     /// `TokenEvent` and returns `false` to stop. Resolves to the `Generation`.
+    // The engine stays borrowed across the awaits on purpose: it is busy until the generation
+    // ends, and other calls meanwhile get a "busy" error (setSampling does not borrow it).
+    #[allow(clippy::await_holding_refcell_ref)]
     pub fn generate(&self, prompt: Vec<u32>, params: JsValue, on_token: js_sys::Function) -> js_sys::Promise {
         let engine = self.engine.clone();
         wasm_bindgen_futures::future_to_promise(async move {
             let params: SamplingParams = from_js("params", params)?;
-            // Held across the awaits on purpose: the engine is busy until the generation ends.
-            #[allow(clippy::await_holding_refcell_ref)]
             let mut e = engine.try_borrow_mut().map_err(|_| busy())?;
             let mut callback_error = None;
             let mut forward = |t: &TokenEvent| -> bool {
@@ -139,7 +140,9 @@ impl WasmEngine {
                 let promise = f.call0(&JsValue::NULL).ok().and_then(|v| v.dyn_into::<js_sys::Promise>().ok());
                 Box::pin(async move {
                     match promise {
-                        Some(p) => wasm_bindgen_futures::JsFuture::from(p).await.map_or(true, |v| v.as_bool() != Some(false)),
+                        Some(p) => {
+                            wasm_bindgen_futures::JsFuture::from(p).await.map_or(true, |v| v.as_bool() != Some(false))
+                        }
                         None => true,
                     }
                 })
