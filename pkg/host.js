@@ -2,7 +2,7 @@
 // the dedicated worker (worker.js) or, with `worker: false`, on the page's own thread. The
 // public API is in index.js.
 
-import init, { Engine } from "./wasm/webgpu_llm.js";
+import init, { Engine, ModelBytes } from "./wasm/webgpu_llm.js";
 
 let wasmReady;
 
@@ -16,10 +16,9 @@ export function codedError(code, message) {
 
 const CACHE = "webgpu-llm-models";
 
-/** Read `stream` to its end into one Uint8Array, reporting progress. */
-async function readAll(stream, total, stage, onProgress) {
+/** Read `stream` to its end into `target` (a wasm ModelBytes), reporting progress. */
+async function readInto(stream, target, total, stage, onProgress) {
   const reader = stream.getReader();
-  const parts = [];
   let loaded = 0;
   onProgress({ stage, loadedBytes: 0, totalBytes: total });
   for (;;) {
@@ -27,41 +26,47 @@ async function readAll(stream, total, stage, onProgress) {
     try {
       chunk = await reader.read();
     } catch (e) {
+      target.free();
       throw codedError("io", `reading the model failed after ${loaded} bytes: ${e.message}`);
     }
     const { done, value } = chunk;
     if (done) break;
-    parts.push(value);
+    try {
+      target.push(value);
+    } catch (e) {
+      target.free();
+      throw e;
+    }
     loaded += value.byteLength;
     onProgress({ stage, loadedBytes: loaded, totalBytes: total });
   }
   if (total && loaded !== total) {
-    throw codedError("bad_model", `the model download stopped at ${loaded} of ${total} bytes`);
+    target.free();
+    throw codedError("io", `the model download stopped at ${loaded} of ${total} bytes`);
   }
-  const bytes = new Uint8Array(loaded);
-  let at = 0;
-  for (const p of parts) {
-    bytes.set(p, at);
-    at += p.byteLength;
-  }
-  return bytes;
+  return target;
 }
 
-/** The model's bytes from a URL (through the Cache API when `cache`), a Blob/File or a buffer. */
+/**
+ * The model's bytes, streamed into wasm memory in chunks (no JS buffer of the whole file, so
+ * files past 2 GB load): from a URL (through the Cache API when `cache`), a Blob/File, or a
+ * buffer.
+ */
 export async function readModel(model, { cache = true, sha256, onProgress = () => {} } = {}) {
   let bytes;
-  if (model instanceof ArrayBuffer) {
-    bytes = new Uint8Array(model);
-  } else if (ArrayBuffer.isView(model)) {
-    bytes = new Uint8Array(model.buffer, model.byteOffset, model.byteLength);
+  if (model instanceof ArrayBuffer || ArrayBuffer.isView(model)) {
+    const view = model instanceof ArrayBuffer ? new Uint8Array(model) : new Uint8Array(model.buffer, model.byteOffset, model.byteLength);
+    bytes = new ModelBytes(view.byteLength);
+    bytes.push(view);
   } else if (typeof Blob !== "undefined" && model instanceof Blob) {
-    bytes = await readAll(model.stream(), model.size, "read", onProgress);
+    bytes = await readInto(model.stream(), new ModelBytes(model.size), model.size, "read", onProgress);
   } else if (typeof model === "string" || model instanceof URL) {
     const url = new URL(model, globalThis.location?.href).href;
     const store = cache && globalThis.caches ? await caches.open(CACHE) : null;
     const hit = store && (await store.match(url));
     if (hit) {
-      bytes = await readAll(hit.body, Number(hit.headers.get("content-length")) || 0, "cache", onProgress);
+      const total = Number(hit.headers.get("content-length")) || undefined;
+      bytes = await readInto(hit.body, new ModelBytes(total), total ?? 0, "cache", onProgress);
     } else {
       let response;
       try {
@@ -70,32 +75,36 @@ export async function readModel(model, { cache = true, sha256, onProgress = () =
         throw codedError("io", `fetching ${url} failed: ${e.message}`);
       }
       if (!response.ok) throw codedError("io", `fetching ${url}: HTTP ${response.status}`);
-      const total = Number(response.headers.get("content-length")) || 0;
-      bytes = await readAll(response.body, total, "download", onProgress);
-      // Stored only once complete (and, with `sha256`, verified): a broken download never
-      // leaves an entry behind.
-      if (store && !sha256) {
-        await store.put(url, new Response(bytes, { headers: { "content-length": String(bytes.byteLength) } }));
+      const total = Number(response.headers.get("content-length")) || undefined;
+      let body = response.body;
+      let put = null;
+      if (store) {
+        // One stream to the engine, one to the cache. The cache's write fails if the download
+        // breaks, so a partial file is never stored.
+        const [toEngine, toCache] = body.tee();
+        body = toEngine;
+        const headers = total ? { "content-length": String(total) } : {};
+        put = store.put(url, new Response(toCache, { headers })).catch(() => null);
       }
+      bytes = await readInto(body, new ModelBytes(total), total ?? 0, "download", onProgress);
+      await put;
     }
-    if (store && sha256) {
-      await verify(bytes, sha256);
-      if (!hit) await store.put(url, new Response(bytes, { headers: { "content-length": String(bytes.byteLength) } }));
-      return bytes;
-    }
+    if (sha256) await check(bytes, sha256, () => store?.delete(url));
+    return bytes;
   } else {
     throw codedError("invalid_argument", "model must be a URL, a File or Blob, or an ArrayBuffer");
   }
-  if (sha256) await verify(bytes, sha256);
+  if (sha256) await check(bytes, sha256, () => {});
   return bytes;
 }
 
-async function verify(bytes, sha256) {
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
-  const hex = Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
-  if (hex !== sha256.toLowerCase()) {
-    throw codedError("bad_model", `the model's sha256 is ${hex}, not ${sha256}`);
-  }
+/** A sha256 mismatch frees the bytes, forgets any cached copy and is `bad_model`. */
+async function check(bytes, sha256, forget) {
+  const actual = bytes.sha256();
+  if (actual === sha256.toLowerCase()) return;
+  bytes.free();
+  await forget();
+  throw codedError("bad_model", `the model's sha256 is ${actual}, not ${sha256}`);
 }
 
 /** A macrotask turn (messages and timers run), without setTimeout's clamping. */
@@ -117,28 +126,47 @@ export class Host {
     wasmReady ??= init();
     await wasmReady;
     const bytes = await readModel(model, { cache, sha256, onProgress });
-    onProgress({ stage: "load", loadedBytes: bytes.byteLength, totalBytes: bytes.byteLength });
-    this.engine = await Engine.load(bytes, { backend, context_size: contextSize ?? null });
+    onProgress({ stage: "load", loadedBytes: bytes.length, totalBytes: bytes.length });
+    try {
+      this.engine = await Engine.load(bytes, { backend, context_size: contextSize ?? null });
+    } catch (e) {
+      throw this.#crashed(e);
+    }
     // Between tokens: a turn for pending messages, then stop if an abort came in meanwhile.
     this.engine.setPause(() => pause().then(() => !this.#stopRequested()));
     return this.info();
   }
 
   #live() {
-    if (!this.engine) throw codedError("invalid_argument", "the engine is unloaded");
+    if (!this.engine) throw codedError("invalid_argument", "the engine is unloaded (or crashed): load it again");
     return this.engine;
   }
 
+  /** A trap in the wasm module (a Rust panic: a bug) leaves it unusable: say so plainly. */
+  #crashed(e) {
+    if (!(e instanceof WebAssembly.RuntimeError)) return e;
+    this.engine = null;
+    return codedError("internal", `webgpu-llm crashed (a bug, please report it): ${e.message}; load the engine again`);
+  }
+
+  #guard(f) {
+    try {
+      return f();
+    } catch (e) {
+      throw this.#crashed(e);
+    }
+  }
+
   info() {
-    return this.#live().info();
+    return this.#guard(() => this.#live().info());
   }
 
   encodeChat(messages) {
-    return Array.from(this.#live().encodeChat(messages));
+    return this.#guard(() => Array.from(this.#live().encodeChat(messages)));
   }
 
   encodePrompt(text) {
-    return Array.from(this.#live().encodePrompt(text));
+    return this.#guard(() => Array.from(this.#live().encodePrompt(text)));
   }
 
   /**
@@ -152,17 +180,19 @@ export class Host {
         onToken(event);
         return !stopRequested();
       });
+    } catch (e) {
+      throw this.#crashed(e);
     } finally {
       this.#stopRequested = () => false;
     }
   }
 
   setSampling(params) {
-    this.#live().setSampling(params);
+    this.#guard(() => this.#live().setSampling(params));
   }
 
   reset() {
-    this.#live().reset();
+    this.#guard(() => this.#live().reset());
   }
 
   unload() {

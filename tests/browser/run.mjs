@@ -189,6 +189,33 @@ test("a reload reads the model from the Cache API; a broken download caches noth
   same(r.cachedBroken, false, "nothing cached for the broken download");
 });
 
+test("sha256 is checked (a mismatch drops the cached copy); Blobs load with progress", async () => {
+  const sha = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+  const r = await inPage(page, async (llm, [model, sha]) => {
+    await (await llm.createEngine({ model, backend: "cpu", sha256: sha })).unload();
+    let wrong;
+    try {
+      await llm.createEngine({ model, backend: "cpu", sha256: "00".repeat(32) });
+      wrong = "loaded";
+    } catch (e) {
+      wrong = e.code;
+    }
+    const store = await caches.open("webgpu-llm-models");
+    const cachedAfterMismatch = (await store.match(new URL(model, location.href).href)) !== undefined;
+    const blob = new Blob([await (await fetch(model)).arrayBuffer()]);
+    const stages = [];
+    const engine = await llm.createEngine({ model: blob, backend: "cpu", onProgress: (p) => stages.push(p.stage) });
+    const info = await engine.info();
+    await engine.unload();
+    return { wrong, cachedAfterMismatch, stages: [...new Set(stages)], layers: info.config.n_layers };
+  }, [MODEL, sha]);
+  assert(!r.error, JSON.stringify(r.error));
+  same(r.wrong, "bad_model", "wrong sha256");
+  same(r.cachedAfterMismatch, false, "the mismatching cached copy is dropped");
+  same(r.stages, ["read", "load"], "Blob progress stages");
+  same(r.layers, 30, "the Blob's model loaded");
+});
+
 test("a corrupt model is bad_model; no model is invalid_argument", async () => {
   const r = await inPage(page, async (llm, model) => {
     const bytes = new Uint8Array(await (await fetch(model)).arrayBuffer());
