@@ -54,6 +54,12 @@ const capital = golden("chat_capital.json");
 const capitalAnswer = capital.f32_reference.generated_token_ids.slice(0, capital.f32_reference.first_eog_index);
 const facts = golden("raw_facts.json");
 
+test("the type declarations compile against an app that uses the whole API", async () => {
+  execFileSync(join(import.meta.dirname, "node_modules/.bin/tsc"),
+    ["--noEmit", "--strict", "--target", "es2022", "--module", "es2022", "--moduleResolution", "bundler",
+      "--lib", "es2022,dom,dom.iterable", join(import.meta.dirname, "types.ts")], { stdio: "inherit" });
+});
+
 test("loads with progress, streams a chat answer equal to llama.cpp's (CPU in a worker)", async () => {
   const r = await inPage(page, async (llm, model) => {
     const progress = [];

@@ -1,0 +1,42 @@
+// Compiled (never run) by run.mjs with `tsc --noEmit --strict`: the package's declarations
+// describe the API the way an app uses it.
+import { createEngine, WebGpuLlmError } from "../../pkg/index.js";
+import type { ChatCompletion, ChatCompletionChunk, EngineInfo, Generation, TokenPiece } from "../../pkg/index.js";
+
+export async function app(file: File, signal: AbortSignal): Promise<string> {
+  const engine = await createEngine({
+    model: file,
+    backend: "auto",
+    contextSize: 2048,
+    onProgress: ({ stage, loadedBytes, totalBytes }) => console.log(stage, loadedBytes / totalBytes),
+  });
+  const info: EngineInfo = await engine.info();
+  const whole: ChatCompletion = await engine.chat.completions.create({
+    messages: [{ role: "user", content: "Hi" }],
+    temperature: 0.2,
+    logit_bias: { 2: -Infinity },
+    stop: ["\n"],
+    signal,
+  });
+  let text = whole.choices[0].message.content;
+  const stream = await engine.chat.completions.create({ messages: [{ role: "user", content: "Hi" }], stream: true });
+  for await (const chunk of stream) {
+    const c: ChatCompletionChunk = chunk;
+    text += c.choices[0].delta.content ?? "";
+  }
+  const it = engine.generate("Once upon a time", { max_tokens: 4, seed: 1 });
+  for await (const piece of it) {
+    const p: TokenPiece = piece;
+    text += p.text;
+  }
+  const result: Generation | null = it.result;
+  await engine.setSampling({ top_k: 20 });
+  await engine.resetChat();
+  await engine.unload();
+  try {
+    await createEngine({ model: "/missing.gguf", backend: "gpu" });
+  } catch (e) {
+    if (e instanceof WebGpuLlmError && e.code === "no_webgpu") text += info.backend;
+  }
+  return text + String(result?.tokens.length);
+}
