@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync, writeFileSync, cpSync, mkdirSync } from "nod
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { chromium } from "playwright-core";
-import { serve } from "./server.mjs";
+import { serve } from "../../scripts/serve.mjs";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 const MODEL = "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -43,7 +43,7 @@ function inPage(page, fn, arg) {
   }, [fn.toString(), arg]);
 }
 
-const server = await serve(ROOT);
+const server = await serve(ROOT, { brokenPaths: true });
 const base = `${server.url}/tests/browser/page.html`;
 const browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: ["--enable-unsafe-webgpu", ...FLAGS] });
 const page = await openPage(browser, base);
@@ -290,6 +290,40 @@ test("npm pack: the tarball installs into a fresh project and imports in a page"
   assert(!r.error, JSON.stringify(r.error));
   same(r.exports, ["WebGpuLlmError", "createEngine"], "exports");
   same(r.n, 2, "tokens from the installed package");
+});
+
+test("the demo page loads the model and answers with the sliders' settings, without console errors", async () => {
+  const p = await browser.newPage();
+  const problems = [];
+  p.on("console", (m) => m.type() === "error" && problems.push(m.text()));
+  p.on("pageerror", (e) => problems.push(e.message));
+  await p.goto(`${server.url}/www/`);
+  await p.waitForFunction(() => document.body.dataset.state === "ready", null, { timeout: 60000 });
+  const facts = await p.textContent("#facts");
+  assert(facts.includes("30 layers"), `model facts: ${facts}`);
+  // Greedy and short through the sliders, so the answer is known.
+  await p.evaluate(() => {
+    const set = (key, v) => {
+      const el = document.getElementById(`knob-${key}`);
+      el.value = v;
+      el.dispatchEvent(new Event("input"));
+    };
+    set("temperature", 0);
+    set("max_tokens", 12);
+  });
+  await p.fill("#input", "What is the capital of France?");
+  await p.press("#input", "Enter");
+  await p.waitForFunction(() => document.body.dataset.state === "ready" && document.querySelectorAll("#messages li").length === 2,
+    null, { timeout: 60000 });
+  same(await p.textContent("#messages li.assistant"), "The capital of France is Paris.", "answer");
+  const injected = await p.evaluate(() => {
+    const m = window.demo.settings;
+    return [m.temperature, m.max_tokens];
+  });
+  same(injected, [0, 12], "settings");
+  assert((await p.textContent("#stats")).includes("tokens/s"), "stats shown");
+  assert(problems.length === 0, `console errors: ${problems.join(" | ")}`);
+  await p.close();
 });
 
 let failed = 0;

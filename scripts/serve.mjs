@@ -1,0 +1,80 @@
+// A static file server for the demo and the browser tests: the right MIME types (wasm!),
+// cross-origin isolation headers (COOP/COEP, for wasm threads), and HTTP range requests.
+// `node scripts/serve.mjs [port]` serves the repository root and prints the demo's address.
+
+import { createServer } from "node:http";
+import { createReadStream, statSync } from "node:fs";
+import { extname, join, normalize, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const TYPES = {
+  ".html": "text/html; charset=utf-8", ".js": "text/javascript", ".mjs": "text/javascript",
+  ".json": "application/json", ".wasm": "application/wasm", ".css": "text/css", ".svg": "image/svg+xml",
+  ".gguf": "application/octet-stream", ".ts": "text/plain",
+};
+
+/**
+ * Serve `root` on `port` (0: any free one); resolves to `{ url, close }`. With `brokenPaths`, a
+ * path under `/truncated/` serves its file but breaks the connection halfway (for tests).
+ */
+export function serve(root, { port = 0, host = "127.0.0.1", brokenPaths = false } = {}) {
+  root = resolve(root);
+  const server = createServer((req, res) => {
+    let path = normalize(decodeURIComponent(new URL(req.url, "http://x").pathname));
+    const truncated = brokenPaths && path.startsWith("/truncated/");
+    if (truncated) path = path.slice("/truncated".length);
+    if (path.endsWith("/")) path += "index.html";
+    const file = join(root, path);
+    let size = -1;
+    try {
+      if (statSync(file).isFile()) size = statSync(file).size;
+    } catch {
+      size = -1;
+    }
+    if (!file.startsWith(root) || size < 0) {
+      res.writeHead(404, { "content-type": "text/plain" }).end("not found");
+      return;
+    }
+    const headers = {
+      "content-type": TYPES[extname(file)] ?? "application/octet-stream",
+      "accept-ranges": "bytes",
+      "cache-control": "no-cache",
+      "cross-origin-opener-policy": "same-origin",
+      "cross-origin-embedder-policy": "require-corp",
+      "cross-origin-resource-policy": "same-origin",
+    };
+    let start = 0;
+    let end = size - 1;
+    const range = /^bytes=(\d*)-(\d*)$/.exec(req.headers.range ?? "");
+    if (range && (range[1] || range[2])) {
+      start = range[1] ? Number(range[1]) : Math.max(0, size - Number(range[2]));
+      end = range[1] && range[2] ? Math.min(Number(range[2]), size - 1) : size - 1;
+      if (start > end || start >= size) {
+        res.writeHead(416, { "content-range": `bytes */${size}` }).end();
+        return;
+      }
+      res.writeHead(206, { ...headers, "content-range": `bytes ${start}-${end}/${size}`, "content-length": end - start + 1 });
+    } else {
+      res.writeHead(200, { ...headers, "content-length": size });
+    }
+    if (req.method === "HEAD" || size === 0) {
+      res.end();
+      return;
+    }
+    if (truncated) {
+      createReadStream(file, { end: Math.floor(size / 2) }).on("end", () => res.destroy()).pipe(res, { end: false });
+      return;
+    }
+    createReadStream(file, { start, end }).pipe(res);
+  });
+  return new Promise((ok, fail) => {
+    server.on("error", fail);
+    server.listen(port, host, () => ok({ url: `http://${host}:${server.address().port}`, close: () => server.close() }));
+  });
+}
+
+if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  const port = Number(process.argv[2] ?? 8080);
+  const { url } = await serve(join(fileURLToPath(import.meta.url), "../.."), { port });
+  console.log(`webgpu-llm demo: ${url}/www/  (Ctrl-C stops it)`);
+}

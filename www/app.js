@@ -1,0 +1,320 @@
+// The demo chat page: imports the npm package from ../pkg exactly as a user's page would.
+import { createEngine } from "../pkg/index.js";
+
+const $ = (id) => document.getElementById(id);
+
+// ---- Sampling knobs: sliders + numbers, persisted, applied live through setSampling. ----
+
+const KNOBS = [
+  { key: "temperature", label: "Temperature", min: 0, max: 2, step: 0.05, def: 0.7, hint: "Higher is more random; 0 always takes the most likely token." },
+  { key: "top_k", label: "Top-k", min: 0, max: 200, step: 1, def: 40, hint: "Only the k most likely tokens can be drawn; 0 turns it off." },
+  { key: "top_p", label: "Top-p", min: 0.01, max: 1, step: 0.01, def: 0.95, hint: "Only the most likely tokens that make up this much probability." },
+  { key: "min_p", label: "Min-p", min: 0, max: 1, step: 0.01, def: 0.05, hint: "Drops tokens less likely than this fraction of the top one." },
+  { key: "repetition_penalty", label: "Repetition penalty", min: 0.5, max: 2, step: 0.01, def: 1, hint: "Above 1 discourages repeating recent tokens." },
+  { key: "max_tokens", label: "Max tokens", min: 1, max: 2048, step: 1, def: 256, hint: "The longest answer." },
+  { key: "seed", label: "Seed", min: 0, max: 2 ** 31 - 1, step: 1, def: 0, hint: "With the lock on, the same seed gives the same answer." },
+];
+const STORE = "webgpu-llm.demo.sampling";
+const settings = { seedLocked: false, ...Object.fromEntries(KNOBS.map((k) => [k.key, k.def])) };
+try {
+  Object.assign(settings, JSON.parse(localStorage.getItem(STORE) ?? "{}"));
+} catch {
+  /* a broken entry: keep the defaults */
+}
+
+function knobs() {
+  const out = {};
+  for (const k of KNOBS) if (k.key !== "seed") out[k.key] = Number(settings[k.key]);
+  if (settings.seedLocked) out.seed = Number(settings.seed);
+  return out;
+}
+
+function saveAndApply() {
+  localStorage.setItem(STORE, JSON.stringify(settings));
+  engine?.setSampling(knobs()).catch(showError);
+}
+
+function buildKnobs() {
+  const box = $("knobs");
+  box.replaceChildren();
+  for (const k of KNOBS) {
+    const div = document.createElement("div");
+    div.className = "knob";
+    const label = document.createElement("label");
+    label.htmlFor = `knob-${k.key}`;
+    label.textContent = k.label;
+    const range = document.createElement("input");
+    Object.assign(range, { type: "range", id: `knob-${k.key}`, min: k.min, max: k.key === "seed" ? 1000 : k.max, step: k.step, value: settings[k.key] });
+    const number = document.createElement("input");
+    Object.assign(number, { type: "number", min: k.min, max: k.max, step: k.step, value: settings[k.key] });
+    number.setAttribute("aria-label", `${k.label} value`);
+    const reset = document.createElement("button");
+    reset.type = "button";
+    reset.textContent = "↺";
+    reset.title = `Reset ${k.label} to ${k.def}`;
+    reset.setAttribute("aria-label", reset.title);
+    const set = (v) => {
+      settings[k.key] = Number(v);
+      range.value = number.value = v;
+      saveAndApply();
+    };
+    range.addEventListener("input", () => set(range.value));
+    number.addEventListener("change", () => set(number.value));
+    reset.addEventListener("click", () => set(k.def));
+    const hint = document.createElement("span");
+    hint.className = "hint";
+    hint.textContent = k.hint;
+    div.append(label, range, number, reset, hint);
+    if (k.key === "seed") {
+      const lock = document.createElement("label");
+      const box = document.createElement("input");
+      box.type = "checkbox";
+      box.checked = settings.seedLocked;
+      box.addEventListener("change", () => {
+        settings.seedLocked = box.checked;
+        saveAndApply();
+      });
+      lock.append(box, " lock the seed");
+      div.append(lock);
+    }
+    box.append(div);
+  }
+}
+
+$("reset-all").addEventListener("click", () => {
+  for (const k of KNOBS) settings[k.key] = k.def;
+  settings.seedLocked = false;
+  buildKnobs();
+  saveAndApply();
+});
+
+// ---- Model loading. ----
+
+let engine = null;
+let info = null;
+
+const MB = (b) => (b / 1048576).toFixed(1);
+
+async function load(model) {
+  hideError();
+  setBusy(true, "loading");
+  if (engine) await engine.unload();
+  engine = null;
+  const bar = $("progress");
+  bar.hidden = false;
+  const t0 = performance.now();
+  try {
+    engine = await createEngine({
+      model,
+      backend: $("backend-choice").value,
+      onProgress: ({ stage, loadedBytes, totalBytes }) => {
+        const secs = (performance.now() - t0) / 1000;
+        bar.value = totalBytes ? loadedBytes / totalBytes : 0;
+        const rate = secs > 0 ? ` at ${MB(loadedBytes / secs)} MB/s` : "";
+        $("progress-text").textContent =
+          stage === "load" ? "preparing the model…" : `${stage}: ${MB(loadedBytes)} / ${MB(totalBytes)} MB${rate}`;
+      },
+    });
+    await engine.setSampling(knobs());
+    info = await engine.info();
+    $("progress-text").textContent = `ready in ${((performance.now() - t0) / 1000).toFixed(1)} s`;
+    showFacts();
+    newChat();
+  } catch (e) {
+    $("progress-text").textContent = "";
+    showError(e);
+  } finally {
+    bar.hidden = true;
+    setBusy(false);
+  }
+}
+
+function showFacts() {
+  const c = info.config;
+  const a = info.adapter;
+  const why = $("backend-choice").value === "auto" ? " (auto: no hardware WebGPU adapter here)" : "";
+  const rows = [
+    ["Model", c.name || "(unnamed)"],
+    ["Architecture", `${c.arch}, ${c.n_layers} layers, ${c.d_model} wide`],
+    ["Heads", `${c.n_heads} (${c.n_kv_heads} KV)`],
+    ["Vocabulary", c.vocab_size.toLocaleString()],
+    ["Context", `${info.context_size} of ${c.context_length} tokens`],
+    ["Weights", `${MB(info.weight_bytes)} MB`],
+    ["Backend", info.backend === "gpu" ? `WebGPU${a?.name ? ` on ${a.name}` : ""}, ${a?.f16 ? "f16" : "f32"} KV cache` : `CPU (wasm)${why}`],
+  ];
+  $("facts").replaceChildren(...rows.flatMap(([k, v]) => {
+    const dt = document.createElement("dt");
+    dt.textContent = k;
+    const dd = document.createElement("dd");
+    dd.textContent = v;
+    return [dt, dd];
+  }));
+  $("backend").textContent = info.backend === "gpu" ? "WebGPU" : "CPU";
+}
+
+$("model-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const file = $("model-file").files[0];
+  load(file ?? $("model-url").value);
+});
+document.addEventListener("dragover", (e) => {
+  e.preventDefault();
+  document.body.classList.add("dragging");
+});
+document.addEventListener("dragleave", () => document.body.classList.remove("dragging"));
+document.addEventListener("drop", (e) => {
+  e.preventDefault();
+  document.body.classList.remove("dragging");
+  const file = e.dataTransfer?.files?.[0];
+  if (file) load(file);
+});
+
+// ---- Chat. ----
+
+let messages = [];
+let controller = null;
+
+/** Text as text: code fences become <pre><code>, nothing is ever parsed as HTML. */
+function render(el, text) {
+  el.replaceChildren();
+  text.split("```").forEach((part, i) => {
+    if (i % 2 === 0) {
+      el.append(document.createTextNode(part));
+    } else {
+      const pre = document.createElement("pre");
+      const code = document.createElement("code");
+      code.textContent = part.replace(/^[^\n]*\n/, "");
+      pre.append(code);
+      el.append(pre);
+    }
+  });
+}
+
+function bubble(role, text) {
+  const li = document.createElement("li");
+  li.className = role;
+  render(li, text);
+  $("messages").append(li);
+  li.scrollIntoView({ block: "end" });
+  return li;
+}
+
+function setBusy(busy, why = "") {
+  const ready = !busy && engine !== null;
+  $("input").disabled = !ready;
+  $("send").disabled = !ready;
+  $("regenerate").disabled = !ready || !messages.some((m) => m.role === "assistant");
+  $("stop").disabled = why !== "generating";
+  $("load").disabled = busy;
+  document.body.dataset.state = busy ? why : engine ? "ready" : "empty";
+}
+
+function conversation() {
+  const system = $("system").value.trim();
+  return system ? [{ role: "system", content: system }, ...messages] : messages;
+}
+
+async function reply() {
+  hideError();
+  setBusy(true, "generating");
+  const li = bubble("assistant", "");
+  controller = new AbortController();
+  let text = "";
+  const t0 = performance.now();
+  let first = null;
+  let usage = null;
+  try {
+    const stream = await engine.chat.completions.create({ messages: conversation(), stream: true, signal: controller.signal, ...knobs() });
+    for await (const chunk of stream) {
+      const piece = chunk.choices[0].delta.content;
+      if (piece) {
+        first ??= performance.now();
+        text += piece;
+        render(li, text);
+        li.scrollIntoView({ block: "end" });
+      }
+      if (chunk.usage) usage = chunk.usage;
+    }
+  } catch (e) {
+    if (e.code !== "aborted") showError(e);
+  } finally {
+    messages.push({ role: "assistant", content: text });
+    controller = null;
+    const end = performance.now();
+    if (usage) {
+      const ttft = first ? (first - t0) / 1000 : 0;
+      const decode = first && usage.completion_tokens > 1 ? (usage.completion_tokens - 1) / ((end - first) / 1000) : 0;
+      const prefilled = usage.prompt_tokens - usage.cached_tokens;
+      $("stats").textContent = `first token ${ttft.toFixed(2)} s (${prefilled} new prompt tokens at ${(prefilled / Math.max(ttft, 1e-3)).toFixed(1)}/s) · ` +
+        `decode ${decode.toFixed(1)} tokens/s · context ${usage.total_tokens} / ${info.context_size}`;
+    }
+    setBusy(false);
+    $("input").focus();
+  }
+}
+
+$("composer").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const text = $("input").value.trim();
+  if (!text || !engine || controller) return;
+  $("input").value = "";
+  messages.push({ role: "user", content: text });
+  bubble("user", text);
+  reply();
+});
+$("input").addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && !e.shiftKey) {
+    e.preventDefault();
+    $("composer").requestSubmit();
+  }
+});
+$("stop").addEventListener("click", () => controller?.abort());
+document.addEventListener("keydown", (e) => {
+  if (e.key === "Escape") controller?.abort();
+});
+$("regenerate").addEventListener("click", () => {
+  if (controller || messages.at(-1)?.role !== "assistant") return;
+  messages.pop();
+  $("messages").lastElementChild?.remove();
+  reply();
+});
+
+function newChat() {
+  controller?.abort();
+  messages = [];
+  $("messages").replaceChildren();
+  $("stats").textContent = "";
+  engine?.resetChat().catch(showError);
+  hideError();
+  setBusy(false);
+}
+$("new-chat").addEventListener("click", newChat);
+
+// ---- Errors, said the way people expect. ----
+
+const ADVICE = {
+  no_webgpu: "This browser has no usable WebGPU. Choose the CPU backend (or auto) and load again.",
+  bad_model: "This file is not a model this page can read (a truncated or corrupt GGUF?).",
+  unsupported_model: "This model uses something not supported yet.",
+  out_of_memory: "The model does not fit in this device's memory. Try a smaller model or context.",
+  context_overflow: "The conversation no longer fits in the model's context. Start a new chat.",
+  device_lost: "The GPU was lost (a driver reset?). Reload the page.",
+  io: "The model could not be downloaded or read.",
+};
+
+function showError(e) {
+  const el = $("error");
+  el.hidden = false;
+  el.textContent = `${ADVICE[e?.code] ?? "Something went wrong."} (${e?.code ?? "error"}: ${e?.message ?? e})`;
+  document.body.dataset.error = e?.code ?? "error";
+}
+
+function hideError() {
+  $("error").hidden = true;
+  delete document.body.dataset.error;
+}
+
+buildKnobs();
+setBusy(false);
+window.demo = { get engine() { return engine; }, settings, knobs };
+load($("model-url").value);
