@@ -31,21 +31,15 @@ pub struct CpuModel {
     config: Config,
     weights: Weights<Matrix>,
     cache: KvCache,
-    weight_bytes: u64,
     steps: u64,
 }
 
 impl CpuModel {
     /// Dequantize every tensor to f32. `capacity` is the KV cache's size in positions.
     pub fn new(config: &Config, tensors: &Weights<TensorView>, capacity: usize) -> Result<CpuModel> {
-        let mut weight_bytes = 0;
-        let weights = tensors.try_map(|t| {
-            let m = dequantize(*t)?;
-            weight_bytes += m.data.len() as u64 * 4;
-            Ok(m)
-        })?;
+        let weights = tensors.try_map(|t| dequantize(*t))?;
         let cache = KvCache::new(config.n_layers, capacity);
-        Ok(CpuModel { config: config.clone(), weights, cache, weight_bytes, steps: 0 })
+        Ok(CpuModel { config: config.clone(), weights, cache, steps: 0 })
     }
 
     /// Run one chunk of tokens at positions `cache.len ..`; returns the last token's hidden state.
@@ -164,7 +158,7 @@ impl Backend for CpuModel {
         let kv: usize = self.cache.k.iter().chain(&self.cache.v).map(|c| c.capacity()).sum();
         BackendStats {
             steps: self.steps,
-            weight_bytes: self.weight_bytes,
+            weight_bytes: self.weights.all().iter().map(|m| m.data.len() as u64 * 4).sum(),
             kv_bytes: kv as u64 * 4,
             ..BackendStats::default()
         }

@@ -61,7 +61,6 @@ impl GpuLayout {
 
 /// A weight matrix (`rows` outputs × `cols` inputs) on the GPU, still quantized.
 pub struct GpuMatrix {
-    pub name: String,
     pub dtype: DType,
     pub rows: usize,
     pub cols: usize,
@@ -116,7 +115,7 @@ impl GpuMatrix {
             parts.push(MatrixPart { buffer, row0, rows: n });
             row0 += n;
         }
-        Ok(GpuMatrix { name: name.to_string(), dtype, rows, cols, row_words, parts })
+        Ok(GpuMatrix { dtype, rows, cols, row_words, parts })
     }
 
     pub fn bytes(&self) -> u64 {

@@ -62,7 +62,6 @@ pub struct Gpu {
     pub f16: bool,
     /// Bytes per storage binding that buffers are split to.
     pub max_binding: u64,
-    pub max_buffer: u64,
     pub uniform_align: u64,
     /// Whether the adapter is a software rasterizer (lavapipe, SwiftShader).
     pub software: bool,
@@ -161,7 +160,6 @@ impl Gpu {
             report,
             f16,
             max_binding,
-            max_buffer: limits.max_buffer_size,
             uniform_align: limits.min_uniform_buffer_offset_alignment as u64,
             failure,
         })

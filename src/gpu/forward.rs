@@ -67,20 +67,18 @@ impl Activations {
 pub struct GpuModel {
     gpu: Gpu,
     step: wgpu::Buffer,
-    tokens: wgpu::Buffer,
     /// Launches of the transformer body, then of the output head (last chunk only).
     body: Vec<Launch>,
     head: Vec<Launch>,
     reader: Reader,
     cache: KvCache,
     vocab: usize,
-    weight_bytes: u64,
     stats: BackendStats,
+    weights: Weights<GpuTensor>,
+    act: Activations,
     /// Kept alive for the bind groups.
     _params: wgpu::Buffer,
-    _weights: Weights<GpuTensor>,
     _table: wgpu::Buffer,
-    _act: Activations,
 }
 
 /// A weight on the GPU: a quantized matrix, or an f32 vector (norms, biases).
@@ -100,7 +98,7 @@ impl GpuTensor {
     fn vector(&self) -> &wgpu::Buffer {
         match self {
             GpuTensor::Vector(b) => b,
-            GpuTensor::Matrix(m) => &m.parts[0].buffer,
+            GpuTensor::Matrix(_) => unreachable!("Weights::from_gguf checked the shapes"),
         }
     }
 
@@ -134,13 +132,14 @@ impl GpuModel {
                 })
             })
             .await??;
-        let mut formats = Vec::new();
-        let _ = weights.try_map(|t| {
-            if let GpuTensor::Matrix(m) = t {
-                formats.push(m.dtype);
-            }
-            Ok(())
-        });
+        let formats: Vec<_> = weights
+            .all()
+            .into_iter()
+            .filter_map(|t| match t {
+                GpuTensor::Matrix(m) => Some(m.dtype),
+                GpuTensor::Vector(_) => None,
+            })
+            .collect();
         let kernels = Kernels::new(&gpu, &formats).await?;
         let (cache, act, table) = gpu
             .scoped("the KV cache", || -> Result<_> {
@@ -164,25 +163,18 @@ impl GpuModel {
         let reader = Reader::new(&gpu, &kernels, &act.logits, c.vocab_size);
         gpu.wait()?;
 
-        let mut weight_bytes = 0;
-        let _ = weights.try_map(|t| {
-            weight_bytes += t.bytes();
-            Ok(())
-        });
         Ok(GpuModel {
             step,
-            tokens: act.tokens.clone(),
             body,
             head,
             reader,
             cache,
             vocab: c.vocab_size,
-            weight_bytes,
             stats: BackendStats::default(),
             _params: params,
-            _weights: weights,
+            weights,
             _table: table,
-            _act: act,
+            act,
             gpu,
         })
     }
@@ -208,7 +200,7 @@ impl GpuModel {
         let start = self.cache.len as u32;
         let q = &self.gpu.queue;
         q.write_buffer(&self.step, 0, bytemuck::bytes_of(&StepParams { n, start, _pad: [0; 2] }));
-        q.write_buffer(&self.tokens, 0, bytemuck::cast_slice(tokens));
+        q.write_buffer(&self.act.tokens, 0, bytemuck::cast_slice(tokens));
 
         let mut encoder = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
         let mut dispatches = self.body.len() as u64;
@@ -260,7 +252,8 @@ impl GpuModel {
 impl GpuModel {
     /// Work counters, and the memory the weights and the KV cache hold.
     pub fn stats(&self) -> BackendStats {
-        BackendStats { weight_bytes: self.weight_bytes, kv_bytes: self.cache.bytes(), ..self.stats }
+        let weight_bytes = self.weights.all().iter().map(|t| t.bytes()).sum();
+        BackendStats { weight_bytes, kv_bytes: self.cache.bytes(), ..self.stats }
     }
 }
 

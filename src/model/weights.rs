@@ -86,8 +86,8 @@ impl<'a> Weights<TensorView<'a>> {
 
 impl<T> Weights<T> {
     /// Convert every tensor with `f`, keeping the structure (how a backend loads the model).
-    pub fn try_map<U>(&self, mut f: impl FnMut(&T) -> Result<U>) -> Result<Weights<U>> {
-        let opt = |t: &Option<T>, f: &mut dyn FnMut(&T) -> Result<U>| t.as_ref().map(f).transpose();
+    pub fn try_map<'a, U>(&'a self, mut f: impl FnMut(&'a T) -> Result<U>) -> Result<Weights<U>> {
+        let opt = |t: &'a Option<T>, f: &mut dyn FnMut(&'a T) -> Result<U>| t.as_ref().map(f).transpose();
         let mut layers = Vec::with_capacity(self.layers.len());
         for l in &self.layers {
             layers.push(Layer {
@@ -112,6 +112,17 @@ impl<T> Weights<T> {
             output: opt(&self.output, &mut f)?,
             rope_freqs: opt(&self.rope_freqs, &mut f)?,
         })
+    }
+
+    /// Every tensor.
+    pub fn all(&self) -> Vec<&T> {
+        let mut all = Vec::new();
+        self.try_map(|t| {
+            all.push(t);
+            Ok(())
+        })
+        .expect("collecting cannot fail");
+        all
     }
 
     /// The output projection: `output`, or the embedding when tied.
