@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::gguf::Gguf;
 use crate::gpu::{AdapterReport, Gpu, GpuModel, GpuOptions};
 use crate::model::{Config, Weights};
-use crate::sampler::{Logits, LogitsRequest, Sampler, SamplingParams};
+use crate::sampler::{Alternative, Logits, LogitsRequest, Sampler, SamplingParams};
 use crate::tokenizer::{ChatTemplate, Detokenizer, Message, Tokenizer};
 
 /// Which forward-pass implementation runs the model.
@@ -67,13 +67,35 @@ pub struct TokenEvent<'a> {
 }
 
 /// A generated token and how likely it was.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct TokenInfo {
+    #[serde(flatten)]
+    pub token: TopToken,
+    /// The step's `top_logprobs` most likely tokens, most likely first (empty unless asked for).
+    pub top: Vec<TopToken>,
+}
+
+/// A token with how likely it was (OpenAI's `logprobs` entry, plus its final probability).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct TopToken {
     pub id: u32,
-    /// Probability of this token in the final sampling distribution.
-    pub prob: f32,
-    /// Log-probability under the model's raw distribution (temperature 1, no penalties).
+    /// How the token reads on its own ([`Tokenizer::piece`]).
+    pub text: String,
+    /// The raw bytes it stands for (a piece of a UTF-8 character is not text on its own).
+    pub bytes: Vec<u8>,
+    /// Log-probability under the model's raw distribution.
     pub logprob: f32,
+    /// Probability after every knob; 0 when a knob cut it.
+    pub prob: f32,
+}
+
+/// The knobs a generation sampled with from token `from_token` on (see [`Retune`]).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct SamplingChange {
+    /// Index of the first sampled token these knobs applied to (0 for the knobs it started with;
+    /// equal to the number of generated tokens when they only decided the end of generation).
+    pub from_token: usize,
+    pub params: SamplingParams,
 }
 
 /// The outcome of one generation.
@@ -96,6 +118,8 @@ pub struct Generation {
     /// The backend's work for the prompt and for the generated tokens.
     pub prefill_work: BackendStats,
     pub decode_work: BackendStats,
+    /// The knobs it started with, then each change made while it ran.
+    pub sampling: Vec<SamplingChange>,
 }
 
 impl Generation {
@@ -333,6 +357,7 @@ impl Engine {
             decode_secs: 0.0,
             prefill_work: after_prefill.since(&before),
             decode_work: BackendStats::default(),
+            sampling: vec![SamplingChange { from_token: 0, params: params.clone() }],
         };
         let mut stream = TextStream::new(&self.tokenizer, &params.stop);
         let mut logits = logits;
@@ -346,7 +371,9 @@ impl Engine {
             }
             gen.tokens.push(s.id);
             let (piece, hit_stop) = stream.push(s.id);
-            let token = TokenInfo { id: s.id, prob: s.prob, logprob: s.logprob_raw };
+            let top = s.top.iter().map(|a| self.top_token(a)).collect();
+            let me = Alternative { id: s.id, logprob: s.logprob_raw, prob: s.prob };
+            let token = TokenInfo { token: self.top_token(&me), top };
             let event = TokenEvent { text: &piece, token: Some(token) };
             let go_on = on_token(&event);
             if hit_stop {
@@ -370,7 +397,8 @@ impl Engine {
             // New knobs apply from the next step's logits on: the shortlist must be asked for
             // with the knobs that will sample it.
             if let Some(p) = self.retune.take() {
-                sampler.set_params(p)?;
+                sampler.set_params(p.clone())?;
+                gen.sampling.push(SamplingChange { from_token: gen.tokens.len(), params: p });
             }
             let want = sampler.request(&self.context, &[s.id]);
             logits = run(&mut *self.backend, &mut self.context, &[s.id], &want).await?;
@@ -385,6 +413,19 @@ impl Engine {
         }
         gen.text = stream.text;
         Ok(gen)
+    }
+}
+
+impl Engine {
+    fn top_token(&self, a: &Alternative) -> TopToken {
+        let t = &self.tokenizer;
+        TopToken {
+            id: a.id,
+            text: t.piece(a.id),
+            bytes: t.token_bytes(a.id).to_vec(),
+            logprob: a.logprob,
+            prob: a.prob,
+        }
     }
 }
 

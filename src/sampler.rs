@@ -94,6 +94,9 @@ pub struct SamplingParams {
     pub stop: Vec<String>,
     /// Extra stop token ids (used by the engine, not the sampler). Default empty.
     pub stop_token_ids: Vec<u32>,
+    /// Report this many of the most likely tokens of each step with every sampled token (OpenAI's
+    /// `top_logprobs`), at most [`MAX_TOP_LOGPROBS`]. Default 0.
+    pub top_logprobs: usize,
 }
 
 impl Default for SamplingParams {
@@ -112,6 +115,7 @@ impl Default for SamplingParams {
             max_tokens: 256,
             stop: Vec::new(),
             stop_token_ids: Vec::new(),
+            top_logprobs: 0,
         }
     }
 }
@@ -147,6 +151,9 @@ impl SamplingParams {
                 return Err(invalid(&format!("logit_bias for token {id}"), b, "a finite number or -inf"));
             }
         }
+        if self.top_logprobs > MAX_TOP_LOGPROBS {
+            return Err(invalid("top_logprobs", self.top_logprobs, &format!("at most {MAX_TOP_LOGPROBS}")));
+        }
         if self.max_tokens == 0 {
             return Err(invalid("max_tokens", 0, "at least 1"));
         }
@@ -164,8 +171,18 @@ pub struct Candidate {
     pub prob: f32,
 }
 
+/// One of a step's most likely tokens, as the model saw it and as the knobs left it.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct Alternative {
+    pub id: u32,
+    /// Log-softmax of the raw logits at `id`: the model's own view, before every knob.
+    pub logprob: f32,
+    /// Probability in the final distribution after every knob (0 when a knob cut it).
+    pub prob: f32,
+}
+
 /// The result of one sampling step.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Sampled {
     /// The chosen token.
     pub id: u32,
@@ -173,7 +190,12 @@ pub struct Sampled {
     pub prob: f32,
     /// Log-softmax of the raw logits (no bias, no penalty, temperature 1) at `id`.
     pub logprob_raw: f32,
+    /// The `top_logprobs` highest raw logits of the step (logit descending, id ascending).
+    pub top: Vec<Alternative>,
 }
+
+/// The most alternatives a step reports (OpenAI's limit).
+pub const MAX_TOP_LOGPROBS: usize = 20;
 
 /// The longest shortlist a backend is asked for; beyond it the whole vector is read.
 pub const MAX_SHORTLIST: usize = 512;
@@ -344,6 +366,26 @@ enum Plan {
     Dist(Vec<Candidate>),
 }
 
+impl Plan {
+    /// Final probability of `id` (0 when the knobs cut it).
+    fn prob(&self, id: u32) -> f32 {
+        match self {
+            Plan::Greedy(g) => (*g == id) as u32 as f32,
+            Plan::Dist(c) => c.iter().find(|c| c.id == id).map_or(0.0, |c| c.prob),
+        }
+    }
+}
+
+/// A step's result: `best` holds the raw `(logit, id)` pairs to report, `log_z` the raw
+/// log-softmax normalizer.
+fn sampled(id: u32, plan: &Plan, logprob_raw: f32, best: &[(f32, u32)], log_z: f64) -> Sampled {
+    let top = best
+        .iter()
+        .map(|&(x, id)| Alternative { id, logprob: (x as f64 - log_z) as f32, prob: plan.prob(id) })
+        .collect();
+    Sampled { id, prob: plan.prob(id), logprob_raw, top }
+}
+
 /// Samples token ids from logits; see the module documentation for the exact algorithm.
 pub struct Sampler {
     params: SamplingParams,
@@ -400,6 +442,7 @@ impl Sampler {
         if top == 0 {
             return LogitsRequest::Full;
         }
+        let top = top.max(p.top_logprobs);
         let mut ids: Vec<u32> = p.logit_bias.iter().map(|b| b.0).collect();
         if p.repetition_penalty != 1.0 || p.frequency_penalty != 0.0 || p.presence_penalty != 0.0 {
             let from_new = new.len().min(p.repeat_last_n);
@@ -421,10 +464,14 @@ impl Sampler {
         match logits {
             Logits::Full(l) => self.sample(l, recent),
             Logits::Shortlist(s) => {
-                let (id, prob) = self.draw_token(&s.dense(), recent)?;
-                let raw = s.entries.iter().find(|e| e.0 == id).map_or(f32::NEG_INFINITY, |e| sanitize(e.1));
+                let (id, plan) = self.draw_token(&s.dense(), recent)?;
                 let log_z = s.max as f64 + (s.sum_exp as f64).ln();
-                Ok(Sampled { id, prob, logprob_raw: (raw as f64 - log_z) as f32 })
+                let mut best: Vec<(f32, u32)> = s.entries.iter().map(|&(id, x)| (sanitize(x), id)).collect();
+                best.sort_unstable_by(by_logit_then_id);
+                best.dedup(); // a requested id may also be among the best
+                let raw = best.iter().find(|e| e.1 == id).map_or(f32::NEG_INFINITY, |e| e.0);
+                best.truncate(self.params.top_logprobs);
+                Ok(sampled(id, &plan, (raw as f64 - log_z) as f32, &best, log_z))
             }
         }
     }
@@ -432,12 +479,18 @@ impl Sampler {
     /// Draws the next token. Errors when `logits` is empty or every token is banned (then no
     /// random number is consumed).
     pub fn sample(&mut self, logits: &[f32], recent: &[u32]) -> Result<Sampled> {
-        let (id, prob) = self.draw_token(logits, recent)?;
-        Ok(Sampled { id, prob, logprob_raw: raw_logprob(logits, id as usize) })
+        let (id, plan) = self.draw_token(logits, recent)?;
+        let log_z = log_normalizer(logits);
+        let raw = (sanitize(logits[id as usize]) as f64 - log_z) as f32;
+        let best = match self.params.top_logprobs {
+            0 => Vec::new(),
+            n => top_k_select(&logits.iter().map(|&x| sanitize(x)).collect::<Vec<_>>(), n),
+        };
+        Ok(sampled(id, &plan, raw, &best, log_z))
     }
 
-    /// The chosen id and its probability.
-    fn draw_token(&mut self, logits: &[f32], recent: &[u32]) -> Result<(u32, f32)> {
+    /// The chosen id and the distribution it was drawn from.
+    fn draw_token(&mut self, logits: &[f32], recent: &[u32]) -> Result<(u32, Plan)> {
         if logits.is_empty() {
             return Err(Error::InvalidArgument("sample: the logits are empty".into()));
         }
@@ -447,13 +500,11 @@ impl Sampler {
             )
         })?;
         let u = self.rng.next_f64();
-        Ok(match plan {
-            Plan::Greedy(id) => (id, 1.0),
-            Plan::Dist(cands) => {
-                let c = draw(&cands, u);
-                (c.id, c.prob)
-            }
-        })
+        let id = match &plan {
+            Plan::Greedy(id) => *id,
+            Plan::Dist(cands) => draw(cands, u).id,
+        };
+        Ok((id, plan))
     }
 
     /// Steps 0–2: sanitized, biased, penalized logits.
@@ -572,14 +623,14 @@ fn draw(cands: &[Candidate], u: f64) -> Candidate {
     cands[cands.len() - 1]
 }
 
-/// Log-softmax of the sanitized raw logits at `id`.
-fn raw_logprob(logits: &[f32], id: usize) -> f32 {
+/// `ln Σ exp(l)` over the sanitized raw logits (`-inf` when every one is `-inf`).
+fn log_normalizer(logits: &[f32]) -> f64 {
     let max = logits.iter().map(|&x| sanitize(x)).fold(f32::NEG_INFINITY, f32::max) as f64;
     if max == f64::NEG_INFINITY {
-        return f32::NEG_INFINITY;
+        return f64::NEG_INFINITY;
     }
     let sum: f64 = logits.iter().map(|&x| (sanitize(x) as f64 - max).exp()).sum();
-    (sanitize(logits[id]) as f64 - max - sum.ln()) as f32
+    max + sum.ln()
 }
 
 #[cfg(test)]
@@ -888,6 +939,50 @@ mod tests {
             let want = LOGITS[t.id as usize] as f64 - z.ln();
             assert!((t.logprob_raw as f64 - want).abs() < 1e-5);
         }
+    }
+
+    #[test]
+    fn alternatives_are_the_raw_top_with_their_final_probabilities() {
+        let z: f64 = LOGITS.iter().map(|&x| (x as f64).exp()).sum();
+        let mut raw_order: Vec<u32> = (0..LOGITS.len() as u32).collect();
+        raw_order.sort_by(|&a, &b| LOGITS[b as usize].total_cmp(&LOGITS[a as usize]));
+        for p in [
+            SamplingParams { top_logprobs: 5, top_k: 3, ..plain() },
+            SamplingParams { top_logprobs: 5, temperature: 0.0, ..plain() },
+            SamplingParams { top_logprobs: 12, top_k: 10, repetition_penalty: 3.0, top_p: 0.6, ..plain() },
+        ] {
+            let mut s = Sampler::new(p.clone()).unwrap();
+            let recent = [3, 6];
+            let t = s.sample(&LOGITS, &recent).unwrap();
+            let d = s.distribution(&LOGITS, &recent);
+            assert_eq!(t.top.iter().map(|a| a.id).collect::<Vec<_>>(), raw_order[..p.top_logprobs]);
+            for a in &t.top {
+                let want = LOGITS[a.id as usize] as f64 - z.ln();
+                assert!((a.logprob as f64 - want).abs() < 1e-6);
+                assert_eq!(a.prob, d.iter().find(|c| c.id == a.id).map_or(0.0, |c| c.prob));
+            }
+            assert!(t.top.iter().map(|a| a.prob as f64).sum::<f64>() <= 1.0 + 1e-6);
+            assert!(t.top.iter().map(|a| (a.logprob as f64).exp()).sum::<f64>() <= 1.0 + 1e-6);
+
+            // A shortlist of what `request` asks for reports the same alternatives.
+            let LogitsRequest::Shortlist { top, ids } = s.request(&[], &recent) else { panic!("{p:?}") };
+            assert!(top >= p.top_logprobs);
+            let mut entries: Vec<(u32, f32)> =
+                raw_order[..top.min(LOGITS.len())].iter().map(|&i| (i, LOGITS[i as usize])).collect();
+            entries.extend(ids.iter().map(|&i| (i, LOGITS[i as usize])));
+            let max = LOGITS.iter().copied().fold(f32::MIN, f32::max);
+            let sum_exp = LOGITS.iter().map(|&x| (x - max).exp()).sum();
+            let short = Logits::Shortlist(Shortlist { vocab: LOGITS.len(), entries, max, sum_exp });
+            let mut s2 = Sampler::new(p.clone()).unwrap();
+            let u = s2.sample_from(&short, &recent).unwrap();
+            assert_eq!((u.id, u.prob), (t.id, t.prob));
+            for (a, b) in u.top.iter().zip(&t.top) {
+                assert_eq!((a.id, a.prob), (b.id, b.prob));
+                assert!((a.logprob - b.logprob).abs() < 1e-5);
+            }
+        }
+        assert!(Sampler::new(SamplingParams { top_logprobs: MAX_TOP_LOGPROBS + 1, ..plain() }).is_err());
+        assert!(Sampler::new(plain()).unwrap().sample(&LOGITS, &[]).unwrap().top.is_empty());
     }
 
     #[test]

@@ -333,6 +333,15 @@ impl Tokenizer {
         self.tokens.get(id as usize).map(String::as_str)
     }
 
+    /// How one token reads on its own: its bytes as text (invalid UTF-8 becomes U+FFFD), or the
+    /// vocabulary string of a control token.
+    pub fn piece(&self, id: u32) -> String {
+        if self.is_control(id) {
+            return self.token_text(id).unwrap_or_default().to_string();
+        }
+        String::from_utf8_lossy(self.token_bytes(id)).into_owned()
+    }
+
     pub fn is_control(&self, id: u32) -> bool {
         self.control.get(id as usize).copied().unwrap_or(false)
     }

@@ -32,19 +32,19 @@ fn chat_answer_matches_llama_cpp_and_stops_at_end_of_turn() {
     let gen = e
         .generate(&prompt, &greedy(48), &mut |t| {
             streamed.push_str(t.text);
-            infos.extend(t.token);
+            infos.extend(t.token.clone());
             true
         })
         .unwrap();
     // Each token is reported once; greedy picks with certainty, and the raw log-probability of
     // the first answer token is log softmax of llama.cpp's logits (within f32 rounding).
-    assert_eq!(infos.iter().map(|i| i.id).collect::<Vec<_>>(), gen.tokens);
-    assert!(infos.iter().all(|i| i.prob == 1.0 && i.logprob <= 0.0));
+    assert_eq!(infos.iter().map(|i| i.token.id).collect::<Vec<_>>(), gen.tokens);
+    assert!(infos.iter().all(|i| i.token.prob == 1.0 && i.token.logprob <= 0.0));
     let logits = golden_f32("chat_capital.f32_reference.logits0.f32");
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
     let log_z = max + logits.iter().map(|&l| (l as f64 - max).exp()).sum::<f64>().ln();
     let want = logits[gen.tokens[0] as usize] as f64 - log_z;
-    assert!((infos[0].logprob as f64 - want).abs() < 1e-3, "{} vs {want}", infos[0].logprob);
+    assert!((infos[0].token.logprob as f64 - want).abs() < 1e-3, "{} vs {want}", infos[0].token.logprob);
     let r = &g["f32_reference"];
     let eog_at = r["first_eog_index"].as_u64().unwrap() as usize;
     assert_eq!(gen.tokens, ids(&r["generated_token_ids"])[..eog_at]);
@@ -199,6 +199,44 @@ fn retuned_knobs_apply_from_the_next_token() {
     let greedy_rest = e.generate(&context, &greedy(9), &mut |_| true).unwrap();
     assert_eq!(gen.tokens[3..], greedy_rest.tokens[..]);
     assert_ne!(gen.tokens, plain.tokens, "the knobs did change the output");
+    // The generation records which knobs sampled which tokens.
+    let record: Vec<(usize, f32)> = gen.sampling.iter().map(|c| (c.from_token, c.params.temperature)).collect();
+    assert_eq!(record, [(0, 1.0), (3, 0.0)]);
+    assert_eq!(plain.sampling.len(), 1);
+}
+
+#[test]
+fn tokens_carry_their_alternatives() {
+    let mut e = engine(None);
+    let prompt = e.encode_prompt("The capital of France is").unwrap();
+    let p = SamplingParams {
+        top_logprobs: 4,
+        temperature: 0.8,
+        top_k: 2,
+        top_p: 1.0,
+        min_p: 0.0,
+        seed: Some(3),
+        max_tokens: 4,
+        ..SamplingParams::default()
+    };
+    let mut infos = Vec::new();
+    e.generate(&prompt, &p, &mut |t| {
+        infos.extend(t.token.clone());
+        true
+    })
+    .unwrap();
+    assert_eq!(infos.len(), 4);
+    for t in &infos {
+        assert_eq!(t.top.len(), 4);
+        // top_k 2: exactly the two most likely tokens survive, and the drawn one is among them.
+        assert!(t.top[..2].iter().all(|a| a.prob > 0.0) && t.top[2..].iter().all(|a| a.prob == 0.0));
+        assert!(t.top.windows(2).all(|w| w[0].logprob >= w[1].logprob));
+        let sum: f32 = t.top.iter().map(|a| a.prob).sum();
+        assert!((sum - 1.0).abs() < 1e-5, "{sum}");
+        let me = t.top.iter().find(|a| a.id == t.token.id).expect("the drawn token is among the top two");
+        assert_eq!(me, &t.token);
+        assert_eq!(me.text, e.tokenizer().piece(me.id));
+    }
 }
 
 #[test]

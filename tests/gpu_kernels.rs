@@ -320,8 +320,8 @@ fn gpu_shortlist_picks_the_same_tokens_as_the_cpu_sampler() {
     let history: Vec<u32> = (0..80).map(|i| (i * 37 % 3000) as u32).collect();
     let cases = [
         SamplingParams { seed: Some(1), ..SamplingParams::default() },
-        SamplingParams { temperature: 0.0, seed: Some(2), ..SamplingParams::default() },
-        SamplingParams { temperature: 1.3, top_k: 1, seed: Some(3), ..SamplingParams::default() },
+        SamplingParams { temperature: 0.0, seed: Some(2), top_logprobs: 20, ..SamplingParams::default() },
+        SamplingParams { temperature: 1.3, top_k: 1, seed: Some(3), top_logprobs: 5, ..SamplingParams::default() },
         SamplingParams {
             temperature: 0.9,
             top_k: 100,
@@ -362,6 +362,11 @@ fn gpu_shortlist_picks_the_same_tokens_as_the_cpu_sampler() {
                 let b = on_cpu.sample(&logits, recent).unwrap();
                 assert_eq!((a.id, a.prob), (b.id, b.prob), "vocab {vocab}, {p:?}, step {step}");
                 assert!((a.logprob_raw - b.logprob_raw).abs() < 1e-4, "{} vs {}", a.logprob_raw, b.logprob_raw);
+                assert_eq!(a.top.len(), p.top_logprobs);
+                for (x, y) in a.top.iter().zip(&b.top) {
+                    assert_eq!((x.id, x.prob), (y.id, y.prob));
+                    assert!((x.logprob - y.logprob).abs() < 1e-4);
+                }
             }
         }
     }
