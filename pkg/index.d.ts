@@ -57,6 +57,8 @@ export interface SamplingOptions {
   stop?: string | string[];
   max_tokens?: number;
   max_completion_tokens?: number;
+  /** Report this many of each step's most likely tokens (0-20; `generate` and, with `logprobs`, chat). */
+  top_logprobs?: number;
 }
 
 export interface ChatMessage {
@@ -79,7 +81,12 @@ export interface ChatCompletion {
   object: "chat.completion";
   created: number;
   model: string;
-  choices: { index: 0; message: { role: "assistant"; content: string }; finish_reason: FinishReason; logprobs: null }[];
+  choices: {
+    index: 0;
+    message: { role: "assistant"; content: string };
+    finish_reason: FinishReason;
+    logprobs: { content: LogprobEntry[] } | null;
+  }[];
   usage: Usage;
 }
 
@@ -88,15 +95,39 @@ export interface ChatCompletionChunk {
   object: "chat.completion.chunk";
   created: number;
   model: string;
-  choices: { index: 0; delta: { role?: "assistant"; content?: string }; finish_reason: FinishReason | null; logprobs: null }[];
+  choices: {
+    index: 0;
+    delta: { role?: "assistant"; content?: string };
+    finish_reason: FinishReason | null;
+    logprobs: { content: LogprobEntry[] } | null;
+  }[];
   /** On the last chunk. */
   usage?: Usage;
 }
 
 export interface ChatCompletionRequest extends SamplingOptions {
+  /** Report each token's log-probability (and `top_logprobs` rivals) in `choices[0].logprobs`. */
+  logprobs?: boolean;
   messages: ChatMessage[];
   stream?: boolean;
   signal?: AbortSignal;
+}
+
+/** One of a step's likely tokens, OpenAI-shaped, plus `prob`. */
+export interface TopLogprob {
+  /** How the token reads on its own. */
+  token: string;
+  /** Log-probability under the raw model distribution (before every knob). */
+  logprob: number;
+  bytes: number[];
+  /** Probability after every sampling knob (0 when a knob cut the token). */
+  prob: number;
+}
+
+/** A generated token (OpenAI's `logprobs.content` entry). */
+export interface LogprobEntry extends TopLogprob {
+  /** The step's `top_logprobs` most likely tokens, most likely first. */
+  top_logprobs: TopLogprob[];
 }
 
 export interface TokenPiece {
@@ -107,6 +138,19 @@ export interface TokenPiece {
   logprob: number | null;
   /** Probability in the final sampling distribution. */
   prob: number | null;
+  /** The step's `top_logprobs` most likely tokens, most likely first (`prob` after the knobs). */
+  top: { id: number; text: string; logprob: number; prob: number }[];
+}
+
+/** Knobs a generation sampled with from token `from_token` on. */
+export interface SamplingChange {
+  from_token: number;
+  params: Required<Omit<SamplingOptions, "logit_bias" | "stop" | "seed" | "max_completion_tokens">> & {
+    logit_bias: [number, number][];
+    stop: string[];
+    stop_token_ids: number[];
+    seed: number | null;
+  };
 }
 
 export interface Generation {
@@ -119,6 +163,8 @@ export interface Generation {
   decoded_tokens: number;
   prefill_secs: number;
   decode_secs: number;
+  /** The starting knobs, then each change made with setSampling while it ran. */
+  sampling: SamplingChange[];
 }
 
 export interface EngineInfo {
@@ -150,6 +196,8 @@ export interface LlmEngine {
     prompt: string | number[],
     options?: SamplingOptions & { signal?: AbortSignal },
   ): AsyncIterable<TokenPiece> & { result: Generation | null };
+  /** The engine's record of the last finished generation (null before the first). */
+  readonly lastGeneration: Generation | null;
   /** Knobs for later calls, and for a running generation from its next token. */
   setSampling(partial: SamplingOptions): Promise<void>;
   resetChat(): Promise<void>;

@@ -97,7 +97,7 @@ function samplingParams(o) {
     if (o[from] !== undefined && o[from] !== null) p[to] = o[from];
   };
   for (const k of ["temperature", "top_k", "top_p", "min_p", "repetition_penalty", "frequency_penalty",
-    "presence_penalty", "repeat_last_n", "seed", "max_tokens"]) copy(k);
+    "presence_penalty", "repeat_last_n", "seed", "max_tokens", "top_logprobs"]) copy(k);
   copy("max_completion_tokens", "max_tokens");
   if (o.logit_bias) p.logit_bias = Object.entries(o.logit_bias).map(([id, b]) => [Number(id), b]);
   if (o.stop !== undefined && o.stop !== null) p.stop = Array.isArray(o.stop) ? o.stop : [o.stop];
@@ -140,12 +140,21 @@ class Channel {
 
 let completionCount = 0;
 
+/** A token of the engine as an OpenAI logprobs entry (plus `prob`: its probability after the knobs). */
+function logprobEntry(t) {
+  return {
+    token: t.text, logprob: t.logprob, bytes: t.bytes, prob: t.prob,
+    top_logprobs: t.top.map((a) => ({ token: a.text, logprob: a.logprob, bytes: a.bytes, prob: a.prob })),
+  };
+}
+
 class LlmEngine {
   #t;
   #info;
   #model;
   #sampling = {};
   #busy = null;
+  #last = null;
 
   constructor(transport, info, model) {
     this.#t = transport;
@@ -163,6 +172,14 @@ class LlmEngine {
   async setSampling(partial) {
     this.#sampling = { ...this.#sampling, ...partial };
     if (this.#busy) await this.#t.call("setSampling", [{ ...samplingParams({ ...this.#busy, ...this.#sampling }) }]);
+  }
+
+  /**
+   * The engine's own record of the last finished generation: token ids, timings, and the knobs
+   * it sampled with (`sampling`: the starting knobs, then each change and the token it applied from).
+   */
+  get lastGeneration() {
+    return this.#last;
   }
 
   /** Forget the conversation held in the KV cache. */
@@ -189,6 +206,7 @@ class LlmEngine {
     signal?.addEventListener("abort", onAbort);
     try {
       const gen = await promise;
+      this.#last = gen;
       if (signal?.aborted) throw new WebGpuLlmError("aborted", "generation was aborted");
       return gen;
     } finally {
@@ -199,7 +217,7 @@ class LlmEngine {
 
   /**
    * Raw completion of `prompt` (text, or token ids): an async iterator of
-   * `{ text, tokenId, logprob, prob }`. After the loop, `.result` holds the Generation.
+   * `{ text, tokenId, logprob, prob, top }`. After the loop, `.result` holds the Generation.
    */
   generate(prompt, options = {}) {
     const channel = new Channel();
@@ -210,7 +228,10 @@ class LlmEngine {
     (async () => {
       const ids = Array.isArray(prompt) ? prompt : await this.#t.call("encodePrompt", [prompt]);
       stream.result = await this.#run(ids, options, (e) =>
-        channel.push({ text: e.text, tokenId: e.token?.id ?? null, logprob: e.token?.logprob ?? null, prob: e.token?.prob ?? null }));
+        channel.push({
+          text: e.text, tokenId: e.token?.id ?? null, logprob: e.token?.logprob ?? null, prob: e.token?.prob ?? null,
+          top: e.token?.top.map(({ id, text, logprob, prob }) => ({ id, text, logprob, prob })) ?? [],
+        }));
     })().then(() => channel.end(), (e) => channel.end(toError(e)));
     return stream;
   }
@@ -218,6 +239,9 @@ class LlmEngine {
   /** OpenAI-shaped chat completion: a result, or (stream: true) an async iterable of chunks. */
   async #create(request) {
     const { messages, stream = false } = request;
+    // OpenAI: `logprobs: true` reports each token's log-probability, `top_logprobs` (0-20) its rivals.
+    const logprobs = request.logprobs === true;
+    const knobs = { ...request, top_logprobs: logprobs ? request.top_logprobs ?? 0 : 0 };
     if (!Array.isArray(messages) || messages.length === 0) {
       throw new WebGpuLlmError("invalid_argument", "messages must be a non-empty array");
     }
@@ -233,21 +257,27 @@ class LlmEngine {
     });
     const finish = (g) => (g.finish_reason === "abort" ? "stop" : g.finish_reason);
     if (!stream) {
-      const g = await this.#run(ids, request, () => {});
+      const content = [];
+      const g = await this.#run(ids, knobs, (e) => e.token && content.push(logprobEntry(e.token)));
       return {
         ...base,
         object: "chat.completion",
-        choices: [{ index: 0, message: { role: "assistant", content: g.text }, finish_reason: finish(g), logprobs: null }],
+        choices: [{
+          index: 0, message: { role: "assistant", content: g.text }, finish_reason: finish(g),
+          logprobs: logprobs ? { content } : null,
+        }],
         usage: usage(g),
       };
     }
     const channel = new Channel();
-    const chunk = (delta, finish_reason = null, extra = {}) => ({
-      ...base, object: "chat.completion.chunk", choices: [{ index: 0, delta, finish_reason, logprobs: null }], ...extra,
+    const chunk = (delta, finish_reason = null, extra = {}, lp = null) => ({
+      ...base, object: "chat.completion.chunk", choices: [{ index: 0, delta, finish_reason, logprobs: lp }], ...extra,
     });
     channel.push(chunk({ role: "assistant", content: "" }));
-    this.#run(ids, request, (e) => {
-      if (e.text) channel.push(chunk({ content: e.text }));
+    this.#run(ids, knobs, (e) => {
+      // With logprobs every token gets its chunk, even one whose text is still held back.
+      if (logprobs && e.token) channel.push(chunk({ content: e.text }, null, {}, { content: [logprobEntry(e.token)] }));
+      else if (e.text) channel.push(chunk({ content: e.text }));
     }).then((g) => {
       channel.push(chunk({}, finish(g), { usage: usage(g) }));
       channel.end();

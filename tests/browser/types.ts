@@ -19,6 +19,10 @@ export async function app(file: File, signal: AbortSignal): Promise<string> {
     signal,
   });
   let text = whole.choices[0].message.content;
+  const rated = await engine.chat.completions.create({ messages: [{ role: "user", content: "Hi" }], logprobs: true, top_logprobs: 3 });
+  for (const entry of rated.choices[0].logprobs?.content ?? []) {
+    text += entry.token + entry.top_logprobs.map((t) => `${t.token}:${Math.exp(t.logprob)}/${t.prob}`).join();
+  }
   const stream = await engine.chat.completions.create({ messages: [{ role: "user", content: "Hi" }], stream: true });
   for await (const chunk of stream) {
     const c: ChatCompletionChunk = chunk;
@@ -27,9 +31,11 @@ export async function app(file: File, signal: AbortSignal): Promise<string> {
   const it = engine.generate("Once upon a time", { max_tokens: 4, seed: 1 });
   for await (const piece of it) {
     const p: TokenPiece = piece;
-    text += p.text;
+    text += p.text + p.top.map((t) => t.text).join();
   }
   const result: Generation | null = it.result;
+  const knobs = engine.lastGeneration?.sampling.map((c) => `${c.from_token}:${c.params.temperature}`);
+  text += knobs?.join() ?? "";
   await engine.setSampling({ top_k: 20 });
   await engine.resetChat();
   await engine.unload();
