@@ -20,7 +20,13 @@ const TYPES = {
 export function serve(root, { port = 0, host = "127.0.0.1", brokenPaths = false } = {}) {
   root = resolve(root);
   const server = createServer((req, res) => {
-    let path = normalize(decodeURIComponent(new URL(req.url, "http://x").pathname));
+    let path;
+    try {
+      path = normalize(decodeURIComponent(new URL(req.url, "http://x").pathname));
+    } catch {
+      res.writeHead(400, { "content-type": "text/plain" }).end("bad request");
+      return;
+    }
     const truncated = brokenPaths && path.startsWith("/truncated/");
     if (truncated) path = path.slice("/truncated".length);
     if (path.endsWith("/")) path += "index.html";
@@ -31,7 +37,7 @@ export function serve(root, { port = 0, host = "127.0.0.1", brokenPaths = false 
     } catch {
       size = -1;
     }
-    if (!file.startsWith(root) || size < 0) {
+    if (!file.startsWith(root + "/") || size < 0) {
       res.writeHead(404, { "content-type": "text/plain" }).end("not found");
       return;
     }

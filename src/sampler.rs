@@ -46,6 +46,8 @@
 //! then runs the same steps as above, so it picks the same token with the same probability;
 //! only the raw log-probability's normalizer comes from the GPU's sum. `top_k == 0` with a
 //! temperature needs every logit, and so does a shortlist longer than [`MAX_SHORTLIST`].
+//! `top_logprobs` raises `top` to at least itself, so the alternatives reported with each token
+//! (the best raw logits) are exact too.
 //!
 //! # Random numbers
 //!

@@ -29,9 +29,13 @@ function knobs() {
   return out;
 }
 
+/** Knob changes the engine acknowledged, with how many tokens of the reply had arrived then. */
+const applied = [];
+
 function saveAndApply() {
   localStorage.setItem(STORE, JSON.stringify(settings));
-  engine?.setSampling(knobs()).catch(showError);
+  const k = knobs();
+  engine?.setSampling(k).then(() => applied.push({ tokens: replyTokens, knobs: k }), showError);
 }
 
 function buildKnobs() {
@@ -100,6 +104,9 @@ async function load(model) {
   setBusy(true, "loading");
   if (engine) await engine.unload();
   engine = null;
+  info = null;
+  $("facts").replaceChildren();
+  $("backend").textContent = "no model";
   const bar = $("progress");
   bar.hidden = false;
   const t0 = performance.now();
@@ -174,20 +181,52 @@ document.addEventListener("drop", (e) => {
 let messages = [];
 let controller = null;
 
-/** Text as text: code fences become <pre><code>, nothing is ever parsed as HTML. */
-function render(el, text) {
+/** How a token reads in a table: spaces and line breaks made visible. */
+const shown = (t) => (t === "" ? "∅" : t.replace(/ /g, "␣").replace(/\n/g, "↵"));
+const pct = (p) => `${(100 * p).toFixed(p >= 0.1 || p === 0 ? 0 : 1)}%`;
+
+/**
+ * Text as text: code fences become <pre><code>, nothing is ever parsed as HTML. With `tokens`
+ * (`{ start, end, entry }` offsets into `text`), each generated token becomes a span tinted by
+ * its probability, whose step is shown on hover or tap.
+ */
+function render(el, text, tokens = []) {
   el.replaceChildren();
+  let start = 0;
   text.split("```").forEach((part, i) => {
-    if (i % 2 === 0) {
-      el.append(document.createTextNode(part));
-    } else {
+    const end = start + part.length;
+    let box = el;
+    let from = start;
+    if (i % 2 === 1) {
       const pre = document.createElement("pre");
-      const code = document.createElement("code");
-      code.textContent = part.replace(/^[^\n]*\n/, "");
-      pre.append(code);
+      box = document.createElement("code");
+      pre.append(box);
       el.append(pre);
+      // The fence's first line names the language; it is not code.
+      from += part.match(/^[^\n]*\n/)?.[0].length ?? part.length;
     }
+    fill(box, text, from, end, tokens);
+    start = end + 3;
   });
+}
+
+/** Put `text[from..to)` into `box`, as token spans where tokens cover it. */
+function fill(box, text, from, to, tokens) {
+  let pos = from;
+  for (const [n, t] of tokens.entries()) {
+    const a = Math.max(t.start, pos);
+    const b = Math.min(t.end, to);
+    if (a >= b) continue;
+    if (a > pos) box.append(text.slice(pos, a));
+    const span = document.createElement("span");
+    span.className = "tok";
+    span.textContent = text.slice(a, b);
+    span.dataset.step = n;
+    span.style.setProperty("--p", t.entry.prob);
+    box.append(span);
+    pos = b;
+  }
+  if (to > pos) box.append(text.slice(pos, to));
 }
 
 function bubble(role, text) {
@@ -214,44 +253,129 @@ function conversation() {
   return system ? [{ role: "system", content: system }, ...messages] : messages;
 }
 
+const TOP = 10;
+const DIST_HINT = $("dist-caption").textContent;
+let replyTokens = 0;
+
 async function reply() {
   hideError();
   setBusy(true, "generating");
   const li = bubble("assistant", "");
+  const tokens = [];
+  li.tokens = tokens;
   controller = new AbortController();
+  replyTokens = 0;
   let text = "";
   const t0 = performance.now();
   let first = null;
-  let usage = null;
   try {
-    const stream = await engine.chat.completions.create({ messages: conversation(), stream: true, signal: controller.signal, ...knobs() });
+    const stream = await engine.chat.completions.create({
+      messages: conversation(), stream: true, signal: controller.signal, logprobs: true, top_logprobs: TOP, ...knobs(),
+    });
     for await (const chunk of stream) {
-      const piece = chunk.choices[0].delta.content;
-      if (piece) {
+      const piece = chunk.choices[0].delta.content ?? "";
+      const entry = chunk.choices[0].logprobs?.content[0];
+      if (entry) {
         first ??= performance.now();
+        replyTokens++;
+        showStep(entry, tokens.length);
+        tokens.push({ start: text.length, end: text.length + piece.length, entry });
+      } else if (tokens.length) {
+        // Text held back for a possible stop string, let go at the end: the last token's.
+        tokens.at(-1).end += piece.length;
+      }
+      if (piece || entry) {
         text += piece;
-        render(li, text);
+        render(li, text, tokens);
         li.scrollIntoView({ block: "end" });
       }
-      if (chunk.usage) usage = chunk.usage;
     }
   } catch (e) {
     if (e.code !== "aborted") showError(e);
   } finally {
     messages.push({ role: "assistant", content: text });
     controller = null;
-    const end = performance.now();
-    if (usage) {
-      const ttft = first ? (first - t0) / 1000 : 0;
-      const decode = first && usage.completion_tokens > 1 ? (usage.completion_tokens - 1) / ((end - first) / 1000) : 0;
-      const prefilled = usage.prompt_tokens - usage.cached_tokens;
-      $("stats").textContent = `first token ${ttft.toFixed(2)} s (${prefilled} new prompt tokens at ${(prefilled / Math.max(ttft, 1e-3)).toFixed(1)}/s) · ` +
-        `decode ${decode.toFixed(1)} tokens/s · context ${usage.total_tokens} / ${info.context_size}`;
-    }
+    showStats(engine.lastGeneration, first ? (first - t0) / 1000 : null);
     setBusy(false);
     $("input").focus();
   }
 }
+
+function showStats(g, ttft) {
+  if (!g) return;
+  const prefill = g.prefill_secs > 0 ? g.prefill_tokens / g.prefill_secs : 0;
+  const decode = g.decode_secs > 0 ? g.decoded_tokens / g.decode_secs : 0;
+  const parts = [
+    ttft === null ? null : `first token ${ttft.toFixed(2)} s`,
+    `prefill ${prefill.toFixed(1)} tokens/s (${g.prefill_tokens} new, ${g.reused_tokens} cached)`,
+    `decode ${decode.toFixed(1)} tokens/s`,
+    `context ${g.prompt_tokens.length + g.tokens.length} / ${info.context_size}`,
+  ];
+  $("stats").textContent = parts.filter(Boolean).join(" · ");
+}
+
+// ---- What the sliders do: each step's most likely tokens, before and after the knobs. ----
+
+/** A table row: the token, a bar for the model's probability and one for the final one. */
+function row(t, chosen) {
+  const tr = document.createElement("tr");
+  const model = Math.exp(t.logprob);
+  Object.assign(tr.dataset, { model, prob: t.prob });
+  if (chosen) tr.className = "chosen";
+  const piece = document.createElement("td");
+  piece.className = "piece";
+  piece.textContent = shown(t.token);
+  const bars = document.createElement("td");
+  bars.className = "bars";
+  for (const [cls, p] of [["model", model], ["after", t.prob]]) {
+    const bar = document.createElement("div");
+    bar.className = `bar ${cls}`;
+    bar.style.width = `${100 * p}%`;
+    bars.append(bar);
+  }
+  const num = document.createElement("td");
+  num.className = "num";
+  num.textContent = `${pct(model)} → ${pct(t.prob)}`;
+  tr.append(piece, bars, num);
+  return tr;
+}
+
+function rows(entry) {
+  return entry.top_logprobs.map((t) => row(t, t.token === entry.token && t.logprob === entry.logprob));
+}
+
+/** Show step `n` (its entry) in the distribution panel. */
+function showStep(entry, n) {
+  $("dist-caption").textContent = `Token ${n + 1}: drew “${shown(entry.token)}” at ${pct(entry.prob)} ` +
+    `(the model alone: ${pct(Math.exp(entry.logprob))}).`;
+  $("dist").tBodies[0].replaceChildren(...rows(entry));
+}
+
+/** The alternatives of a hovered or tapped token, beside it, and its step in the panel. */
+function showAlternatives(span) {
+  const n = Number(span.dataset.step);
+  const entry = span.closest("li")?.tokens?.[n]?.entry;
+  if (!entry) return;
+  document.querySelector(".tok.current")?.classList.remove("current");
+  span.classList.add("current");
+  showStep(entry, n);
+  const box = $("alts");
+  const table = document.createElement("table");
+  table.append(...rows(entry));
+  const title = document.createElement("div");
+  title.textContent = `“${shown(entry.token)}”: ${pct(entry.prob)} after the knobs, ${pct(Math.exp(entry.logprob))} by the model`;
+  box.replaceChildren(title, table);
+  box.hidden = false;
+  const r = span.getBoundingClientRect();
+  box.style.left = `${Math.max(4, Math.min(r.left + scrollX, scrollX + innerWidth - box.offsetWidth - 4))}px`;
+  box.style.top = `${r.bottom + scrollY + 4}px`;
+}
+
+const tokenOf = (e) => e.target.closest?.(".tok");
+$("messages").addEventListener("mouseover", (e) => tokenOf(e) && showAlternatives(tokenOf(e)));
+$("messages").addEventListener("click", (e) => tokenOf(e) && showAlternatives(tokenOf(e)));
+$("messages").addEventListener("mouseleave", () => ($("alts").hidden = true));
+document.addEventListener("click", (e) => !tokenOf(e) && ($("alts").hidden = true));
 
 $("composer").addEventListener("submit", (e) => {
   e.preventDefault();
@@ -283,6 +407,9 @@ function newChat() {
   controller?.abort();
   messages = [];
   $("messages").replaceChildren();
+  $("alts").hidden = true;
+  $("dist").tBodies[0].replaceChildren();
+  $("dist-caption").textContent = DIST_HINT;
   $("stats").textContent = "";
   engine?.resetChat().catch(showError);
   hideError();
@@ -302,10 +429,22 @@ const ADVICE = {
   io: "The model could not be downloaded or read.",
 };
 
+/** What the error box offers to do about an error. */
+const ACTIONS = {
+  context_overflow: ["New chat", () => newChat()],
+  device_lost: ["Reload", () => location.reload()],
+};
+
 function showError(e) {
-  const el = $("error");
-  el.hidden = false;
-  el.textContent = `${ADVICE[e?.code] ?? "Something went wrong."} (${e?.code ?? "error"}: ${e?.message ?? e})`;
+  $("error").hidden = false;
+  $("error-text").textContent = `${ADVICE[e?.code] ?? "Something went wrong."} (${e?.code ?? "error"}: ${e?.message ?? e})`;
+  const action = ACTIONS[e?.code];
+  const button = $("error-action");
+  button.hidden = !action;
+  if (action) {
+    button.textContent = action[0];
+    button.onclick = action[1];
+  }
   document.body.dataset.error = e?.code ?? "error";
 }
 
@@ -316,5 +455,5 @@ function hideError() {
 
 buildKnobs();
 setBusy(false);
-window.demo = { get engine() { return engine; }, settings, knobs };
+window.demo = { get engine() { return engine; }, settings, knobs, applied };
 load($("model-url").value);

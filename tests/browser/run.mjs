@@ -4,6 +4,7 @@
 // SwiftShader is slow.
 
 import { execFileSync } from "node:child_process";
+import { request } from "node:http";
 import { mkdtempSync, readFileSync, writeFileSync, cpSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -324,6 +325,120 @@ test("the demo page loads the model and answers with the sliders' settings, with
   assert((await p.textContent("#stats")).includes("tokens/s"), "stats shown");
   assert(problems.length === 0, `console errors: ${problems.join(" | ")}`);
   await p.close();
+});
+
+test("demo page: a slider moved mid-reply reaches the engine before the next token; Stop; token alternatives match the engine; New chat; a dropped corrupt file; screenshots", async () => {
+  const shots = join(ROOT, "target", "screenshots", "demo-page");
+  mkdirSync(shots, { recursive: true });
+  const p = await browser.newPage({ viewport: { width: 1280, height: 860 } });
+  const problems = [];
+  p.on("console", (m) => m.type() === "error" && problems.push(m.text()));
+  p.on("pageerror", (e) => problems.push(e.message));
+  await p.goto(`${server.url}/www/`);
+  await p.waitForFunction(() => document.body.dataset.state === "ready", null, { timeout: 60000 });
+  const setKnob = (key, v) => p.evaluate(([key, v]) => {
+    const el = document.getElementById(`knob-${key}`);
+    el.value = v;
+    el.dispatchEvent(new Event("input"));
+  }, [key, v]);
+  await setKnob("temperature", 0);
+  await setKnob("max_tokens", 300);
+  await p.fill("#input", "Write a long poem about the sea.");
+  await p.press("#input", "Enter");
+  const tokens = () => p.evaluate(() => document.querySelectorAll("#messages li.assistant .tok").length);
+  await p.waitForFunction(() => document.querySelectorAll("#messages li.assistant .tok").length >= 3, null, { timeout: 60000 });
+  await setKnob("temperature", 1.3);
+  await p.waitForFunction(() => window.demo.applied.some((a) => a.knobs.temperature === 1.3), null, { timeout: 60000 });
+  const ack = await p.evaluate(() => window.demo.applied.find((a) => a.knobs.temperature === 1.3).tokens);
+  await p.waitForFunction((n) => document.querySelectorAll("#messages li.assistant .tok").length >= n + 4, ack, { timeout: 60000 });
+  await p.click("#stop");
+  await p.waitForFunction(() => document.body.dataset.state === "ready", null, { timeout: 60000 });
+  const g = await p.evaluate(() => window.demo.engine.lastGeneration);
+  same(g.finish_reason, "abort", "Stop halts the generation");
+  assert(g.tokens.length < 300, `stopped after ${g.tokens.length} tokens`);
+  same(await tokens(), g.tokens.length, "one tinted span per generated token");
+  // The engine's own record: greedy from the start, 1.3 from exactly the token after the
+  // acknowledgement (the worker answers setSampling between two tokens).
+  same(g.sampling.map((c) => [c.from_token, c.params.temperature]), [[0, 0], [ack, Math.fround(1.3)]], "the engine's recorded knobs (f32)");
+
+  // Alternatives of a token drawn at temperature 1.3, as the page shows them on hover ...
+  const step = ack + 1;
+  await p.hover(`#messages li.assistant .tok[data-step="${step}"]`);
+  await p.waitForSelector("#alts:not([hidden])");
+  const shown = await p.evaluate(() => [...document.querySelectorAll("#alts tr")].map((tr) => [Number(tr.dataset.model), Number(tr.dataset.prob)]));
+  same(shown.length, 10, "ten alternatives");
+  const sum = (i) => shown.reduce((s, r) => s + r[i], 0);
+  assert(sum(0) <= 1 + 1e-6 && sum(1) <= 1 + 1e-6, `alternatives sum to ${sum(0)} (model) and ${sum(1)} (after the knobs)`);
+  assert(sum(1) > 0, "some alternative survives the knobs");
+  await p.screenshot({ path: join(shots, "desktop-light.png") });
+  // ... and as the engine computes that step again from the same context and knobs.
+  const again = await p.evaluate(async ([g, step]) => {
+    const it = window.demo.engine.generate([...g.prompt_tokens, ...g.tokens.slice(0, step)],
+      { ...g.sampling[1].params, logit_bias: {}, seed: 1, max_tokens: 1, top_logprobs: 10 });
+    const out = [];
+    for await (const piece of it) out.push(piece);
+    return out[0].top.map((t) => [Math.exp(t.logprob), t.prob]);
+  }, [g, step]);
+  for (const [i, [model, prob]] of again.entries()) {
+    assert(Math.abs(model - shown[i][0]) < 1e-4 && Math.abs(prob - shown[i][1]) < 1e-4,
+      `alternative ${i}: page ${shown[i]} vs engine ${[model, prob]}`);
+  }
+  const chart = await p.evaluate(() => document.querySelectorAll("#dist tbody tr").length);
+  same(chart, 10, "the distribution panel shows the hovered step");
+
+  await p.setViewportSize({ width: 390, height: 844 });
+  await p.hover(`#messages li.assistant .tok[data-step="${step}"]`);
+  await p.screenshot({ path: join(shots, "phone-light.png"), fullPage: true });
+  await p.emulateMedia({ colorScheme: "dark" });
+  await p.screenshot({ path: join(shots, "phone-dark.png"), fullPage: true });
+  await p.setViewportSize({ width: 1280, height: 860 });
+  await p.hover(`#messages li.assistant .tok[data-step="${step}"]`);
+  await p.screenshot({ path: join(shots, "desktop-dark.png") });
+  await p.emulateMedia({ colorScheme: "light" });
+
+  await p.click("#new-chat");
+  same(await p.evaluate(() => document.querySelectorAll("#messages li").length), 0, "New chat empties the transcript");
+  // The worker answers in order: the reset New chat sent comes before this question.
+  same(await p.evaluate(async () => (await window.demo.engine.info()).cached_tokens), 0, "New chat empties the KV cache");
+
+  // A corrupt file dropped on the page: the error, in words.
+  await p.evaluate(() => {
+    const dt = new DataTransfer();
+    dt.items.add(new File([new Uint8Array(4096).fill(7)], "broken.gguf"));
+    document.dispatchEvent(new DragEvent("drop", { dataTransfer: dt, bubbles: true, cancelable: true }));
+  });
+  await p.waitForSelector("#error:not([hidden])", { timeout: 30000 });
+  const error = await p.textContent("#error");
+  assert(error.includes("not a model this page can read") && error.includes("bad_model"), `error shown: ${error}`);
+  same([await p.textContent("#backend"), await p.textContent("#facts")], ["no model", ""], "no stale model facts");
+  await p.screenshot({ path: join(shots, "desktop-bad-file.png") });
+  assert(problems.length === 0, `console errors: ${problems.join(" | ")}`);
+  await p.close();
+});
+
+test("the demo server: wasm MIME type, isolation headers, ranges (206/416), HEAD, bad paths", async () => {
+  const get = (path, headers = {}, method = "GET") => fetch(`${server.url}${path}`, { headers, method });
+  const wasm = await get("/pkg/wasm/webgpu_llm_bg.wasm", {}, "HEAD");
+  same([wasm.status, wasm.headers.get("content-type"), (await wasm.arrayBuffer()).byteLength], [200, "application/wasm", 0], "HEAD of the wasm");
+  same([wasm.headers.get("cross-origin-opener-policy"), wasm.headers.get("cross-origin-embedder-policy")],
+    ["same-origin", "require-corp"], "cross-origin isolation");
+  const size = Number(wasm.headers.get("content-length"));
+  const whole = new Uint8Array(await (await get("/pkg/wasm/webgpu_llm_bg.wasm")).arrayBuffer());
+  same(whole.length, size, "content-length");
+  const part = await get("/pkg/wasm/webgpu_llm_bg.wasm", { range: "bytes=100-199" });
+  same([part.status, part.headers.get("content-range")], [206, `bytes 100-199/${size}`], "a range");
+  same([...new Uint8Array(await part.arrayBuffer())], [...whole.slice(100, 200)], "the range's bytes");
+  const tail = await get("/pkg/wasm/webgpu_llm_bg.wasm", { range: "bytes=-4" });
+  same([...new Uint8Array(await tail.arrayBuffer())], [...whole.slice(-4)], "a suffix range");
+  const past = await get("/pkg/wasm/webgpu_llm_bg.wasm", { range: `bytes=${size}-` });
+  same([past.status, past.headers.get("content-range")], [416, `bytes */${size}`], "a range past the end");
+  same((await get("/%")).status, 400, "a malformed path");
+  // Sent as is (fetch would resolve the dots first).
+  const raw = await new Promise((ok, fail) =>
+    request({ host: "127.0.0.1", port: new URL(server.url).port, path: "/www/../../../../etc/passwd" },
+      (res) => ok(res.resume().statusCode)).on("error", fail).end());
+  same(raw, 404, "a path outside the root");
+  same((await get("/no/such/file")).status, 404, "a missing file");
 });
 
 let failed = 0;
