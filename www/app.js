@@ -263,6 +263,8 @@ async function reply() {
   const li = bubble("assistant", "");
   const tokens = [];
   li.tokens = tokens;
+  li.tabIndex = 0;
+  li.setAttribute("aria-label", "Answer: arrow keys step through its tokens and their alternatives");
   controller = new AbortController();
   replyTokens = 0;
   let text = "";
@@ -375,6 +377,16 @@ const tokenOf = (e) => e.target.closest?.(".tok");
 $("messages").addEventListener("mouseover", (e) => tokenOf(e) && showAlternatives(tokenOf(e)));
 $("messages").addEventListener("click", (e) => tokenOf(e) && showAlternatives(tokenOf(e)));
 $("messages").addEventListener("mouseleave", () => ($("alts").hidden = true));
+// Keyboard: with an answer focused, Left/Right walk its tokens.
+$("messages").addEventListener("keydown", (e) => {
+  const li = e.target.closest?.("li.assistant");
+  if (!li?.tokens?.length || (e.key !== "ArrowLeft" && e.key !== "ArrowRight")) return;
+  e.preventDefault();
+  const at = Number(li.querySelector(".tok.current")?.dataset.step ?? -1);
+  const next = Math.max(0, Math.min(li.tokens.length - 1, at + (e.key === "ArrowRight" ? 1 : -1)));
+  const span = li.querySelector(`.tok[data-step="${next}"]`);
+  if (span) showAlternatives(span);
+});
 document.addEventListener("click", (e) => !tokenOf(e) && ($("alts").hidden = true));
 
 $("composer").addEventListener("submit", (e) => {

@@ -385,6 +385,10 @@ test("demo page: a slider moved mid-reply reaches the engine before the next tok
   }
   const chart = await p.evaluate(() => document.querySelectorAll("#dist tbody tr").length);
   same(chart, 10, "the distribution panel shows the hovered step");
+  // The keyboard reaches the same view: Right moves to the next token.
+  await p.focus("#messages li.assistant");
+  await p.keyboard.press("ArrowRight");
+  same(await p.evaluate(() => document.querySelector(".tok.current").dataset.step), String(step + 1), "ArrowRight steps to the next token");
 
   await p.setViewportSize({ width: 390, height: 844 });
   await p.hover(`#messages li.assistant .tok[data-step="${step}"]`);
