@@ -122,13 +122,13 @@ export class Host {
   #stopRequested = () => false;
 
   /** Load the model; resolves to `info()`. */
-  async load({ model, backend = "auto", contextSize, cache, sha256 }, onProgress = () => {}) {
+  async load({ model, backend = "auto", contextSize, exactCpu = false, cache, sha256 }, onProgress = () => {}) {
     wasmReady ??= init();
     await wasmReady;
     const bytes = await readModel(model, { cache, sha256, onProgress });
     onProgress({ stage: "load", loadedBytes: bytes.length, totalBytes: bytes.length });
     try {
-      this.engine = await Engine.load(bytes, { backend, context_size: contextSize ?? null });
+      this.engine = await Engine.load(bytes, { backend, context_size: contextSize ?? null, exact_cpu: exactCpu });
     } catch (e) {
       throw this.#crashed(e);
     }

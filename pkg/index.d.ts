@@ -33,6 +33,11 @@ export interface EngineOptions {
   backend?: "auto" | "gpu" | "cpu";
   /** KV-cache capacity in tokens (default min(model context, 4096)). */
   contextSize?: number;
+  /**
+   * CPU backend: f32 math on dequantized weights (the exact reference; about 5x the memory and
+   * slower) instead of 8-bit integer products on the quantized blocks, as llama.cpp computes.
+   */
+  exactCpu?: boolean;
   /** Run in a dedicated Web Worker (default true). */
   worker?: boolean;
   /** Keep a downloaded model in the Cache API, keyed by URL (default true). */
@@ -179,6 +184,8 @@ export interface EngineInfo {
   };
   config: Record<string, unknown>;
   context_size: number;
+  /** End-of-generation token ids. */
+  eog_ids: number[];
   cached_tokens: number;
   weight_bytes: number;
   kv_cache_bytes: number;

@@ -289,17 +289,17 @@ class LlmEngine {
 /**
  * Load a model and return an engine. `model`: a URL, a File or Blob, or an ArrayBuffer.
  * Options: onProgress({ stage, loadedBytes, totalBytes }), backend ("auto" | "gpu" | "cpu"),
- * contextSize, worker (default true), cache (default true: the Cache API, keyed by URL), sha256.
+ * contextSize, exactCpu, worker (default true), cache (default true: the Cache API, keyed by URL), sha256.
  */
 export async function createEngine(options) {
-  const { model, onProgress, worker = true, backend = "auto", contextSize, cache = true, sha256 } = options ?? {};
+  const { model, onProgress, worker = true, backend = "auto", contextSize, exactCpu, cache = true, sha256 } = options ?? {};
   if (model === undefined || model === null) throw new WebGpuLlmError("invalid_argument", "createEngine needs a model");
   const transport = worker
     ? new WorkerTransport(new Worker(new URL("./worker.js", import.meta.url), { type: "module" }))
     : new LocalTransport();
   const progress = (event) => event.progress && onProgress?.(event.progress);
   try {
-    const info = await transport.call("load", { model, backend, contextSize, cache, sha256 }, progress);
+    const info = await transport.call("load", { model, backend, contextSize, exactCpu, cache, sha256 }, progress);
     const name = typeof model === "string" ? model.split("/").pop() : model.name ?? "model";
     return new LlmEngine(transport, info, name);
   } catch (e) {

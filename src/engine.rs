@@ -36,6 +36,10 @@ pub struct EngineOptions {
     pub backend: BackendKind,
     /// KV-cache capacity in positions; default min(model context, 4096).
     pub context_size: Option<usize>,
+    /// On the CPU backend, compute in f32 on dequantized weights (the exact reference: about 5×
+    /// the memory, and slower) instead of llama.cpp's 8-bit integer products on the quantized
+    /// blocks (the default, which moves logits as much as llama.cpp's own kernels do).
+    pub exact_cpu: bool,
     /// GPU set-up (f16 use, binding size cap).
     #[serde(skip)]
     pub gpu: GpuOptions,
@@ -456,7 +460,11 @@ async fn load_backend(
     capacity: usize,
 ) -> Result<(Box<dyn Backend>, Option<AdapterReport>)> {
     let cpu = || -> Result<(Box<dyn Backend>, Option<AdapterReport>)> {
-        Ok((Box::new(CpuModel::new(config, tensors, capacity)?), None))
+        let model = match options.exact_cpu {
+            true => CpuModel::reference(config, tensors, capacity)?,
+            false => CpuModel::new(config, tensors, capacity)?,
+        };
+        Ok((Box::new(model), None))
     };
     if options.backend == BackendKind::Cpu {
         return cpu();

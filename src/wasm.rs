@@ -125,6 +125,7 @@ impl WasmEngine {
             "adapter": e.adapter(),
             "config": e.config(),
             "context_size": e.context_size(),
+            "eog_ids": e.tokenizer().eog_ids(),
             "cached_tokens": e.cached_tokens().len(),
             "weight_bytes": stats.weight_bytes,
             "kv_cache_bytes": stats.kv_bytes,

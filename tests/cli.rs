@@ -36,9 +36,13 @@ fn tokenize_prints_llama_cpp_ids() {
 #[test]
 fn generate_json_matches_llama_cpp_greedy() {
     let g = golden_json("chat_capital.json");
+    // The exact f32 CPU path and the GPU (f32 math on the quantized weights) give llama.cpp's
+    // f32 reference tokens.
     for backend in ["cpu", "gpu"] {
         let question = "What is the capital of France?";
-        let out = json(&cli(&["generate", "--chat", question, "--temperature", "0", "--json", "--backend", backend]));
+        let args =
+            ["generate", "--chat", question, "--temperature", "0", "--json", "--exact-cpu", "--backend", backend];
+        let out = json(&cli(&args));
         assert_eq!(out["prompt_tokens"], g["prompt_token_ids"]);
         let r = &g["f32_reference"];
         let n = r["first_eog_index"].as_u64().unwrap() as usize;
@@ -52,7 +56,8 @@ fn generate_json_matches_llama_cpp_greedy() {
 
     let raw = golden_json("raw_facts.json");
     let text = raw["prompt_text"].as_str().unwrap();
-    let out = json(&cli(&["generate", "--prompt", text, "--temperature", "0", "--max-tokens", "6", "--json"]));
+    let out =
+        json(&cli(&["generate", "--prompt", text, "--temperature", "0", "--max-tokens", "6", "--json", "--exact-cpu"]));
     assert_eq!(out["prompt_tokens"], raw["prompt_token_ids"]);
     let want = &raw["f32_reference"]["generated_token_ids"].as_array().unwrap()[..6];
     assert_eq!(out["tokens"].as_array().unwrap()[..], *want);
@@ -63,7 +68,7 @@ fn generate_json_matches_llama_cpp_greedy() {
 fn chat_answers_and_keeps_context() {
     let model = model_path();
     let mut child = Command::new(env!("CARGO_BIN_EXE_webgpu-llm"))
-        .args(["chat", "--temperature", "0", "--max-tokens", "30", "--model", model.to_str().unwrap()])
+        .args(["chat", "--temperature", "0", "--max-tokens", "30", "--exact-cpu", "--model", model.to_str().unwrap()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

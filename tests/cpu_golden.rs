@@ -7,7 +7,16 @@ use webgpu_llm::cpu::CpuModel;
 use webgpu_llm::gguf::Gguf;
 use webgpu_llm::model::{Config, Weights};
 
+/// The exact f32 reference path.
 fn load(bytes: &[u8]) -> CpuModel {
+    let g = Gguf::parse(bytes).unwrap();
+    let c = Config::from_gguf(&g).unwrap();
+    let w = Weights::from_gguf(&g, &c).unwrap();
+    CpuModel::reference(&c, &w, 512).unwrap()
+}
+
+/// The fast path: weights in their blocks, 8-bit inputs.
+fn load_quantized(bytes: &[u8]) -> CpuModel {
     let g = Gguf::parse(bytes).unwrap();
     let c = Config::from_gguf(&g).unwrap();
     let w = Weights::from_gguf(&g, &c).unwrap();
@@ -82,5 +91,35 @@ fn greedy_continuations_match_llama_cpp_f32_reference() {
         }
         println!("{name}: {matched}/{} greedy tokens identical, top-10 logits within {worst:.5}", want.len());
         assert!(matched >= want.len() - 2, "{name}: only {matched} steps compared");
+    }
+}
+
+/// The quantized path computes what llama.cpp's own CPU kernels compute (Q4_1 weights times
+/// inputs quantized to Q8_1, Q8_0 for the Q8_0 output matrix); its single products are checked
+/// exactly in `cpu::quantized`. On this model the whole computation is chaotic: llama.cpp's two
+/// quantized runs (f32 and f16 KV cache) differ by up to 0.59 root-mean-square, and rounding
+/// `1/d` differently moves ours by as much, so no run reproduces another's logits. What holds is
+/// the size of the deviation: ours stays as close to the exact f32 run as llama.cpp's quantized
+/// runs do (rms at most 2× theirs; measured up to 1.46×), and its first token is among the exact run's top two.
+#[test]
+fn quantized_path_deviates_like_llama_cpp_quantized_kernels() {
+    let bytes = model_bytes();
+    let mut model = load_quantized(&bytes);
+    let rms = |a: &[f32], b: &[f32]| {
+        (a.iter().zip(b).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>() / a.len() as f64).sqrt()
+    };
+    for name in PROMPTS {
+        let g = golden_json(&format!("{name}.json"));
+        model.truncate(0);
+        let logits = model.forward_full(&ids(&g["prompt_token_ids"])).unwrap();
+        let exact = golden_f32(&format!("{name}.f32_reference.logits0.f32"));
+        let theirs = ["q4_1_fa_off_kv_f32", "q4_1_llamacpp_default"]
+            .map(|c| rms(&golden_f32(&format!("{name}.{c}.logits0.f32")), &exact))
+            .into_iter()
+            .fold(0.0, f64::max);
+        let ours = rms(&logits, &exact);
+        println!("{name}: rms from the exact run: ours {ours:.3}, llama.cpp's quantized runs up to {theirs:.3}");
+        assert!(ours <= 2.0 * theirs, "{name}: {ours} vs {theirs}");
+        assert!(top_ids(&exact, 2).contains(&argmax(&logits)), "{name}: first token {}", argmax(&logits));
     }
 }

@@ -8,8 +8,10 @@ use webgpu_llm::sampler::SamplingParams;
 use webgpu_llm::tokenizer::Message;
 use webgpu_llm::Error;
 
+/// The exact CPU path, so that greedy answers are llama.cpp's f32 reference answers.
 fn engine(context: Option<usize>) -> Engine {
-    let options = EngineOptions { backend: BackendKind::Cpu, context_size: context, ..EngineOptions::default() };
+    let options =
+        EngineOptions { backend: BackendKind::Cpu, context_size: context, exact_cpu: true, ..EngineOptions::default() };
     Engine::load(&model_bytes(), &options).unwrap()
 }
 

@@ -97,7 +97,8 @@ fn three_chat_turns_equal_the_cpu_backend() {
             .map(|g| (g.tokens, g.reused_tokens))
             .collect()
     };
-    let cpu_options = EngineOptions { backend: BackendKind::Cpu, context_size: Some(512), ..Default::default() };
+    let cpu_options =
+        EngineOptions { backend: BackendKind::Cpu, context_size: Some(512), exact_cpu: true, ..Default::default() };
     let cpu = run(&mut Engine::load(&model_bytes(), &cpu_options).unwrap());
     let gpu = run(&mut gpu_engine(GpuOptions::default(), Some(512)));
     assert_eq!(gpu, cpu);

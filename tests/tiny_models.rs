@@ -178,7 +178,7 @@ fn check(arch: &str, tied: bool, rope_freqs: bool, linear_scale: Option<f32>) {
         Box::new(GpuModel::load_blocking(gpu, &c, &w, 256).unwrap())
     };
     let backends: [(&str, Box<dyn Backend>, f64); 3] = [
-        ("cpu", Box::new(CpuModel::new(&c, &w, 256).unwrap()), 1e-4),
+        ("cpu", Box::new(CpuModel::reference(&c, &w, 256).unwrap()), 1e-4),
         ("gpu f32", gpu(false), 1e-4),
         ("gpu f16", gpu(true), 1e-2),
     ];

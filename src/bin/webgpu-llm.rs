@@ -35,6 +35,8 @@ common options:
                         forward-pass backend (default auto: the GPU if it is real hardware,
                         else the CPU, which beats software adapters such as lavapipe)
   --no-f16              on the GPU, use the f32 path even where shader-f16 exists
+  --exact-cpu           on the CPU, compute in f32 on dequantized weights (the exact reference,
+                        about 5x the memory) instead of 8-bit integer products as llama.cpp does
   --context N           KV-cache capacity in tokens (default min(model context, 4096))
 
 sampling options (applied in this order; see src/sampler.rs):
@@ -45,7 +47,7 @@ sampling options (applied in this order; see src/sampler.rs):
 ";
 
 /// Options that take no value.
-const SWITCHES: &[&str] = &["--json", "--no-parse-special", "--no-f16", "--sample", "--help"];
+const SWITCHES: &[&str] = &["--json", "--no-parse-special", "--no-f16", "--exact-cpu", "--sample", "--help"];
 
 struct Args {
     command: String,
@@ -91,7 +93,7 @@ impl Args {
 
     /// Refuse options this command does not know, so a typo is not silently ignored.
     fn only(&self, allowed: &[&str]) -> Result<()> {
-        let common = ["--model", "--tokenizer", "--backend", "--context", "--no-f16", "--help"];
+        let common = ["--model", "--tokenizer", "--backend", "--context", "--no-f16", "--exact-cpu", "--help"];
         match self.values.keys().find(|k| !allowed.contains(&k.as_str()) && !common.contains(&k.as_str())) {
             Some(k) => Err(Error::InvalidArgument(format!("{} does not take {k}", self.command))),
             None => Ok(()),
@@ -158,7 +160,13 @@ fn load(args: &Args) -> Result<(Engine, f64)> {
         None => None,
     };
     let gpu = GpuOptions { allow_f16: !args.flag("--no-f16"), ..GpuOptions::default() };
-    let options = EngineOptions { backend, context_size: args.num("--context")?, gpu, tokenizer_json };
+    let options = EngineOptions {
+        backend,
+        context_size: args.num("--context")?,
+        exact_cpu: args.flag("--exact-cpu"),
+        gpu,
+        tokenizer_json,
+    };
     let engine = Engine::load(&bytes, &options)?;
     Ok((engine, started.elapsed().as_secs_f64()))
 }

@@ -1,6 +1,10 @@
-//! The reference forward pass: plain f32 math over dequantized weights, one layer at a time.
+//! The CPU forward pass, one layer at a time: f32 math, with the matrix products either on
+//! weights kept in their quantized blocks (integer dot products, llama.cpp's scheme: the fast
+//! default) or on weights dequantized to f32 (the exact reference the GPU kernels are checked
+//! against).
 
 use super::ops::{dot, matmul, rmsnorm, rope, silu, softmax, Matrix};
+use super::quantized::{matmul_q, QMatrix};
 use crate::backend::{check_step, Backend, BackendStats, StepFuture};
 use crate::error::{Error, Result};
 use crate::gguf::TensorView;
@@ -26,18 +30,76 @@ impl KvCache {
     }
 }
 
-/// The model on the CPU: f32 weights and the KV cache.
+/// A weight as the CPU holds it.
+pub enum CpuWeight {
+    /// Dequantized (vectors always; matrices on the exact path or without an integer kernel).
+    F32(Matrix),
+    /// A matrix in its Q4_0 / Q4_1 / Q8_0 blocks.
+    Quantized(QMatrix),
+}
+
+impl CpuWeight {
+    fn matmul(&self, x: &[f32], out: &mut [f32]) {
+        match self {
+            CpuWeight::F32(m) => matmul(m, x, out),
+            CpuWeight::Quantized(m) => matmul_q(m, x, out),
+        }
+    }
+
+    /// Row `r` as f32 (the embedding lookup).
+    fn row_into(&self, r: usize, out: &mut [f32]) {
+        match self {
+            CpuWeight::F32(m) => out.copy_from_slice(m.row(r)),
+            CpuWeight::Quantized(m) => m.row_f32(r, out),
+        }
+    }
+
+    /// The values of a vector (norm weights, biases): vectors are always dequantized.
+    fn values(&self) -> &[f32] {
+        match self {
+            CpuWeight::F32(m) => &m.data,
+            CpuWeight::Quantized(_) => unreachable!("vectors are kept as f32"),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            CpuWeight::F32(m) => m.data.len() * 4,
+            CpuWeight::Quantized(m) => m.bytes(),
+        }
+    }
+}
+
+/// The model on the CPU: its weights and the KV cache.
 pub struct CpuModel {
     config: Config,
-    weights: Weights<Matrix>,
+    weights: Weights<CpuWeight>,
     cache: KvCache,
     steps: u64,
 }
 
 impl CpuModel {
-    /// Dequantize every tensor to f32. `capacity` is the KV cache's size in positions.
+    /// Keep Q4_0, Q4_1 and Q8_0 matrices in their blocks (integer dot products on 8-bit
+    /// inputs, as llama.cpp computes them); dequantize everything else to f32. `capacity` is the
+    /// KV cache's size in positions.
     pub fn new(config: &Config, tensors: &Weights<TensorView>, capacity: usize) -> Result<CpuModel> {
-        let weights = tensors.try_map(|t| dequantize(*t))?;
+        Self::build(config, tensors, capacity, true)
+    }
+
+    /// The exact reference: every weight dequantized to f32, all products in f32.
+    pub fn reference(config: &Config, tensors: &Weights<TensorView>, capacity: usize) -> Result<CpuModel> {
+        Self::build(config, tensors, capacity, false)
+    }
+
+    fn build(config: &Config, tensors: &Weights<TensorView>, capacity: usize, quantized: bool) -> Result<CpuModel> {
+        let weights = tensors.try_map(|t| {
+            if quantized && t.info.dims.len() == 2 {
+                if let Some(m) = QMatrix::from_tensor(*t) {
+                    return Ok(CpuWeight::Quantized(m));
+                }
+            }
+            dequantize(*t).map(CpuWeight::F32)
+        })?;
         let cache = KvCache::new(config.n_layers, capacity);
         Ok(CpuModel { config: config.clone(), weights, cache, steps: 0 })
     }
@@ -51,12 +113,12 @@ impl CpuModel {
         let start = self.cache.len;
 
         // Embeddings.
-        let mut x = Vec::with_capacity(n * d);
-        for &t in tokens {
+        let mut x = vec![0.0; n * d];
+        for (&t, row) in tokens.iter().zip(x.chunks_exact_mut(d)) {
             if t as usize >= c.vocab_size {
                 return Err(Error::InvalidArgument(format!("token id {t} is outside the vocabulary")));
             }
-            x.extend_from_slice(w.embed.row(t as usize));
+            w.embed.row_into(t as usize, row);
         }
 
         let mut h = vec![0.0; n * d];
@@ -68,20 +130,21 @@ impl CpuModel {
         let mut gate = vec![0.0; n * c.ffn_dim];
         let mut up = vec![0.0; n * c.ffn_dim];
         let mut scores = vec![0.0; start + n];
-        let freqs = w.rope_freqs.as_ref().map(|m| m.data.as_slice());
+        let freqs = w.rope_freqs.as_ref().map(CpuWeight::values);
         let group = c.n_heads / c.n_kv_heads;
         let scale = 1.0 / (hd as f32).sqrt();
 
         for (li, l) in w.layers.iter().enumerate() {
             // Attention block.
-            rmsnorm(&x, &l.attn_norm.data, c.rms_eps, &mut h);
-            matmul(&l.wq, &h, &mut q);
-            matmul(&l.wk, &h, &mut k);
-            matmul(&l.wv, &h, &mut v);
+            rmsnorm(&x, l.attn_norm.values(), c.rms_eps, &mut h);
+            l.wq.matmul(&h, &mut q);
+            l.wk.matmul(&h, &mut k);
+            l.wv.matmul(&h, &mut v);
             for (out, bias) in [(&mut q, &l.bq), (&mut k, &l.bk), (&mut v, &l.bv)] {
                 if let Some(b) = bias {
-                    for row in out.chunks_exact_mut(b.data.len()) {
-                        row.iter_mut().zip(&b.data).for_each(|(o, b)| *o += b);
+                    let b = b.values();
+                    for row in out.chunks_exact_mut(b.len()) {
+                        row.iter_mut().zip(b).for_each(|(o, b)| *o += b);
                     }
                 }
             }
@@ -116,15 +179,15 @@ impl CpuModel {
                     }
                 }
             }
-            matmul(&l.wo, &attn, &mut proj);
+            l.wo.matmul(&attn, &mut proj);
             x.iter_mut().zip(&proj).for_each(|(x, p)| *x += p);
 
             // SwiGLU feed-forward block.
-            rmsnorm(&x, &l.ffn_norm.data, c.rms_eps, &mut h);
-            matmul(&l.w_gate, &h, &mut gate);
-            matmul(&l.w_up, &h, &mut up);
+            rmsnorm(&x, l.ffn_norm.values(), c.rms_eps, &mut h);
+            l.w_gate.matmul(&h, &mut gate);
+            l.w_up.matmul(&h, &mut up);
             gate.iter_mut().zip(&up).for_each(|(g, u)| *g = silu(*g) * u);
-            matmul(&l.w_down, &gate, &mut proj);
+            l.w_down.matmul(&gate, &mut proj);
             x.iter_mut().zip(&proj).for_each(|(x, p)| *x += p);
         }
         self.cache.len = start + n;
@@ -158,7 +221,7 @@ impl Backend for CpuModel {
         let kv: usize = self.cache.k.iter().chain(&self.cache.v).map(|c| c.capacity()).sum();
         BackendStats {
             steps: self.steps,
-            weight_bytes: self.weights.all().iter().map(|m| m.data.len() as u64 * 4).sum(),
+            weight_bytes: self.weights.all().iter().map(|m| m.bytes() as u64).sum(),
             kv_bytes: kv as u64 * 4,
             ..BackendStats::default()
         }
@@ -183,9 +246,9 @@ impl CpuModel {
         }
         let c = &self.config;
         let mut normed = vec![0.0; c.d_model];
-        rmsnorm(&last, &self.weights.out_norm.data, c.rms_eps, &mut normed);
+        rmsnorm(&last, self.weights.out_norm.values(), c.rms_eps, &mut normed);
         let mut logits = vec![0.0; c.vocab_size];
-        matmul(self.weights.lm_head(), &normed, &mut logits);
+        self.weights.lm_head().matmul(&normed, &mut logits);
         Ok(Logits::Full(logits))
     }
 }

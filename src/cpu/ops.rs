@@ -33,29 +33,32 @@ impl Matrix {
 }
 
 /// `out[t][r] = Σ_c w[r][c] · x[t][c]` for each of the `x.len() / w.cols` input vectors.
-/// Rows are split across threads natively; each weight row is read once for the whole batch.
 pub fn matmul(w: &Matrix, x: &[f32], out: &mut [f32]) {
     let n = x.len() / w.cols;
-    debug_assert_eq!(out.len(), n * w.rows);
+    for_row_blocks(w.rows, n, out, |r, t| dot(w.row(r), &x[t * w.cols..(t + 1) * w.cols]));
+}
+
+/// `out[t][r] = f(r, t)` for `rows` rows and `n` tokens. Rows are split across threads natively,
+/// and each row is visited once for all tokens, so a weight row is read once per batch.
+pub fn for_row_blocks(rows: usize, n: usize, out: &mut [f32], f: impl Fn(usize, usize) -> f32 + Sync) {
+    debug_assert_eq!(out.len(), n * rows);
     // Work on blocks of rows so each thread writes its own slice of a row-block-major scratch.
-    let rows_per_task = w.rows.div_ceil(threads()).max(1);
-    let mut scratch = vec![0f32; n * w.rows];
+    let rows_per_task = rows.div_ceil(threads()).max(1);
+    let mut scratch = vec![0f32; n * rows];
     let tasks: Vec<(usize, &mut [f32])> =
         scratch.chunks_mut(rows_per_task * n).enumerate().map(|(i, s)| (i * rows_per_task, s)).collect();
     let work = |(r0, s): (usize, &mut [f32])| {
-        let nr = s.len() / n;
-        for r in 0..nr {
-            let row = w.row(r0 + r);
-            for t in 0..n {
-                s[r * n + t] = dot(row, &x[t * w.cols..(t + 1) * w.cols]);
+        for (r, dst) in s.chunks_exact_mut(n).enumerate() {
+            for (t, o) in dst.iter_mut().enumerate() {
+                *o = f(r0 + r, t);
             }
         }
     };
     parallel(tasks, work);
     // scratch is [row][token]; out is [token][row].
-    for r in 0..w.rows {
+    for r in 0..rows {
         for t in 0..n {
-            out[t * w.rows + r] = scratch[r * n + t];
+            out[t * rows + r] = scratch[r * n + t];
         }
     }
 }
