@@ -330,7 +330,7 @@ pub fn matmul_q(w: &QMatrix, x: &[f32], out: &mut [f32]) {
     let n = x.len() / w.cols;
     debug_assert_eq!(out.len(), n * w.rows);
     let xq = Q8Vec::quantize(x);
-    super::ops::for_row_blocks(w.rows, n, out, |r, t| w.dot(r, &xq, t));
+    super::ops::for_row_blocks(w.rows, w.cols, n, out, |r, t| w.dot(r, &xq, t));
 }
 
 #[cfg(test)]

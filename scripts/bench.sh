@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Every figure of BENCHMARKS.md, in one run on this machine: greedy, 64 generated tokens, prompts
+# of 16, 128, 512 and 2048 tokens; natively (`webgpu-llm bench --json`, CPU and GPU backends)
+# and in headless Chromium (www/bench.html: our CPU and WebGPU backends, and wllama on the same
+# file with 1 and 2 threads). Writes target/bench/results.jsonl, then the plots in www/plots/.
+# Takes about 20 minutes on a 2-core machine without a GPU. Set LENGTHS to change the prompts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh >/dev/null
+./scripts/build-wasm.sh >/dev/null
+cargo build --release --bin webgpu-llm 2>/dev/null
+out=target/bench/results.jsonl
+mkdir -p target/bench
+: >"$out"
+lengths=${LENGTHS:-16 128 512 2048}
+run() { # label, command...
+  local label=$1
+  shift
+  echo "== $label" >&2
+  if line=$("$@" 2>/dev/null | tail -1) && [ -n "$line" ]; then
+    echo "{\"label\":\"$label\",\"prompt\":$n,\"result\":$line}" >>"$out"
+  else
+    echo "   failed: $*" >&2
+  fi
+}
+for n in $lengths; do
+  run "native cpu" target/release/webgpu-llm bench --json --backend cpu --prompt-tokens "$n" --gen-tokens 64
+  run "native cpu, 1 thread" env WEBGPU_LLM_THREADS=1 target/release/webgpu-llm bench --json --backend cpu --prompt-tokens "$n" --gen-tokens 64
+  run "native gpu (lavapipe)" target/release/webgpu-llm bench --json --backend gpu --prompt-tokens "$n" --gen-tokens 64
+  run "browser cpu (wasm)" node scripts/bench-browser.mjs backend=cpu prompt="$n" gen=64
+  run "wllama, 2 threads" node scripts/bench-browser.mjs runtime=wllama gpu_layers=0 threads=2 prompt="$n" gen=64
+  run "wllama, 1 thread" node scripts/bench-browser.mjs runtime=wllama gpu_layers=0 threads=1 prompt="$n" gen=64
+  # WebGPU on SwiftShader is ~100x slower than the CPU: short prompts only.
+  if [ "$n" -le 128 ]; then
+    run "browser gpu (SwiftShader)" node scripts/bench-browser.mjs backend=gpu prompt="$n" gen=16
+    run "wllama, WebGPU (SwiftShader)" node scripts/bench-browser.mjs runtime=wllama prompt="$n" gen=16
+  fi
+done
+node scripts/plot-bench.mjs "$out" www/plots
