@@ -3,7 +3,7 @@
 # of 16, 128, 512 and 2048 tokens; natively (`webgpu-llm bench --json`, CPU and GPU backends)
 # and in headless Chromium (www/bench.html: our CPU and WebGPU backends, and wllama on the same
 # file with 1 and 2 threads). Writes target/bench/results.jsonl, then the plots in www/plots/.
-# Takes about 20 minutes on a 2-core machine without a GPU. Set LENGTHS to change the prompts.
+# Takes about 30 minutes on a 2-core machine without a GPU. Set LENGTHS to change the prompts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh >/dev/null
@@ -33,7 +33,7 @@ for n in $lengths; do
   # WebGPU on SwiftShader is ~100x slower than the CPU: short prompts only.
   if [ "$n" -le 128 ]; then
     run "browser gpu (SwiftShader)" node scripts/bench-browser.mjs backend=gpu prompt="$n" gen=16
-    run "wllama, WebGPU (SwiftShader)" node scripts/bench-browser.mjs runtime=wllama prompt="$n" gen=16
+    run "wllama, its defaults" node scripts/bench-browser.mjs runtime=wllama prompt="$n" gen=16
   fi
 done
 node scripts/plot-bench.mjs "$out" www/plots
