@@ -130,12 +130,13 @@ impl QMatrix {
 }
 
 /// Input vectors quantized to 8 bits per value in blocks of 32 (llama.cpp's Q8_1: `d` and
-/// `s = d·Σq` rounded to f16).
+/// `s = d·Σq` rounded to f16). The values are stored widened to 16 bits: widened once here
+/// instead of once per weight row in the dot products.
 #[derive(Clone, Debug, Default)]
 pub struct Q8Vec {
     d: Vec<f32>,
     s: Vec<f32>,
-    qs: Vec<i8>,
+    qs: Vec<i16>,
 }
 
 impl Q8Vec {
@@ -150,7 +151,7 @@ impl Q8Vec {
             let id = if d != 0.0 { 1.0 / d } else { 0.0 };
             let mut sum = 0i32;
             for (q, &x) in qb.iter_mut().zip(xb) {
-                *q = (x * id).round_ties_even() as i8;
+                *q = (x * id).round_ties_even() as i16;
                 sum += *q as i32;
             }
             v.d.push(f16::from_f32(d).to_f32());
@@ -179,7 +180,7 @@ mod kernels {
 
     #[cfg_attr(any(target_arch = "x86_64", all(target_arch = "wasm32", target_feature = "simd128")), allow(dead_code))]
     pub mod portable {
-        pub fn row_q4(qs: &[u8], d: &[f32], m: &[f32], xq: &[i8], xd: &[f32], xs: &[f32]) -> f32 {
+        pub fn row_q4(qs: &[u8], d: &[f32], m: &[f32], xq: &[i16], xd: &[f32], xs: &[f32]) -> f32 {
             super::check(qs.len(), 16, d.len(), xq.len(), xd.len());
             let mut sum = 0f32;
             for b in 0..d.len() {
@@ -193,7 +194,7 @@ mod kernels {
             sum
         }
 
-        pub fn row_q8(qs: &[u8], d: &[f32], xq: &[i8], xd: &[f32]) -> f32 {
+        pub fn row_q8(qs: &[u8], d: &[f32], xq: &[i16], xd: &[f32]) -> f32 {
             super::check(qs.len(), 32, d.len(), xq.len(), xd.len());
             let mut sum = 0f32;
             for b in 0..d.len() {
@@ -205,17 +206,18 @@ mod kernels {
         }
     }
 
-    /// SSE2 (every x86-64 has it): widen to 16 bits, `pmaddwd` pairs into 32-bit lanes.
+    /// SSE2 (every x86-64 has it): widen the weights to 16 bits, `pmaddwd` pairs into 32-bit lanes.
     #[cfg(target_arch = "x86_64")]
     mod x86 {
         use core::arch::x86_64::*;
 
-        /// Four 32-bit partial sums of `a · x` over 16 signed bytes each.
+        /// Four 32-bit partial sums of `a · x` over 16 signed bytes `a` and 16 values `x0 | x1`.
         #[inline(always)]
-        unsafe fn dot16(a: __m128i, x: __m128i) -> __m128i {
-            let widen =
-                |v: __m128i| (_mm_srai_epi16(_mm_unpacklo_epi8(v, v), 8), _mm_srai_epi16(_mm_unpackhi_epi8(v, v), 8));
-            let ((a0, a1), (x0, x1)) = (widen(a), widen(x));
+        unsafe fn dot16(a: __m128i, x: *const i16) -> __m128i {
+            let a0 = _mm_srai_epi16(_mm_unpacklo_epi8(a, a), 8);
+            let a1 = _mm_srai_epi16(_mm_unpackhi_epi8(a, a), 8);
+            let x0 = _mm_loadu_si128(x as *const __m128i);
+            let x1 = _mm_loadu_si128(x.add(8) as *const __m128i);
             _mm_add_epi32(_mm_madd_epi16(a0, x0), _mm_madd_epi16(a1, x1))
         }
 
@@ -226,7 +228,7 @@ mod kernels {
             (l[0] + l[1]) + (l[2] + l[3])
         }
 
-        pub fn row_q4(qs: &[u8], d: &[f32], m: &[f32], xq: &[i8], xd: &[f32], xs: &[f32]) -> f32 {
+        pub fn row_q4(qs: &[u8], d: &[f32], m: &[f32], xq: &[i16], xd: &[f32], xs: &[f32]) -> f32 {
             super::check(qs.len(), 16, d.len(), xq.len(), xd.len());
             assert!(m.len() == d.len() && xs.len() == d.len());
             let mut mins = 0f32;
@@ -236,11 +238,10 @@ mod kernels {
                 let mut acc = _mm_setzero_ps();
                 for b in 0..d.len() {
                     let v = _mm_loadu_si128(qs.as_ptr().add(b * 16) as *const __m128i);
-                    let x0 = _mm_loadu_si128(xq.as_ptr().add(b * 32) as *const __m128i);
-                    let x1 = _mm_loadu_si128(xq.as_ptr().add(b * 32 + 16) as *const __m128i);
+                    let x = xq.as_ptr().add(b * 32);
                     let lo = _mm_and_si128(v, mask);
                     let hi = _mm_and_si128(_mm_srli_epi16(v, 4), mask);
-                    let i = _mm_add_epi32(dot16(lo, x0), dot16(hi, x1));
+                    let i = _mm_add_epi32(dot16(lo, x), dot16(hi, x.add(16)));
                     acc = _mm_add_ps(acc, _mm_mul_ps(_mm_cvtepi32_ps(i), _mm_set1_ps(d[b] * xd[b])));
                     mins += m[b] * xs[b];
                 }
@@ -248,7 +249,7 @@ mod kernels {
             }
         }
 
-        pub fn row_q8(qs: &[u8], d: &[f32], xq: &[i8], xd: &[f32]) -> f32 {
+        pub fn row_q8(qs: &[u8], d: &[f32], xq: &[i16], xd: &[f32]) -> f32 {
             super::check(qs.len(), 32, d.len(), xq.len(), xd.len());
             // SAFETY: as above.
             unsafe {
@@ -256,9 +257,8 @@ mod kernels {
                 for b in 0..d.len() {
                     let q0 = _mm_loadu_si128(qs.as_ptr().add(b * 32) as *const __m128i);
                     let q1 = _mm_loadu_si128(qs.as_ptr().add(b * 32 + 16) as *const __m128i);
-                    let x0 = _mm_loadu_si128(xq.as_ptr().add(b * 32) as *const __m128i);
-                    let x1 = _mm_loadu_si128(xq.as_ptr().add(b * 32 + 16) as *const __m128i);
-                    let i = _mm_add_epi32(dot16(q0, x0), dot16(q1, x1));
+                    let x = xq.as_ptr().add(b * 32);
+                    let i = _mm_add_epi32(dot16(q0, x), dot16(q1, x.add(16)));
                     acc = _mm_add_ps(acc, _mm_mul_ps(_mm_cvtepi32_ps(i), _mm_set1_ps(d[b] * xd[b])));
                 }
                 hsum(acc)
@@ -266,15 +266,19 @@ mod kernels {
         }
     }
 
-    /// WebAssembly SIMD128: widen to 16 bits, `i32x4.dot_i16x8_s`.
+    /// WebAssembly SIMD128: widen the weights to 16 bits, `i32x4.dot_i16x8_s`.
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     mod wasm {
         use core::arch::wasm32::*;
 
+        /// Four 32-bit partial sums of `a · x` over 16 signed bytes `a` and 16 values at `x`.
+        ///
+        /// # Safety
+        /// `x` must point at 16 readable values.
         #[inline(always)]
-        fn dot16(a: v128, x: v128) -> v128 {
-            let lo = i32x4_dot_i16x8(i16x8_extend_low_i8x16(a), i16x8_extend_low_i8x16(x));
-            let hi = i32x4_dot_i16x8(i16x8_extend_high_i8x16(a), i16x8_extend_high_i8x16(x));
+        unsafe fn dot16(a: v128, x: *const i16) -> v128 {
+            let lo = i32x4_dot_i16x8(i16x8_extend_low_i8x16(a), v128_load(x as *const v128));
+            let hi = i32x4_dot_i16x8(i16x8_extend_high_i8x16(a), v128_load(x.add(8) as *const v128));
             i32x4_add(lo, hi)
         }
 
@@ -284,7 +288,7 @@ mod kernels {
                 + (f32x4_extract_lane::<2>(v) + f32x4_extract_lane::<3>(v))
         }
 
-        pub fn row_q4(qs: &[u8], d: &[f32], m: &[f32], xq: &[i8], xd: &[f32], xs: &[f32]) -> f32 {
+        pub fn row_q4(qs: &[u8], d: &[f32], m: &[f32], xq: &[i16], xd: &[f32], xs: &[f32]) -> f32 {
             super::check(qs.len(), 16, d.len(), xq.len(), xd.len());
             assert!(m.len() == d.len() && xs.len() == d.len());
             let mut mins = 0f32;
@@ -293,11 +297,10 @@ mod kernels {
             unsafe {
                 for b in 0..d.len() {
                     let v = v128_load(qs.as_ptr().add(b * 16) as *const v128);
-                    let x0 = v128_load(xq.as_ptr().add(b * 32) as *const v128);
-                    let x1 = v128_load(xq.as_ptr().add(b * 32 + 16) as *const v128);
+                    let x = xq.as_ptr().add(b * 32);
                     let lo = v128_and(v, u8x16_splat(15));
                     let hi = u8x16_shr(v, 4);
-                    let i = i32x4_add(dot16(lo, x0), dot16(hi, x1));
+                    let i = i32x4_add(dot16(lo, x), dot16(hi, x.add(16)));
                     acc = f32x4_add(acc, f32x4_mul(f32x4_convert_i32x4(i), f32x4_splat(d[b] * xd[b])));
                     mins += m[b] * xs[b];
                 }
@@ -305,7 +308,7 @@ mod kernels {
             hsum(acc) + mins
         }
 
-        pub fn row_q8(qs: &[u8], d: &[f32], xq: &[i8], xd: &[f32]) -> f32 {
+        pub fn row_q8(qs: &[u8], d: &[f32], xq: &[i16], xd: &[f32]) -> f32 {
             super::check(qs.len(), 32, d.len(), xq.len(), xd.len());
             let mut acc = f32x4_splat(0.0);
             // SAFETY: as above.
@@ -313,9 +316,8 @@ mod kernels {
                 for b in 0..d.len() {
                     let q0 = v128_load(qs.as_ptr().add(b * 32) as *const v128);
                     let q1 = v128_load(qs.as_ptr().add(b * 32 + 16) as *const v128);
-                    let x0 = v128_load(xq.as_ptr().add(b * 32) as *const v128);
-                    let x1 = v128_load(xq.as_ptr().add(b * 32 + 16) as *const v128);
-                    let i = i32x4_add(dot16(q0, x0), dot16(q1, x1));
+                    let x = xq.as_ptr().add(b * 32);
+                    let i = i32x4_add(dot16(q0, x), dot16(q1, x.add(16)));
                     acc = f32x4_add(acc, f32x4_mul(f32x4_convert_i32x4(i), f32x4_splat(d[b] * xd[b])));
                 }
             }
