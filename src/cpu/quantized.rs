@@ -5,8 +5,9 @@
 //!
 //! For weights `w = d·q + m` (Q4_0 is Q4_1 with `m = -8d`) and inputs `x ≈ dx·qx`, a block gives
 //! `d·dx·Σ q·qx + m·sx`, where `sx = dx·Σ qx` (llama.cpp's Q8_1). Q8_0 weights have no `m`.
-//! Scales are rounded to f16 as llama.cpp stores them, so the products match its
-//! `q4_1_fa_off_kv_f32` reference run, not the exact f32 one.
+//! Scales are rounded to f16 as llama.cpp stores them. This is llama.cpp's computation (its
+//! `q4_1_*` golden runs), not the exact f32 one; tests/cpu_golden.rs shows how far from the exact
+//! run that lands on the default model.
 
 use half::f16;
 
