@@ -14,8 +14,9 @@ python3 -m pip --version >/dev/null 2>&1 || apt_get python3 python3-pip
 ls /usr/share/vulkan/icd.d/lvp_icd.*.json >/dev/null 2>&1 || apt_get mesa-vulkan-drivers
 [ -x /usr/bin/chromium ] || apt_get chromium
 command -v npm >/dev/null 2>&1 || apt_get nodejs npm
-for tool in wasm-opt tsc playwright-core; do
-  [ -e "tests/browser/node_modules/.bin/$tool" ] || { npm ci --prefix tests/browser --no-audit --no-fund; break; }
+# The browser tooling's packages (package-lock.json): reinstall when any is missing.
+for dep in .bin/wasm-opt .bin/tsc .bin/playwright-core @wllama/wllama/esm/wasm/wllama.wasm; do
+  [ -e "tests/browser/node_modules/$dep" ] || { npm ci --prefix tests/browser --no-audit --no-fund; break; }
 done
 rustup target list --installed | grep -q '^wasm32-unknown-unknown$' || rustup target add wasm32-unknown-unknown
 rustup component list --installed | grep -q '^clippy' || rustup component add clippy rustfmt

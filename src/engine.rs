@@ -401,6 +401,13 @@ impl Engine {
             // New knobs apply from the next step's logits on: the shortlist must be asked for
             // with the knobs that will sample it.
             if let Some(p) = self.retune.take() {
+                // The running generation keeps its stop conditions; the record says so too.
+                let p = SamplingParams {
+                    max_tokens: params.max_tokens,
+                    stop: params.stop.clone(),
+                    stop_token_ids: params.stop_token_ids.clone(),
+                    ..p
+                };
                 sampler.set_params(p.clone())?;
                 gen.sampling.push(SamplingChange { from_token: gen.tokens.len(), params: p });
             }

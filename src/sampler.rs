@@ -343,11 +343,11 @@ fn by_logit_then_id(a: &(f32, u32), b: &(f32, u32)) -> Ordering {
 /// One pass with a buffer of at most `2k` entries: whenever it fills, it is cut back to its `k`
 /// best by partial selection, and the k-th best logit becomes a floor that later tokens must
 /// beat (a later token with an equal logit has a higher id, so it loses the tie).
-fn top_k_select(l: &[f32], k: usize) -> Vec<(f32, u32)> {
+fn top_k_select(l: impl ExactSizeIterator<Item = f32>, k: usize) -> Vec<(f32, u32)> {
     let cap = k.saturating_mul(2).max(1);
     let mut buf: Vec<(f32, u32)> = Vec::with_capacity(cap.min(l.len()));
     let mut floor = f32::NEG_INFINITY;
-    for (i, &x) in l.iter().enumerate() {
+    for (i, x) in l.enumerate() {
         if x <= floor {
             continue;
         }
@@ -486,7 +486,7 @@ impl Sampler {
         let raw = (sanitize(logits[id as usize]) as f64 - log_z) as f32;
         let best = match self.params.top_logprobs {
             0 => Vec::new(),
-            n => top_k_select(&logits.iter().map(|&x| sanitize(x)).collect::<Vec<_>>(), n),
+            n => top_k_select(logits.iter().map(|&x| sanitize(x)), n),
         };
         Ok(sampled(id, &plan, raw, &best, log_z))
     }
@@ -559,7 +559,7 @@ impl Sampler {
 
         // 4. top_k (the full path is sorted after the min_p prefilter below)
         let mut cands: Vec<(f32, u32)> = if p.top_k > 0 {
-            top_k_select(&l, p.top_k)
+            top_k_select(l.iter().copied(), p.top_k)
         } else {
             l.iter().enumerate().filter(|(_, x)| **x != f32::NEG_INFINITY).map(|(i, &x)| (x, i as u32)).collect()
         };

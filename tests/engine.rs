@@ -204,6 +204,7 @@ fn retuned_knobs_apply_from_the_next_token() {
     // The generation records which knobs sampled which tokens.
     let record: Vec<(usize, f32)> = gen.sampling.iter().map(|c| (c.from_token, c.params.temperature)).collect();
     assert_eq!(record, [(0, 1.0), (3, 0.0)]);
+    assert_eq!(gen.sampling[1].params.max_tokens, 12, "the record keeps the running generation's limit");
     assert_eq!(plain.sampling.len(), 1);
 }
 
