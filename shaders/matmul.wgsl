@@ -2,16 +2,26 @@
 // The format's `load8` (shaders/formats/*.wgsl) is pasted beside this file; it reads `w`.
 // A matrix larger than one storage binding arrives in parts of whole rows: each part is its
 // own dispatch, whose rows land at `out_row0`.
+//
+// What would otherwise be separate launches is fused in (decode reads each activation once
+// and the weights once, so launches, not arithmetic, are what these save):
+// - a prologue on the input: RMSNorm of x (`_norm` entries), or silu(gate) * up of an x whose
+//   rows hold gate then up (`_swiglu` entries);
+// - an epilogue on the output: a bias, and `y +=` (the residual add).
 
 struct MatParams {
     rows: u32,        // rows in this part
     cols: u32,        // a multiple of 32
     row_words: u32,   // words per row in `w`
-    out_row0: u32,    // this part's first row in the whole matrix
-    out_stride: u32,  // floats per token in `y` (the whole matrix's rows)
+    out_row0: u32,    // this part's first row in y's rows (parts, and matrices stacked side by side)
+    out_stride: u32,  // floats per token in `y`
     accumulate: u32,  // 1: y += W x (a residual add for free)
+    bias: u32,        // 1: add bias[out_row0 + row]
+    last_only: u32,   // 1: the input is the step's last token, the output row 0 (matrix × vector)
+    eps: f32,         // the RMSNorm prologue's epsilon
     _pad0: u32,
     _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<storage, read> w: array<u32>;
@@ -20,6 +30,8 @@ struct MatParams {
 @group(0) @binding(3) var<uniform> p: MatParams;
 @group(0) @binding(4) var<uniform> step: Step;
 @group(0) @binding(5) var<storage, read> tokens: array<u32>;
+@group(0) @binding(6) var<storage, read> norm_w: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read> bias: array<f32>;
 
 // Byte `i` of a block that starts at word `base`.
 fn byte_at(base: u32, i: u32) -> u32 {
@@ -44,12 +56,59 @@ fn k_scale_offset(b: u32, s: u32) -> vec2<f32> {
     return vec2<f32>(dm.x * sm.x, dm.y * sm.y);
 }
 
-fn store(i: u32, v: f32) {
-    if (p.accumulate != 0u) {
-        y[i] += v;
-    } else {
-        y[i] = v;
+// Output `row` (of the whole matrix) of token t, after the epilogue.
+fn store(t: u32, row: u32, v: f32) {
+    var r = v;
+    if (p.bias != 0u) {
+        r += bias[row];
     }
+    let i = t * p.out_stride + row;
+    if (p.accumulate != 0u) {
+        y[i] += r;
+    } else {
+        y[i] = r;
+    }
+}
+
+// Prologues.
+const PLAIN: u32 = 0u;
+const NORM: u32 = 1u;
+const SWIGLU: u32 = 2u;
+
+fn silu(g: vec4<f32>) -> vec4<f32> {
+    return g / (1.0 + exp(-g));
+}
+
+// Inputs 8i .. 8i + 8 of token t after the prologue; `scale` is the token's 1 / rms (NORM).
+fn input8(kind: u32, t: u32, i: u32, scale: f32) -> Eight {
+    if (kind == SWIGLU) {
+        let g = t * p.cols / 2u + 2u * i; // rows of 2 * cols: gate, then up
+        let u = g + p.cols / 4u;
+        return Eight(silu(x[g]) * x[u], silu(x[g + 1u]) * x[u + 1u]);
+    }
+    let b = t * p.cols / 4u + 2u * i;
+    if (kind == NORM) {
+        return Eight(x[b] * scale * norm_w[2u * i], x[b + 1u] * scale * norm_w[2u * i + 1u]);
+    }
+    return Eight(x[b], x[b + 1u]);
+}
+
+var<workgroup> norm_partial: array<f32, 64>;
+
+// 1 / rms of token t's input, by the whole workgroup (64 invocations; uniform control flow).
+fn inv_rms(t: u32, tid: u32) -> f32 {
+    let b = t * p.cols / 4u;
+    var s = 0.0;
+    for (var v = tid; v < p.cols / 4u; v += 64u) {
+        s += dot(x[b + v], x[b + v]);
+    }
+    norm_partial[tid] = s;
+    workgroupBarrier();
+    var total = 0.0;
+    for (var j = 0u; j < 64u; j++) {
+        total += norm_partial[j];
+    }
+    return inverseSqrt(total / f32(p.cols) + p.eps);
 }
 
 // Embedding lookup: row tokens[t] of W (when it lies in this part) becomes y[t]. One invocation
@@ -81,24 +140,26 @@ const MV_WG: u32 = 64u;
 const MV_ROWS: u32 = 8u;
 var<workgroup> mv_partial: array<f32, 512>; // MV_ROWS * MV_WG
 
-@compute @workgroup_size(64)
-fn matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-          @builtin(local_invocation_index) tid: u32) {
+fn matvec_body(kind: u32, wid: vec3<u32>, nwg: vec3<u32>, tid: u32) {
     let r0 = flat_wg(wid, nwg) * MV_ROWS;
     if (r0 >= p.rows) {
         return;
+    }
+    let t = select(0u, step.n - 1u, p.last_only != 0u);
+    var scale = 1.0;
+    if (kind == NORM) {
+        scale = inv_rms(t, tid);
     }
     let items = p.cols / 8u;
     var acc: array<f32, 8>;
     for (var i = tid; i < items; i += MV_WG) {
         let g = i / 4u;
         let part = i % 4u;
-        let xl = x[2u * i];
-        let xh = x[2u * i + 1u];
+        let xi = input8(kind, t, i, scale);
         for (var r = 0u; r < MV_ROWS; r++) {
             if (r0 + r < p.rows) {
                 let e = load8((r0 + r) * p.row_words, g, part);
-                acc[r] += dot(e.lo, xl) + dot(e.hi, xh);
+                acc[r] += dot(e.lo, xi.lo) + dot(e.hi, xi.hi);
             }
         }
     }
@@ -112,21 +173,56 @@ fn matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         for (var i = 0u; i < MV_WG; i++) {
             sum += mv_partial[tid * MV_WG + i];
         }
-        store(p.out_row0 + r0 + tid, sum);
+        store(0u, p.out_row0 + r0 + tid, sum);
     }
+}
+
+@compute @workgroup_size(64)
+fn matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) tid: u32) {
+    matvec_body(PLAIN, wid, nwg, tid);
+}
+
+@compute @workgroup_size(64)
+fn matvec_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) tid: u32) {
+    matvec_body(NORM, wid, nwg, tid);
+}
+
+@compute @workgroup_size(64)
+fn matvec_swiglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) tid: u32) {
+    matvec_body(SWIGLU, wid, nwg, tid);
 }
 
 // Matrix × matrix (prefill: n tokens). Each invocation owns one row and a tile of MM_TOKENS
 // tokens: per group of 32 columns it dequantizes its 32 weights once into registers and uses
 // them for every token of the tile, whose inputs are the same for all invocations (broadcast
-// loads). No workgroup memory and no barriers.
+// loads). No workgroup memory and no barriers, but for the norm prologue's 1 / rms per token.
 const MM_TOKENS: u32 = 32u;
+var<workgroup> tile_scale: array<f32, 32>; // MM_TOKENS
 
-@compute @workgroup_size(64)
-fn matmat(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+fn matmat_body(kind: u32, wid: vec3<u32>, tid: u32) {
     let row = wid.x * 64u + tid;
     let tok0 = wid.y * MM_TOKENS;
     let count = min(MM_TOKENS, step.n - tok0);
+    if (kind == NORM) {
+        // Two invocations per token, each summing every other vec4 of the row.
+        let t = tid % MM_TOKENS;
+        var s = 0.0;
+        if (t < count) {
+            let b = (tok0 + t) * p.cols / 4u;
+            for (var v = tid / MM_TOKENS; v < p.cols / 4u; v += 2u) {
+                s += dot(x[b + v], x[b + v]);
+            }
+        }
+        norm_partial[tid] = s;
+        workgroupBarrier();
+        if (tid < MM_TOKENS) {
+            tile_scale[tid] = inverseSqrt((norm_partial[tid] + norm_partial[tid + MM_TOKENS]) / f32(p.cols) + p.eps);
+        }
+        workgroupBarrier();
+    }
     if (row >= p.rows) {
         return;
     }
@@ -141,15 +237,34 @@ fn matmat(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
         // A constant trip count lets compilers unroll and keep `acc` in registers.
         for (var t = 0u; t < MM_TOKENS; t++) {
             if (t < count) {
-                let xi = ((tok0 + t) * p.cols + g * 32u) / 4u;
-                acc[t] += dot(a.lo, x[xi]) + dot(a.hi, x[xi + 1u]) + dot(b.lo, x[xi + 2u]) + dot(b.hi, x[xi + 3u])
-                    + dot(c.lo, x[xi + 4u]) + dot(c.hi, x[xi + 5u]) + dot(d.lo, x[xi + 6u]) + dot(d.hi, x[xi + 7u]);
+                let scale = tile_scale[t];
+                let xa = input8(kind, tok0 + t, 4u * g, scale);
+                let xb = input8(kind, tok0 + t, 4u * g + 1u, scale);
+                let xc = input8(kind, tok0 + t, 4u * g + 2u, scale);
+                let xd = input8(kind, tok0 + t, 4u * g + 3u, scale);
+                acc[t] += dot(a.lo, xa.lo) + dot(a.hi, xa.hi) + dot(b.lo, xb.lo) + dot(b.hi, xb.hi)
+                    + dot(c.lo, xc.lo) + dot(c.hi, xc.hi) + dot(d.lo, xd.lo) + dot(d.hi, xd.hi);
             }
         }
     }
     for (var t = 0u; t < MM_TOKENS; t++) {
         if (t < count) {
-            store((tok0 + t) * p.out_stride + p.out_row0 + row, acc[t]);
+            store(tok0 + t, p.out_row0 + row, acc[t]);
         }
     }
+}
+
+@compute @workgroup_size(64)
+fn matmat(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    matmat_body(PLAIN, wid, tid);
+}
+
+@compute @workgroup_size(64)
+fn matmat_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    matmat_body(NORM, wid, tid);
+}
+
+@compute @workgroup_size(64)
+fn matmat_swiglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    matmat_body(SWIGLU, wid, tid);
 }

@@ -5,7 +5,7 @@
 
 use half::{bf16, f16};
 use webgpu_llm::cpu::ops::{rmsnorm, rope, rope_cos_sin, silu, softmax};
-use webgpu_llm::gpu::oneshot::Oneshot;
+use webgpu_llm::gpu::oneshot::{Fused, Oneshot};
 use webgpu_llm::gpu::ops::Shape;
 use webgpu_llm::gpu::{Gpu, GpuOptions};
 use webgpu_llm::model::RopeStyle;
@@ -183,24 +183,63 @@ fn embedding_lookup_is_exact() {
     }
 }
 
+/// The norm prologue, the last-token head, the bias epilogue and the residual add against
+/// the CPU's rmsnorm and an f64 matmul, decode (1 token) and prefill (several tiles).
 #[test]
-fn rmsnorm_matches_cpu() {
+fn matmul_with_norm_prologue_and_bias_matches_cpu() {
     let gpu = oneshot(false);
     let mut rng = Rng(11);
-    for (d, n) in [(576, 1), (100, 7), (1000, 3), (3, 2)] {
-        let x: Vec<f32> = rng.vec(n * d).iter().map(|v| v * 5.0).collect();
-        let w = rng.vec(d);
-        let mut want = vec![0f32; n * d];
-        rmsnorm(&x, &w, 1e-5, &mut want);
-        check(&format!("rmsnorm {d}×{n}"), &gpu.rmsnorm(&x, &w, 1e-5, false).unwrap(), &want, 1e-4);
-        check(&format!("rmsnorm last {d}×{n}"), &gpu.rmsnorm(&x, &w, 1e-5, true).unwrap(), &want[(n - 1) * d..], 1e-4);
+    for (dtype, rows, cols, n) in [(DType::Q4_1, 67, 576, 1), (DType::Q8_0, 130, 96, 37), (DType::F16, 9, 1024, 3)] {
+        let x: Vec<f32> = rng.vec(n * cols).iter().map(|v| v * 5.0).collect();
+        let (norm_w, bias, init) = (rng.vec(cols), rng.vec(rows), rng.vec(n * rows));
+        let w = random_weights(&mut rng, dtype, rows, cols);
+        let mut normed = vec![0f32; n * cols];
+        for (xi, oi) in x.chunks_exact(cols).zip(normed.chunks_exact_mut(cols)) {
+            rmsnorm(xi, &norm_w, 1e-5, oi);
+        }
+        let plain = cpu_matmul(dtype, &w, rows, cols, &normed);
+        let what = format!("{} {rows}×{cols}, {n} tokens", dtype.name());
+
+        let norm = Some((norm_w.as_slice(), 1e-5));
+        let got = gpu.matmul_fused(dtype, &w, (rows, cols), &x, &Fused { norm, ..Fused::default() }).unwrap();
+        check(&format!("norm {what}"), &got, &plain, 1e-4);
+
+        let fused = Fused { norm, bias: Some(&bias), init: Some(&init), ..Fused::default() };
+        let got = gpu.matmul_fused(dtype, &w, (rows, cols), &x, &fused).unwrap();
+        let want: Vec<f32> = plain.iter().enumerate().map(|(i, v)| v + bias[i % rows] + init[i]).collect();
+        check(&format!("norm + bias + accumulate {what}"), &got, &want, 1e-4);
+
+        let got = gpu.matmul_fused(dtype, &w, (rows, cols), &x, &Fused { norm, last_only: true, ..Fused::default() });
+        check(&format!("norm, last token {what}"), &got.unwrap(), &plain[(n - 1) * rows..], 1e-4);
     }
 }
 
+/// The SwiGLU prologue: the matrix sees silu(gate) * up of rows that hold gate then up.
 #[test]
-fn rope_matches_cpu() {
+fn matmul_with_swiglu_prologue_matches_cpu() {
     let gpu = oneshot(false);
-    let mut rng = Rng(21);
+    let mut rng = Rng(41);
+    for (rows, cols, n) in [(576, 1536, 1), (70, 96, 33)] {
+        let gate_up: Vec<f32> = rng.vec(n * 2 * cols).iter().map(|v| v * 8.0).collect();
+        let act: Vec<f32> =
+            gate_up.chunks_exact(2 * cols).flat_map(|r| (0..cols).map(|i| silu(r[i]) * r[cols + i])).collect();
+        let w = random_weights(&mut rng, DType::Q4_0, rows, cols);
+        let got =
+            gpu.matmul_fused(DType::Q4_0, &w, (rows, cols), &gate_up, &Fused { swiglu: true, ..Fused::default() });
+        check(
+            &format!("swiglu {rows}×{cols}, {n} tokens"),
+            &got.unwrap(),
+            &cpu_matmul(DType::Q4_0, &w, rows, cols, &act),
+            1e-4,
+        );
+    }
+}
+
+/// RoPE fused into the cache write: rotated queries out, rotated keys and plain values appended
+/// after the old positions (which stay as they were).
+fn rope_kv_cases(f16: bool, tol: f64) {
+    let gpu = oneshot(f16);
+    let mut rng = Rng(if f16 { 22 } else { 21 });
     for (neox, rope_dim, start, n) in [(false, 64, 0, 1), (false, 64, 37, 9), (true, 64, 5, 3), (true, 32, 100, 2)] {
         let s = Shape { n_heads: 3, n_kv_heads: 1, head_dim: 64, rope_dim, neox };
         let style = if neox { RopeStyle::Neox } else { RopeStyle::Normal };
@@ -214,19 +253,37 @@ fn rope_matches_cpu() {
                 })
             })
             .collect();
-        let q = rng.vec(n * 3 * 64);
-        let k = rng.vec(n * 64);
-        let (gq, gk) = gpu.rope(&q, &k, &table, &s, start).unwrap();
-        let (mut wq, mut wk) = (q.clone(), k.clone());
-        for (t, head) in wq.chunks_exact_mut(64).enumerate() {
-            rope(head, start + t / 3, rope_dim, base, scale, None, style);
+        let qkv = rng.vec(n * 5 * 64);
+        let (old_k, old_v) = (rng.vec(start * 64), rng.vec(start * 64));
+        let (gq, gk, gv) = gpu.rope_kv(&qkv, &table, &s, (&old_k, &old_v)).unwrap();
+        let (mut wq, mut wk, mut wv) = (Vec::new(), old_k.clone(), old_v.clone());
+        for (t, row) in qkv.chunks_exact(5 * 64).enumerate() {
+            let heads: Vec<Vec<f32>> = row.chunks_exact(64).map(|h| h.to_vec()).collect();
+            for mut h in heads[..4].iter().cloned() {
+                rope(&mut h, start + t, rope_dim, base, scale, None, style);
+                if wq.len() < (t + 1) * 3 * 64 {
+                    wq.extend(h);
+                } else {
+                    wk.extend(h);
+                }
+            }
+            wv.extend(&heads[4]);
         }
-        for (t, head) in wk.chunks_exact_mut(64).enumerate() {
-            rope(head, start + t, rope_dim, base, scale, None, style);
-        }
-        check(&format!("rope q neox={neox} dim={rope_dim} start={start}"), &gq, &wq, 1e-4);
-        check(&format!("rope k neox={neox} dim={rope_dim} start={start}"), &gk, &wk, 1e-4);
+        let what = format!("f16={f16} neox={neox} dim={rope_dim} start={start} n={n}");
+        check(&format!("rope_kv q {what}"), &gq, &wq, 1e-4);
+        check(&format!("rope_kv k cache {what}"), &gk, &wk, tol);
+        check(&format!("rope_kv v cache {what}"), &gv, &wv, tol);
     }
+}
+
+#[test]
+fn rope_kv_matches_cpu_f32_path() {
+    rope_kv_cases(false, 1e-4);
+}
+
+#[test]
+fn rope_kv_matches_cpu_f16_path() {
+    rope_kv_cases(true, 1e-3);
 }
 
 /// Causal grouped-query attention in f64: the last `n` positions' queries over all positions.
@@ -291,21 +348,6 @@ fn attention_matches_cpu_f32_path() {
 #[test]
 fn attention_matches_cpu_f16_path() {
     attention_cases(true, 1e-2);
-}
-
-#[test]
-fn swiglu_and_bias_match_cpu() {
-    let gpu = oneshot(false);
-    let mut rng = Rng(41);
-    for (len, n) in [(1536, 1), (100, 7)] {
-        let gate: Vec<f32> = rng.vec(n * len).iter().map(|v| v * 8.0).collect();
-        let up = rng.vec(n * len);
-        let want: Vec<f32> = gate.iter().zip(&up).map(|(g, u)| silu(*g) * u).collect();
-        check("swiglu", &gpu.swiglu(&gate, &up, len).unwrap(), &want, 1e-4);
-        let bias = rng.vec(len);
-        let want: Vec<f32> = up.iter().enumerate().map(|(i, v)| v + bias[i % len]).collect();
-        check("add_bias", &gpu.add_bias(&up, &bias).unwrap(), &want, 1e-4);
-    }
 }
 
 /// Logits with many exact ties (values on a coarse grid), so tie-breaking is exercised.

@@ -123,6 +123,35 @@ impl GpuMatrix {
     }
 }
 
+/// Matrices whose outputs lie side by side in one activation row (q|k|v, gate|up). Neighbours
+/// of one format are uploaded as one matrix, so one dispatch computes them all.
+pub struct Stacked {
+    /// Each matrix with its first row in the stack.
+    pub mats: Vec<(usize, GpuMatrix)>,
+    /// Rows of the whole stack: the activation row's width.
+    pub rows: usize,
+}
+
+impl Stacked {
+    /// Upload 2-D GGUF tensors of the same width as one stack.
+    pub fn upload(gpu: &Gpu, name: &str, tensors: &[&TensorView]) -> Result<Stacked> {
+        let mut mats = Vec::new();
+        let mut row0 = 0;
+        for run in tensors.chunk_by(|a, b| a.info.dtype == b.info.dtype) {
+            let cols = run[0].info.dims[0] as usize;
+            let rows: usize = run.iter().map(|t| t.info.elements() as usize / cols).sum();
+            let data = run.iter().map(|t| t.data).collect::<Vec<_>>().concat();
+            mats.push((row0, GpuMatrix::new(gpu, name, run[0].info.dtype, rows, cols, &data)?));
+            row0 += rows;
+        }
+        Ok(Stacked { mats, rows: row0 })
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.mats.iter().map(|(_, m)| m.bytes()).sum()
+    }
+}
+
 /// A storage buffer holding `bytes` (at least 4 bytes: WebGPU has no empty bindings).
 pub fn storage_with(gpu: &Gpu, label: &str, bytes: &[u8]) -> wgpu::Buffer {
     let buffer = storage(gpu, label, bytes.len() as u64);

@@ -1,28 +1,33 @@
 //! The forward pass on the GPU. At load every kernel launch of a step is recorded once, with
 //! its bind group and parameters; a step then writes the token ids and `(n, start)`, replays
-//! the launches into one compute pass, adds the logits read-out, and submits once:
+//! the launches into one compute pass, adds the logits read-out, and submits once. Six
+//! launches a layer:
 //!
 //! ```text
-//! embed → L × [rmsnorm → q,k,v (+bias) → rope → kv write → attention → o-proj (+= x)
-//!              → rmsnorm → gate, up → swiglu → down (+= x)] → rmsnorm(last) → lm_head → read-out
+//! embed → L × [ qkv = Wqkv · rmsnorm(x) (+ bias)      one matmul for q|k|v, norm in its prologue
+//!               rope_kv                               rotate q; rotate k and append k, v to the cache
+//!               attention
+//!               x += Wo · attn                        the residual add in the matmul's epilogue
+//!               gate|up = Wgu · rmsnorm(x)            one matmul for gate|up
+//!               x += Wdown · (silu(gate) · up) ]      SwiGLU in the down matmul's prologue
+//!       → logits = Wout · rmsnorm(x[last]) → read-out
 //! ```
 //!
-//! The residual adds are folded into the o-proj and down matmuls (`accumulate`). A prompt runs
-//! in chunks of [`PREFILL_CHUNK`] tokens through the tiled matrix × matrix kernel; a decode
-//! step (one token) through the matrix × vector kernel.
+//! A prompt runs in chunks of [`PREFILL_CHUNK`] tokens through the tiled matrix × matrix
+//! kernel; a decode step (one token) through the matrix × vector kernel.
 
-use super::buffers::{storage, storage_with, GpuMatrix};
+use super::buffers::{storage, storage_with, GpuMatrix, Stacked};
 use super::device::Gpu;
 use super::kernels::{Kernels, StepParams, MAX_HEAD_DIM};
 use super::kv_cache::KvCache;
-use super::ops::{Launch, Recorder, Shape};
+use super::ops::{Input, Launch, MatMul, Recorder, Shape};
 use super::shortlist::Reader;
 use crate::backend::{check_step, Backend, BackendStats, StepFuture};
 use crate::cpu::ops::rope_cos_sin;
 use crate::error::{Error, Result};
 use crate::gguf::TensorView;
-use crate::model::{Config, Weights};
-use crate::quant;
+use crate::model::{Config, Layer, Weights};
+use crate::quant::{self, DType};
 use crate::sampler::{Logits, LogitsRequest};
 
 /// Prompt tokens per step.
@@ -31,15 +36,13 @@ pub const PREFILL_CHUNK: usize = 128;
 /// The activations of one step, sized for [`PREFILL_CHUNK`] tokens.
 struct Activations {
     tokens: wgpu::Buffer,
+    /// The residual stream.
     x: wgpu::Buffer,
-    h: wgpu::Buffer,
+    qkv: wgpu::Buffer,
+    /// The rotated queries.
     q: wgpu::Buffer,
-    k: wgpu::Buffer,
-    v: wgpu::Buffer,
     attn: wgpu::Buffer,
-    gate: wgpu::Buffer,
-    up: wgpu::Buffer,
-    last: wgpu::Buffer,
+    gate_up: wgpu::Buffer,
     logits: wgpu::Buffer,
 }
 
@@ -50,16 +53,114 @@ impl Activations {
         Activations {
             tokens: storage(gpu, "tokens", n * 4),
             x: f("x", c.d_model),
-            h: f("h", c.d_model),
+            qkv: f("qkv", c.q_dim() + 2 * c.kv_dim()),
             q: f("q", c.q_dim()),
-            k: f("k", c.kv_dim()),
-            v: f("v", c.kv_dim()),
             attn: f("attn", c.q_dim()),
-            gate: f("gate", c.ffn_dim),
-            up: f("up", c.ffn_dim),
-            last: storage(gpu, "last", c.d_model as u64 * 4),
+            gate_up: f("gate_up", 2 * c.ffn_dim),
             logits: storage(gpu, "logits", c.vocab_size as u64 * 4),
         }
+    }
+
+    fn bytes(&self) -> u64 {
+        [&self.tokens, &self.x, &self.qkv, &self.q, &self.attn, &self.gate_up, &self.logits]
+            .iter()
+            .map(|b| b.size())
+            .sum()
+    }
+}
+
+/// One layer's weights on the GPU, stacked for the fused launches.
+struct GpuLayer {
+    attn_norm: wgpu::Buffer,
+    qkv: Stacked,
+    /// q|k|v biases (zeros where a model has none for one of them).
+    qkv_bias: Option<wgpu::Buffer>,
+    wo: GpuMatrix,
+    ffn_norm: wgpu::Buffer,
+    gate_up: Stacked,
+    down: GpuMatrix,
+}
+
+impl GpuLayer {
+    fn upload(gpu: &Gpu, l: &Layer<TensorView>, i: usize) -> Result<GpuLayer> {
+        let qkv_bias = match (&l.bq, &l.bk, &l.bv) {
+            (None, None, None) => None,
+            _ => {
+                let mut all = Vec::new();
+                for (b, w) in [(&l.bq, &l.wq), (&l.bk, &l.wk), (&l.bv, &l.wv)] {
+                    let rows = w.info.dims[1] as usize;
+                    let mut v = vec![0f32; rows];
+                    if let Some(b) = b {
+                        quant::dequantize(b.info.dtype, b.data, &mut v)?;
+                    }
+                    all.extend(v);
+                }
+                Some(storage_with(gpu, &format!("blk.{i}.qkv_bias"), bytemuck::cast_slice(&all)))
+            }
+        };
+        Ok(GpuLayer {
+            attn_norm: vector(gpu, &l.attn_norm)?,
+            qkv: Stacked::upload(gpu, &format!("blk.{i}.qkv"), &[&l.wq, &l.wk, &l.wv])?,
+            qkv_bias,
+            wo: GpuMatrix::upload(gpu, &l.wo)?,
+            ffn_norm: vector(gpu, &l.ffn_norm)?,
+            gate_up: Stacked::upload(gpu, &format!("blk.{i}.gate_up"), &[&l.w_gate, &l.w_up])?,
+            down: GpuMatrix::upload(gpu, &l.w_down)?,
+        })
+    }
+
+    fn bytes(&self) -> u64 {
+        let vectors = [&self.attn_norm, &self.ffn_norm].iter().map(|b| b.size()).sum::<u64>()
+            + self.qkv_bias.as_ref().map_or(0, |b| b.size());
+        vectors + self.qkv.bytes() + self.wo.bytes() + self.gate_up.bytes() + self.down.bytes()
+    }
+}
+
+/// A 1-D weight (a norm) as f32.
+fn vector(gpu: &Gpu, t: &TensorView) -> Result<wgpu::Buffer> {
+    let mut v = vec![0f32; t.info.elements() as usize];
+    quant::dequantize(t.info.dtype, t.data, &mut v)?;
+    Ok(storage_with(gpu, &t.info.name, bytemuck::cast_slice(&v)))
+}
+
+/// The model's weights on the GPU.
+struct GpuWeights {
+    embed: GpuMatrix,
+    layers: Vec<GpuLayer>,
+    out_norm: wgpu::Buffer,
+    /// The output projection, when not tied to the embedding.
+    output: Option<GpuMatrix>,
+}
+
+impl GpuWeights {
+    fn upload(gpu: &Gpu, w: &Weights<TensorView>) -> Result<GpuWeights> {
+        Ok(GpuWeights {
+            embed: GpuMatrix::upload(gpu, &w.embed)?,
+            layers: w.layers.iter().enumerate().map(|(i, l)| GpuLayer::upload(gpu, l, i)).collect::<Result<_>>()?,
+            out_norm: vector(gpu, &w.out_norm)?,
+            output: w.output.as_ref().map(|t| GpuMatrix::upload(gpu, t)).transpose()?,
+        })
+    }
+
+    fn lm_head(&self) -> &GpuMatrix {
+        self.output.as_ref().unwrap_or(&self.embed)
+    }
+
+    fn formats(&self) -> Vec<DType> {
+        let mut all = vec![self.embed.dtype];
+        all.extend(self.output.iter().map(|m| m.dtype));
+        for l in &self.layers {
+            all.extend(l.qkv.mats.iter().chain(&l.gate_up.mats).map(|(_, m)| m.dtype));
+            all.extend([l.wo.dtype, l.down.dtype]);
+        }
+        all
+    }
+
+    fn bytes(&self) -> u64 {
+        self.embed.bytes()
+            + self.layers.iter().map(GpuLayer::bytes).sum::<u64>()
+            + self.out_norm.size()
+            + self.output.as_ref().map_or(0, GpuMatrix::bytes)
     }
 }
 
@@ -74,40 +175,11 @@ pub struct GpuModel {
     cache: KvCache,
     vocab: usize,
     stats: BackendStats,
-    weights: Weights<GpuTensor>,
+    weights: GpuWeights,
     act: Activations,
     /// Kept alive for the bind groups.
     _params: wgpu::Buffer,
     _table: wgpu::Buffer,
-}
-
-/// A weight on the GPU: a quantized matrix, or an f32 vector (norms, biases).
-pub enum GpuTensor {
-    Matrix(GpuMatrix),
-    Vector(wgpu::Buffer),
-}
-
-impl GpuTensor {
-    fn matrix(&self) -> &GpuMatrix {
-        match self {
-            GpuTensor::Matrix(m) => m,
-            GpuTensor::Vector(_) => unreachable!("Weights::from_gguf checked the shapes"),
-        }
-    }
-
-    fn vector(&self) -> &wgpu::Buffer {
-        match self {
-            GpuTensor::Vector(b) => b,
-            GpuTensor::Matrix(_) => unreachable!("Weights::from_gguf checked the shapes"),
-        }
-    }
-
-    fn bytes(&self) -> u64 {
-        match self {
-            GpuTensor::Matrix(m) => m.bytes(),
-            GpuTensor::Vector(b) => b.size(),
-        }
-    }
 }
 
 impl GpuModel {
@@ -119,28 +191,8 @@ impl GpuModel {
                 c.head_dim, c.n_heads, c.n_kv_heads
             )));
         }
-        let weights = gpu
-            .scoped("the weights", || {
-                tensors.try_map(|t| {
-                    if t.info.dims.len() == 1 {
-                        let mut v = vec![0f32; t.info.elements() as usize];
-                        quant::dequantize(t.info.dtype, t.data, &mut v)?;
-                        Ok(GpuTensor::Vector(storage_with(&gpu, &t.info.name, bytemuck::cast_slice(&v))))
-                    } else {
-                        GpuMatrix::upload(&gpu, t).map(GpuTensor::Matrix)
-                    }
-                })
-            })
-            .await??;
-        let formats: Vec<_> = weights
-            .all()
-            .into_iter()
-            .filter_map(|t| match t {
-                GpuTensor::Matrix(m) => Some(m.dtype),
-                GpuTensor::Vector(_) => None,
-            })
-            .collect();
-        let kernels = Kernels::new(&gpu, &formats).await?;
+        let weights = gpu.scoped("the weights", || GpuWeights::upload(&gpu, tensors)).await??;
+        let kernels = Kernels::new(&gpu, &weights.formats()).await?;
         let (cache, act, table) = gpu
             .scoped("the KV cache", || -> Result<_> {
                 let cache = KvCache::new(&gpu, c.n_layers, c.kv_dim(), capacity)?;
@@ -252,8 +304,7 @@ impl GpuModel {
 impl GpuModel {
     /// Work counters, and the memory the weights and the KV cache hold.
     pub fn stats(&self) -> BackendStats {
-        let weight_bytes = self.weights.all().iter().map(|t| t.bytes()).sum();
-        BackendStats { weight_bytes, kv_bytes: self.cache.bytes(), ..self.stats }
+        BackendStats { weight_bytes: self.weights.bytes(), kv_bytes: self.cache.bytes(), ..self.stats }
     }
 }
 
@@ -308,38 +359,28 @@ fn rope_table(gpu: &Gpu, c: &Config, tensors: &Weights<TensorView>, capacity: us
 }
 
 /// The transformer body: embedding and every layer, for any number of tokens.
-fn record_body(
-    rec: &mut Recorder,
-    c: &Config,
-    w: &Weights<GpuTensor>,
-    a: &Activations,
-    cache: &KvCache,
-    table: &wgpu::Buffer,
-) {
+fn record_body(rec: &mut Recorder, c: &Config, w: &GpuWeights, a: &Activations, cache: &KvCache, table: &wgpu::Buffer) {
     let shape = Shape::of(c);
-    rec.embed(w.embed.matrix(), &a.tokens, &a.h, &a.x);
+    rec.embed(&w.embed, &a.tokens, &a.q, &a.x);
     for (li, l) in w.layers.iter().enumerate() {
-        rec.rmsnorm(&a.x, l.attn_norm.vector(), &a.h, c.d_model, c.rms_eps, false);
-        for (m, bias, out) in [(&l.wq, &l.bq, &a.q), (&l.wk, &l.bk, &a.k), (&l.wv, &l.bv, &a.v)] {
-            rec.matmul(m.matrix(), &a.h, out, false, false);
-            if let Some(b) = bias {
-                rec.add_bias(out, b.vector(), m.matrix().rows);
-            }
+        for (row0, m) in &l.qkv.mats {
+            let input = Input::Norm(&l.attn_norm, c.rms_eps);
+            let mm = MatMul::new(m, &a.x, &a.qkv).input(input).stacked_at(*row0, l.qkv.rows);
+            rec.matmul(mm.bias(l.qkv_bias.as_ref()));
         }
-        rec.rope(&a.q, &a.k, table, &shape);
-        rec.kv_write(&a.k, &a.v, &cache.k[li], &cache.v[li], c.kv_dim());
+        rec.rope_kv(&a.qkv, table, &a.q, (&cache.k[li], &cache.v[li]), &shape);
         rec.attention(&a.q, &cache.k[li], &cache.v[li], &a.attn, &shape);
-        rec.matmul(l.wo.matrix(), &a.attn, &a.x, true, false);
-        rec.rmsnorm(&a.x, l.ffn_norm.vector(), &a.h, c.d_model, c.rms_eps, false);
-        rec.matmul(l.w_gate.matrix(), &a.h, &a.gate, false, false);
-        rec.matmul(l.w_up.matrix(), &a.h, &a.up, false, false);
-        rec.swiglu(&a.gate, &a.up, c.ffn_dim);
-        rec.matmul(l.w_down.matrix(), &a.gate, &a.x, true, false);
+        rec.matmul(MatMul::new(&l.wo, &a.attn, &a.x).accumulate());
+        for (row0, m) in &l.gate_up.mats {
+            let input = Input::Norm(&l.ffn_norm, c.rms_eps);
+            rec.matmul(MatMul::new(m, &a.x, &a.gate_up).input(input).stacked_at(*row0, l.gate_up.rows));
+        }
+        rec.matmul(MatMul::new(&l.down, &a.gate_up, &a.x).input(Input::SwiGlu).accumulate());
     }
 }
 
-/// The output head: final norm of the last token and the logits.
-fn record_head(rec: &mut Recorder, c: &Config, w: &Weights<GpuTensor>, a: &Activations) {
-    rec.rmsnorm(&a.x, w.out_norm.vector(), &a.last, c.d_model, c.rms_eps, true);
-    rec.matmul(w.lm_head().matrix(), &a.last, &a.logits, false, true);
+/// The output head: the logits of the last token, through the final norm.
+fn record_head(rec: &mut Recorder, c: &Config, w: &GpuWeights, a: &Activations) {
+    let input = Input::Norm(&w.out_norm, c.rms_eps);
+    rec.matmul(MatMul::new(w.lm_head(), &a.x, &a.logits).input(input).last_only());
 }

@@ -10,11 +10,8 @@ use crate::quant::DType;
 
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
 const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
-const RMSNORM: &str = include_str!("../../shaders/rmsnorm.wgsl");
-const ROPE: &str = include_str!("../../shaders/rope.wgsl");
-const KV_CACHE: &str = include_str!("../../shaders/kv_cache.wgsl");
+const ROPE_KV: &str = include_str!("../../shaders/rope_kv.wgsl");
 const ATTENTION: &str = include_str!("../../shaders/attention.wgsl");
-const ELEMENTWISE: &str = include_str!("../../shaders/elementwise.wgsl");
 const TOPK: &str = include_str!("../../shaders/topk.wgsl");
 
 /// The `load8` of a weight format.
@@ -123,14 +120,11 @@ impl Family {
 
 /// Every kernel, compiled for one device.
 pub struct Kernels {
-    /// Per weight format: `embed`, `matvec`, `matmat`.
+    /// Per weight format: `embed`, and `matvec` / `matmat` with each prologue (see
+    /// [`MATMUL_ENTRIES`]).
     pub matmul: HashMap<DType, Family>,
-    pub rmsnorm: Family,
-    pub rope: Family,
-    pub kv_cache: Family,
+    pub rope_kv: Family,
     pub attention: Family,
-    /// `swiglu`, `add_bias`.
-    pub elementwise: Family,
     /// `topk`, `logsumexp`, `gather`.
     pub topk: Family,
 }
@@ -150,21 +144,19 @@ impl Kernels {
                     gpu,
                     &format!("matmul {}", dtype.name()),
                     &source,
-                    &[Read, Read, Write, Uniform, Uniform, Read],
-                    &["embed", "matvec", "matmat"],
+                    &[Read, Read, Write, Uniform, Uniform, Read, Read, Read],
+                    &MATMUL_ENTRIES,
                 );
                 matmul.insert(dtype, family);
             }
             Kernels {
                 matmul,
-                rmsnorm: Family::new(gpu, "rmsnorm", RMSNORM, &[Read, Read, Write, Uniform, Uniform], &["rmsnorm"]),
-                rope: Family::new(gpu, "rope", ROPE, &[Write, Write, Read, Uniform, Uniform], &["rope"]),
-                kv_cache: Family::new(
+                rope_kv: Family::new(
                     gpu,
-                    "kv_cache",
-                    KV_CACHE,
-                    &[Read, Read, Write, Write, Uniform, Uniform],
-                    &["kv_write"],
+                    "rope_kv",
+                    ROPE_KV,
+                    &[Read, Read, Write, Write, Write, Uniform, Uniform],
+                    &["rope_kv"],
                 ),
                 attention: Family::new(
                     gpu,
@@ -172,13 +164,6 @@ impl Kernels {
                     ATTENTION,
                     &[Read, Read, Read, Write, Uniform, Uniform],
                     &["attention"],
-                ),
-                elementwise: Family::new(
-                    gpu,
-                    "elementwise",
-                    ELEMENTWISE,
-                    &[Write, Read, Uniform, Uniform],
-                    &["swiglu", "add_bias"],
                 ),
                 topk: Family::new(
                     gpu,
@@ -192,6 +177,11 @@ impl Kernels {
         .await
     }
 }
+
+/// The matmul entry points: the embedding lookup, then matrix × vector and matrix × matrix
+/// with each input prologue (none, RMSNorm, SwiGLU).
+pub const MATMUL_ENTRIES: [&str; 7] =
+    ["embed", "matvec", "matvec_norm", "matvec_swiglu", "matmat", "matmat_norm", "matmat_swiglu"];
 
 /// A count of workgroups as a 2-D grid: WebGPU allows at most 65535 per dimension, so larger
 /// counts wrap into y (the kernels rebuild the flat index with `flat_wg`).
@@ -221,20 +211,13 @@ pub struct MatParams {
     pub out_row0: u32,
     pub out_stride: u32,
     pub accumulate: u32,
-    pub _pad: [u32; 2],
-}
-
-/// `NormParams` (rmsnorm.wgsl).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct NormParams {
-    pub dim: u32,
-    pub eps: f32,
+    pub bias: u32,
     pub last_only: u32,
-    pub _pad: u32,
+    pub eps: f32,
+    pub _pad: [u32; 3],
 }
 
-/// `RopeParams` (rope.wgsl).
+/// `RopeParams` (rope_kv.wgsl).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct RopeParams {
@@ -254,14 +237,6 @@ pub struct AttnParams {
     pub n_kv_heads: u32,
     pub head_dim: u32,
     pub scale: f32,
-}
-
-/// `KvParams` (kv_cache.wgsl), `EwParams` (elementwise.wgsl): one length.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct LenParams {
-    pub len: u32,
-    pub _pad: [u32; 3],
 }
 
 /// `TopkParams` (topk.wgsl).

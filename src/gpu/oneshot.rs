@@ -5,11 +5,25 @@
 use super::buffers::{read_back, staging, storage, storage_with, GpuMatrix};
 use super::device::Gpu;
 use super::kernels::{Kernels, StepParams};
-use super::ops::{Recorder, Shape};
+use super::ops::{Input, MatMul, Recorder, Shape};
 use super::shortlist::Reader;
 use crate::error::Result;
 use crate::quant::DType;
 use crate::sampler::{Logits, LogitsRequest};
+
+/// What a matmul fuses in (see [`Oneshot::matmul_fused`]).
+#[derive(Default)]
+pub struct Fused<'a> {
+    /// `y` before: the matmul accumulates into it.
+    pub init: Option<&'a [f32]>,
+    /// RMSNorm of the input with this weight and epsilon.
+    pub norm: Option<(&'a [f32], f32)>,
+    /// The input holds gate then up per token; the matrix sees `silu(gate) * up`.
+    pub swiglu: bool,
+    pub bias: Option<&'a [f32]>,
+    /// The last token only, into row 0.
+    pub last_only: bool,
+}
 
 pub struct Oneshot {
     pub gpu: Gpu,
@@ -70,19 +84,50 @@ impl Oneshot {
         &self,
         dtype: DType,
         data: &[u8],
-        (rows, cols): (usize, usize),
+        shape: (usize, usize),
         x: &[f32],
         init: Option<&[f32]>,
     ) -> Result<Vec<f32>> {
-        let n = x.len() / cols;
+        self.matmul_fused(dtype, data, shape, x, &Fused { init, ..Fused::default() })
+    }
+
+    /// A matmul with its prologue and epilogue: `y[t] (= init +) W · input(x[t]) (+ bias)`.
+    pub fn matmul_fused(
+        &self,
+        dtype: DType,
+        data: &[u8],
+        (rows, cols): (usize, usize),
+        x: &[f32],
+        f: &Fused,
+    ) -> Result<Vec<f32>> {
+        let per_token = if f.swiglu { 2 * cols } else { cols };
+        let n = x.len() / per_token;
+        let out_len = if f.last_only { rows } else { n * rows };
         let w = GpuMatrix::new(&self.gpu, "w", dtype, rows, cols, data)?;
         let xb = self.input(x);
-        let y = match init {
+        let y = match f.init {
             Some(v) => self.input(v),
-            None => self.poisoned(n * rows),
+            None => self.poisoned(out_len),
         };
-        self.run(n, 0, |r| r.matmul(&w, &xb, &y, init.is_some(), false))?;
-        self.read(&y, n * rows)
+        let norm = f.norm.map(|(weight, eps)| (self.input(weight), eps));
+        let bias = f.bias.map(|b| self.input(b));
+        self.run(n, 0, |r| {
+            let mut mm = MatMul::new(&w, &xb, &y).bias(bias.as_ref());
+            if let Some((weight, eps)) = &norm {
+                mm = mm.input(Input::Norm(weight, *eps));
+            }
+            if f.swiglu {
+                mm = mm.input(Input::SwiGlu);
+            }
+            if f.init.is_some() {
+                mm = mm.accumulate();
+            }
+            if f.last_only {
+                mm = mm.last_only();
+            }
+            r.matmul(mm)
+        })?;
+        self.read(&y, out_len)
     }
 
     /// The rows `tokens` of a `rows × cols` matrix.
@@ -95,50 +140,57 @@ impl Oneshot {
         self.read(&out, tokens.len() * cols)
     }
 
-    /// RMSNorm of each row of `x` (rows of `weight.len()`), or of the last one only.
-    pub fn rmsnorm(&self, x: &[f32], weight: &[f32], eps: f32, last_only: bool) -> Result<Vec<f32>> {
-        let d = weight.len();
-        let n = x.len() / d;
-        let out_len = if last_only { d } else { n * d };
-        let (xb, wb, out) = (self.input(x), self.input(weight), self.poisoned(out_len));
-        self.run(n, 0, |r| r.rmsnorm(&xb, &wb, &out, d, eps, last_only))?;
-        self.read(&out, out_len)
+    /// A cache of `positions` rows of `kv_dim` in the cache's element type, filled with `rows`
+    /// from position 0 (the rest poisoned).
+    fn cache(&self, rows: &[f32], positions: usize, kv_dim: usize) -> wgpu::Buffer {
+        let mut all = rows.to_vec();
+        all.resize(positions * kv_dim, f32::NAN);
+        if self.gpu.f16 {
+            let halves: Vec<half::f16> = all.iter().map(|&v| half::f16::from_f32(v)).collect();
+            storage_with(&self.gpu, "cache", bytemuck::cast_slice(&halves))
+        } else {
+            self.input(&all)
+        }
     }
 
-    /// `silu(gate) * up`.
-    pub fn swiglu(&self, gate: &[f32], up: &[f32], len: usize) -> Result<Vec<f32>> {
-        let (g, u) = (self.input(gate), self.input(up));
-        self.run(gate.len() / len, 0, |r| r.swiglu(&g, &u, len))?;
-        self.read(&g, gate.len())
+    fn read_cache(&self, cache: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
+        if !self.gpu.f16 {
+            return self.read(cache, len);
+        }
+        let words = self.read(cache, len.div_ceil(2))?;
+        let halves: Vec<half::f16> = bytemuck::cast_slice(&words).to_vec();
+        Ok(halves[..len].iter().map(|h| h.to_f32()).collect())
     }
 
-    /// Each row of `y` (rows of `bias.len()`) plus `bias`.
-    pub fn add_bias(&self, y: &[f32], bias: &[f32]) -> Result<Vec<f32>> {
-        let (yb, b) = (self.input(y), self.input(bias));
-        self.run(y.len() / bias.len(), 0, |r| r.add_bias(&yb, &b, bias.len()))?;
-        self.read(&yb, y.len())
+    /// Run the fused rope / cache write on `n` tokens' q|k|v rows at positions `start ..`, with
+    /// `table` (`[pos][pair]` = (cos, sin)), over a cache of `start + n` positions holding
+    /// `old_keys` / `old_values` before `start`. Returns the rotated queries and both caches.
+    pub fn rope_kv(
+        &self,
+        qkv: &[f32],
+        table: &[f32],
+        s: &Shape,
+        (old_keys, old_values): (&[f32], &[f32]),
+    ) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+        let (q_dim, kv_dim) = (s.n_heads * s.head_dim, s.n_kv_heads * s.head_dim);
+        let n = qkv.len() / (q_dim + 2 * kv_dim);
+        let start = old_keys.len() / kv_dim;
+        let (positions, len) = (start + n, (start + n) * kv_dim);
+        let (kc, vc) = (self.cache(old_keys, positions, kv_dim), self.cache(old_values, positions, kv_dim));
+        let (xb, tb, q) = (self.input(qkv), self.input(table), self.poisoned(n * q_dim));
+        self.run(n, start, |r| r.rope_kv(&xb, &tb, &q, (&kc, &vc), s))?;
+        Ok((self.read(&q, n * q_dim)?, self.read_cache(&kc, len)?, self.read_cache(&vc, len)?))
     }
 
-    /// Queries and keys of `n` tokens at positions `start ..` rotated with `table` (`[pos][pair]`
-    /// = (cos, sin)).
-    pub fn rope(&self, q: &[f32], k: &[f32], table: &[f32], s: &Shape, start: usize) -> Result<(Vec<f32>, Vec<f32>)> {
-        let n = q.len() / (s.n_heads * s.head_dim);
-        let (qb, kb, tb) = (self.input(q), self.input(k), self.input(table));
-        self.run(n, start, |r| r.rope(&qb, &kb, &tb, s))?;
-        Ok((self.read(&qb, q.len())?, self.read(&kb, k.len())?))
-    }
-
-    /// Write `keys`/`values` (one row of `kv_dim` per position, from 0) into a cache, then attend
-    /// with the last `q.len() / q_dim` positions' queries. The cache is f16 on the f16 path.
+    /// Attend with the last `q.len() / q_dim` positions' queries over a cache holding
+    /// `keys`/`values` (one row of `kv_dim` per position, from 0). The cache is f16 on the f16
+    /// path.
     pub fn attention(&self, q: &[f32], keys: &[f32], values: &[f32], s: &Shape) -> Result<Vec<f32>> {
         let kv_dim = s.n_kv_heads * s.head_dim;
         let positions = keys.len() / kv_dim;
         let n = q.len() / (s.n_heads * s.head_dim);
-        let elem = if self.gpu.f16 { 2 } else { 4 };
-        let kc = storage(&self.gpu, "k cache", (positions * kv_dim * elem) as u64);
-        let vc = storage(&self.gpu, "v cache", (positions * kv_dim * elem) as u64);
-        let (kb, vb, qb, out) = (self.input(keys), self.input(values), self.input(q), self.poisoned(q.len()));
-        self.run(positions, 0, |r| r.kv_write(&kb, &vb, &kc, &vc, kv_dim))?;
+        let (kc, vc) = (self.cache(keys, positions, kv_dim), self.cache(values, positions, kv_dim));
+        let (qb, out) = (self.input(q), self.poisoned(q.len()));
         self.run(n, positions - n, |r| r.attention(&qb, &kc, &vc, &out, s))?;
         self.read(&out, q.len())
     }

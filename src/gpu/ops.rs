@@ -3,9 +3,9 @@
 
 use std::num::NonZeroU64;
 
-use super::buffers::{GpuMatrix, MatrixPart, ParamArena, ParamSlot};
+use super::buffers::{GpuMatrix, ParamArena, ParamSlot};
 use super::device::Gpu;
-use super::kernels::{grid, AttnParams, Family, Kernels, LenParams, MatParams, NormParams, RopeParams};
+use super::kernels::{grid, AttnParams, Family, Kernels, MatParams, RopeParams};
 use crate::model::{Config, RopeStyle};
 
 /// How many workgroups a launch needs for `n` tokens.
@@ -66,7 +66,8 @@ pub enum Res {
 struct PendingLaunch<'k> {
     family: &'k Family,
     entry: &'static str,
-    matmat: bool,
+    /// The matrix × matrix entry of a `Grid::Matmul`.
+    matmat: Option<&'static str>,
     res: Vec<Res>,
     grid: Grid,
 }
@@ -90,30 +91,49 @@ impl<'k> Recorder<'k> {
     }
 
     fn launch(&mut self, family: &'k Family, entry: &'static str, res: Vec<Res>, grid: Grid) {
-        self.launches.push(PendingLaunch { family, entry, matmat: false, res, grid });
+        self.launches.push(PendingLaunch { family, entry, matmat: None, res, grid });
     }
 
     fn param<T: bytemuck::Pod>(&mut self, value: T) -> Res {
         Res::Param(self.arena.push(&value))
     }
 
-    /// `y (+)= W x` for every part of `w`; `decode_only`: always matrix × vector.
-    pub fn matmul(&mut self, w: &GpuMatrix, x: &wgpu::Buffer, y: &wgpu::Buffer, accumulate: bool, decode_only: bool) {
-        let family = &self.kernels.matmul[&w.dtype];
-        for part in &w.parts {
-            let p = self.param(mat_params(w, part, w.rows, accumulate));
-            // `tokens` is unused by the matmuls; bind something small of the right kind.
+    /// `y (+)= W x` (with its prologue and epilogue) for every part of the matrix.
+    pub fn matmul(&mut self, m: MatMul) {
+        let family = &self.kernels.matmul[&m.w.dtype];
+        let (vec_entry, mat_entry, norm_w, eps) = match m.input {
+            Input::Plain => ("matvec", "matmat", m.x, 0.0),
+            Input::Norm(weight, eps) => ("matvec_norm", "matmat_norm", weight, eps),
+            Input::SwiGlu => ("matvec_swiglu", "matmat_swiglu", m.x, 0.0),
+        };
+        for part in &m.w.parts {
+            let p = self.param(MatParams {
+                rows: part.rows as u32,
+                cols: m.w.cols as u32,
+                row_words: m.w.row_words as u32,
+                out_row0: (m.row0 + part.row0) as u32,
+                out_stride: m.out_stride as u32,
+                accumulate: m.accumulate as u32,
+                bias: m.bias.is_some() as u32,
+                last_only: m.last_only as u32,
+                eps,
+                _pad: [0; 3],
+            });
+            // Unused bindings (`tokens`, and the norm weight and bias when absent) get `x`.
             let res = vec![
-                Res::Buf(part.buffer.clone()),
-                Res::Buf(x.clone()),
-                Res::Buf(y.clone()),
+                buf(&part.buffer),
+                buf(m.x),
+                buf(m.y),
                 p,
                 Res::Step,
-                Res::Buf(x.clone()),
+                buf(m.x),
+                buf(norm_w),
+                buf(m.bias.unwrap_or(m.x)),
             ];
             let rows = part.rows as u32;
-            let grid = if decode_only { Grid::MatVec { rows } } else { Grid::Matmul { rows } };
-            self.launches.push(PendingLaunch { family, entry: "matvec", matmat: !decode_only, res, grid });
+            let (grid, matmat) =
+                if m.last_only { (Grid::MatVec { rows }, None) } else { (Grid::Matmul { rows }, Some(mat_entry)) };
+            self.launches.push(PendingLaunch { family, entry: vec_entry, matmat, res, grid });
         }
     }
 
@@ -138,7 +158,7 @@ impl<'k> Recorder<'k> {
                     .collect();
                 Launch {
                     pipeline: l.family.pipeline(l.entry).clone(),
-                    matmat: l.matmat.then(|| l.family.pipeline("matmat").clone()),
+                    matmat: l.matmat.map(|entry| l.family.pipeline(entry).clone()),
                     bind: l.family.bind(self.gpu, &resources),
                     grid: l.grid,
                 }
@@ -170,16 +190,69 @@ impl Shape {
     }
 }
 
-/// The parameters of one part of a matrix; `out_stride` is the floats per token of the output.
-fn mat_params(m: &GpuMatrix, part: &MatrixPart, out_stride: usize, accumulate: bool) -> MatParams {
-    MatParams {
-        rows: part.rows as u32,
-        cols: m.cols as u32,
-        row_words: m.row_words as u32,
-        out_row0: part.row0 as u32,
-        out_stride: out_stride as u32,
-        accumulate: accumulate as u32,
-        _pad: [0; 2],
+/// How a matmul reads its input `x`.
+#[derive(Clone, Copy)]
+pub enum Input<'a> {
+    /// As it is.
+    Plain,
+    /// RMSNorm of each token's row, with this weight and epsilon.
+    Norm(&'a wgpu::Buffer, f32),
+    /// `silu(gate) * up`, of rows that hold gate then up (each as wide as the matrix's columns).
+    SwiGlu,
+}
+
+/// One matmul launch: `y (+)= W · input(x) (+ bias)`.
+pub struct MatMul<'a> {
+    w: &'a GpuMatrix,
+    x: &'a wgpu::Buffer,
+    y: &'a wgpu::Buffer,
+    input: Input<'a>,
+    /// Where W's first row lands in `y`'s rows, and `y`'s floats per token.
+    row0: usize,
+    out_stride: usize,
+    accumulate: bool,
+    bias: Option<&'a wgpu::Buffer>,
+    last_only: bool,
+}
+
+impl<'a> MatMul<'a> {
+    /// `y = W x`, for every token of the step.
+    pub fn new(w: &'a GpuMatrix, x: &'a wgpu::Buffer, y: &'a wgpu::Buffer) -> MatMul<'a> {
+        MatMul {
+            w,
+            x,
+            y,
+            input: Input::Plain,
+            row0: 0,
+            out_stride: w.rows,
+            accumulate: false,
+            bias: None,
+            last_only: false,
+        }
+    }
+
+    pub fn input(self, input: Input<'a>) -> Self {
+        MatMul { input, ..self }
+    }
+
+    /// W is rows `row0 ..` of a stack of matrices whose outputs fill `out_stride` floats per token.
+    pub fn stacked_at(self, row0: usize, out_stride: usize) -> Self {
+        MatMul { row0, out_stride, ..self }
+    }
+
+    /// `y += W x`: the residual add.
+    pub fn accumulate(self) -> Self {
+        MatMul { accumulate: true, ..self }
+    }
+
+    /// Add `bias[row]` (indexed by rows of the whole stack).
+    pub fn bias(self, bias: Option<&'a wgpu::Buffer>) -> Self {
+        MatMul { bias, ..self }
+    }
+
+    /// The step's last token only, into row 0 of `y` (the output head).
+    pub fn last_only(self) -> Self {
+        MatMul { last_only: true, ..self }
     }
 }
 
@@ -189,55 +262,33 @@ fn buf(b: &wgpu::Buffer) -> Res {
 
 impl Recorder<'_> {
     /// `out[t] = row tokens[t] of m`, for every part of `m`. `spare` is any other buffer (the
-    /// kernel's unused input binding).
+    /// kernel's unused input bindings).
     pub fn embed(&mut self, m: &GpuMatrix, tokens: &wgpu::Buffer, spare: &wgpu::Buffer, out: &wgpu::Buffer) {
         let family = &self.kernels.matmul[&m.dtype];
         for part in &m.parts {
-            let p = self.param(mat_params(m, part, m.cols, false));
-            let res = vec![buf(&part.buffer), buf(spare), buf(out), p, Res::Step, buf(tokens)];
+            let p = self.param(MatParams {
+                rows: part.rows as u32,
+                cols: m.cols as u32,
+                row_words: m.row_words as u32,
+                out_row0: part.row0 as u32,
+                out_stride: m.cols as u32,
+                ..MatParams::default()
+            });
+            let res = vec![buf(&part.buffer), buf(spare), buf(out), p, Res::Step, buf(tokens), buf(spare), buf(spare)];
             self.launch(family, "embed", res, Grid::PerToken((m.cols as u32 / 8).div_ceil(64)));
         }
     }
 
-    /// RMSNorm of each `dim`-wide row of `x`; `last_only`: of the step's last token, into row 0.
-    pub fn rmsnorm(
+    /// Rotate the step's queries and keys (from its q|k|v rows) by their positions: the
+    /// queries into `q`, the keys, with the values, appended to a layer's cache.
+    pub fn rope_kv(
         &mut self,
-        x: &wgpu::Buffer,
-        weight: &wgpu::Buffer,
-        out: &wgpu::Buffer,
-        dim: usize,
-        eps: f32,
-        last_only: bool,
+        qkv: &wgpu::Buffer,
+        table: &wgpu::Buffer,
+        q: &wgpu::Buffer,
+        (k_cache, v_cache): (&wgpu::Buffer, &wgpu::Buffer),
+        s: &Shape,
     ) {
-        let p = self.param(NormParams { dim: dim as u32, eps, last_only: last_only as u32, _pad: 0 });
-        let grid = if last_only { Grid::One } else { Grid::Tokens };
-        self.launch(&self.kernels.rmsnorm, "rmsnorm", vec![buf(x), buf(weight), buf(out), p, Res::Step], grid);
-    }
-
-    /// `y[t] += b` for rows of `len`.
-    pub fn add_bias(&mut self, y: &wgpu::Buffer, b: &wgpu::Buffer, len: usize) {
-        let p = self.param(LenParams { len: len as u32, _pad: [0; 3] });
-        self.launch(
-            &self.kernels.elementwise,
-            "add_bias",
-            vec![buf(y), buf(b), p, Res::Step],
-            Grid::Threads(len as u32),
-        );
-    }
-
-    /// `gate = silu(gate) * up` for rows of `len`.
-    pub fn swiglu(&mut self, gate: &wgpu::Buffer, up: &wgpu::Buffer, len: usize) {
-        let p = self.param(LenParams { len: len as u32, _pad: [0; 3] });
-        self.launch(
-            &self.kernels.elementwise,
-            "swiglu",
-            vec![buf(gate), buf(up), p, Res::Step],
-            Grid::Threads(len as u32),
-        );
-    }
-
-    /// Rotate the step's queries and keys in place by their positions.
-    pub fn rope(&mut self, q: &wgpu::Buffer, k: &wgpu::Buffer, table: &wgpu::Buffer, s: &Shape) {
         let p = self.param(RopeParams {
             n_heads: s.n_heads as u32,
             n_kv_heads: s.n_kv_heads as u32,
@@ -246,22 +297,9 @@ impl Recorder<'_> {
             neox: s.neox as u32,
             _pad: [0; 3],
         });
-        let pairs = ((s.n_heads + s.n_kv_heads) * s.rope_dim / 2) as u32;
-        self.launch(&self.kernels.rope, "rope", vec![buf(q), buf(k), buf(table), p, Res::Step], Grid::Threads(pairs));
-    }
-
-    /// Append the step's keys and values to a layer's cache.
-    pub fn kv_write(
-        &mut self,
-        k: &wgpu::Buffer,
-        v: &wgpu::Buffer,
-        k_cache: &wgpu::Buffer,
-        v_cache: &wgpu::Buffer,
-        kv_dim: usize,
-    ) {
-        let p = self.param(LenParams { len: kv_dim as u32, _pad: [0; 3] });
-        let res = vec![buf(k), buf(v), buf(k_cache), buf(v_cache), p, Res::Step];
-        self.launch(&self.kernels.kv_cache, "kv_write", res, Grid::Threads(kv_dim as u32));
+        let row = ((s.n_heads + 2 * s.n_kv_heads) * s.head_dim) as u32;
+        let res = vec![buf(qkv), buf(table), buf(q), buf(k_cache), buf(v_cache), p, Res::Step];
+        self.launch(&self.kernels.rope_kv, "rope_kv", res, Grid::Threads(row));
     }
 
     /// Causal grouped-query attention of the step's queries over a layer's cache.
