@@ -170,6 +170,23 @@ export interface Generation {
   decode_secs: number;
   /** The starting knobs, then each change made with setSampling while it ran. */
   sampling: SamplingChange[];
+  /** What the backend did for the prompt and for the decoded tokens (counters), and the memory it holds. */
+  prefill_work: WorkStats;
+  decode_work: WorkStats;
+}
+
+/** Work counters of a backend (0 on the CPU for the GPU-only ones) and the memory it holds. */
+export interface WorkStats {
+  steps: number;
+  dispatches: number;
+  submissions: number;
+  read_back_bytes: number;
+  /** Weight bytes the kernels read, counted from each launch's access pattern. */
+  weight_read_bytes: number;
+  weight_bytes: number;
+  kv_bytes: number;
+  /** Every buffer held on the GPU. */
+  device_bytes: number;
 }
 
 export interface EngineInfo {
@@ -189,6 +206,8 @@ export interface EngineInfo {
   cached_tokens: number;
   weight_bytes: number;
   kv_cache_bytes: number;
+  /** Every buffer the engine holds on the GPU (0 on the CPU backend). */
+  gpu_memory_bytes: number;
 }
 
 export interface LlmEngine {

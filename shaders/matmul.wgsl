@@ -3,11 +3,12 @@
 // A matrix larger than one storage binding arrives in parts of whole rows: each part is its
 // own dispatch, whose rows land at `out_row0`.
 //
-// What would otherwise be separate launches is fused in (decode reads each activation once
-// and the weights once, so launches, not arithmetic, are what these save):
+// What would otherwise be separate launches is fused in:
 // - a prologue on the input: RMSNorm of x (`_norm` entries), or silu(gate) * up of an x whose
-//   rows hold gate then up (`_swiglu` entries);
-// - an epilogue on the output: a bias, and `y +=` (the residual add).
+//   rows hold gate then up (`_swiglu_in` entries, for gate and up matrices of two formats);
+// - an epilogue on the output: a bias, `y +=` (the residual add), or SwiGLU (`_swiglu_out`
+//   entries): W is gate and up interleaved in blocks of 32 rows (GpuMatrix::interleaved), each
+//   workgroup computes matching gate and up rows, and y gets silu(gate) * up.
 
 struct MatParams {
     rows: u32,        // rows in this part
@@ -70,7 +71,7 @@ fn store(t: u32, row: u32, v: f32) {
     }
 }
 
-// Prologues.
+// Prologues and epilogues.
 const PLAIN: u32 = 0u;
 const NORM: u32 = 1u;
 const SWIGLU: u32 = 2u;
@@ -79,31 +80,27 @@ fn silu(g: vec4<f32>) -> vec4<f32> {
     return g / (1.0 + exp(-g));
 }
 
-// Inputs 8i .. 8i + 8 of token t after the prologue; `scale` is the token's 1 / rms (NORM).
-fn input8(kind: u32, t: u32, i: u32, scale: f32) -> Eight {
-    if (kind == SWIGLU) {
+// Inputs 8i .. 8i + 8 of token t after the prologue, but for the norm's per-token 1 / rms,
+// which the callers apply to their sums.
+fn input8(pro: u32, t: u32, i: u32) -> Eight {
+    if (pro == SWIGLU) {
         let g = t * p.cols / 2u + 2u * i; // rows of 2 * cols: gate, then up
         let u = g + p.cols / 4u;
         return Eight(silu(x[g]) * x[u], silu(x[g + 1u]) * x[u + 1u]);
     }
     let b = t * p.cols / 4u + 2u * i;
-    if (kind == NORM) {
-        return Eight(x[b] * scale * norm_w[2u * i], x[b + 1u] * scale * norm_w[2u * i + 1u]);
-    }
     return Eight(x[b], x[b + 1u]);
+}
+
+// Eight weights times the norm's weights for inputs 8i .. 8i + 8.
+fn times_norm_w(e: Eight, i: u32) -> Eight {
+    return Eight(e.lo * norm_w[2u * i], e.hi * norm_w[2u * i + 1u]);
 }
 
 var<workgroup> norm_partial: array<f32, 64>;
 
-// 1 / rms of token t's input, by the whole workgroup (64 invocations; uniform control flow).
-fn inv_rms(t: u32, tid: u32) -> f32 {
-    let b = t * p.cols / 4u;
-    var s = 0.0;
-    for (var v = tid; v < p.cols / 4u; v += 64u) {
-        s += dot(x[b + v], x[b + v]);
-    }
-    norm_partial[tid] = s;
-    workgroupBarrier();
+// 1 / rms of a token from the 64 partial sums of squares in `norm_partial`.
+fn inv_rms() -> f32 {
     var total = 0.0;
     for (var j = 0u; j < 64u; j++) {
         total += norm_partial[j];
@@ -135,30 +132,49 @@ fn embed(@builtin(global_invocation_id) gid: vec3<u32>) {
 // Matrix × vector (decode: one token). A workgroup of 64 computes MV_ROWS rows: each invocation
 // takes eighths of groups of 32 columns, loads its 8 inputs once and uses them for every row,
 // then one invocation per row adds up the partial sums. (On lavapipe, 8 rows and a single
-// barrier ran 2-3x faster than 4 rows and a reduction tree.)
+// barrier ran 2-3x faster than 4 rows and a reduction tree.) With the SwiGLU epilogue the 8
+// rows are 4 gate rows and the 4 matching up rows.
 const MV_WG: u32 = 64u;
 const MV_ROWS: u32 = 8u;
 var<workgroup> mv_partial: array<f32, 512>; // MV_ROWS * MV_WG
 
-fn matvec_body(kind: u32, wid: vec3<u32>, nwg: vec3<u32>, tid: u32) {
+// Row r of the workgroup whose first slot is r0, in W (this part's rows).
+fn mv_row(epi: u32, r0: u32, r: u32) -> u32 {
+    if (epi == SWIGLU) {
+        let j = r0 / 2u + r % 4u; // the output row; gate rows then up rows, 32 of each a block
+        return (j / 32u) * 64u + (r / 4u) * 32u + j % 32u;
+    }
+    return r0 + r;
+}
+
+fn mv_sum(r: u32) -> f32 {
+    var sum = 0.0;
+    for (var i = 0u; i < MV_WG; i++) {
+        sum += mv_partial[r * MV_WG + i];
+    }
+    return sum;
+}
+
+fn matvec_body(pro: u32, epi: u32, wid: vec3<u32>, nwg: vec3<u32>, tid: u32) {
     let r0 = flat_wg(wid, nwg) * MV_ROWS;
     if (r0 >= p.rows) {
         return;
     }
     let t = select(0u, step.n - 1u, p.last_only != 0u);
-    var scale = 1.0;
-    if (kind == NORM) {
-        scale = inv_rms(t, tid);
-    }
     let items = p.cols / 8u;
     var acc: array<f32, 8>;
+    var squares = 0.0; // the norm's, of the inputs this invocation reads
     for (var i = tid; i < items; i += MV_WG) {
         let g = i / 4u;
         let part = i % 4u;
-        let xi = input8(kind, t, i, scale);
+        var xi = input8(pro, t, i);
+        if (pro == NORM) {
+            squares += dot(xi.lo, xi.lo) + dot(xi.hi, xi.hi);
+            xi = times_norm_w(xi, i);
+        }
         for (var r = 0u; r < MV_ROWS; r++) {
             if (r0 + r < p.rows) {
-                let e = load8((r0 + r) * p.row_words, g, part);
+                let e = load8(mv_row(epi, r0, r) * p.row_words, g, part);
                 acc[r] += dot(e.lo, xi.lo) + dot(e.hi, xi.hi);
             }
         }
@@ -166,47 +182,62 @@ fn matvec_body(kind: u32, wid: vec3<u32>, nwg: vec3<u32>, tid: u32) {
     for (var r = 0u; r < MV_ROWS; r++) {
         mv_partial[r * MV_WG + tid] = acc[r];
     }
+    norm_partial[tid] = squares;
     workgroupBarrier();
-    // One invocation per row adds up the row's partial sums (one barrier, not a tree of them).
-    if (tid < MV_ROWS && r0 + tid < p.rows) {
-        var sum = 0.0;
-        for (var i = 0u; i < MV_WG; i++) {
-            sum += mv_partial[tid * MV_WG + i];
+    // One invocation per output adds up the partial sums (one barrier, not a tree of them), and
+    // applies the norm's 1 / rms to the sum.
+    var scale = 1.0;
+    if (pro == NORM && tid < MV_ROWS) {
+        scale = inv_rms();
+    }
+    if (epi == SWIGLU) {
+        if (tid < 4u) {
+            let gate = mv_sum(tid) * scale;
+            store(0u, p.out_row0 + r0 / 2u + tid, gate / (1.0 + exp(-gate)) * mv_sum(tid + 4u) * scale);
         }
-        store(0u, p.out_row0 + r0 + tid, sum);
+    } else if (tid < MV_ROWS && r0 + tid < p.rows) {
+        store(0u, p.out_row0 + r0 + tid, mv_sum(tid) * scale);
     }
 }
 
 @compute @workgroup_size(64)
 fn matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) tid: u32) {
-    matvec_body(PLAIN, wid, nwg, tid);
+    matvec_body(PLAIN, PLAIN, wid, nwg, tid);
 }
 
 @compute @workgroup_size(64)
 fn matvec_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) tid: u32) {
-    matvec_body(NORM, wid, nwg, tid);
+    matvec_body(NORM, PLAIN, wid, nwg, tid);
 }
 
 @compute @workgroup_size(64)
-fn matvec_swiglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                 @builtin(local_invocation_index) tid: u32) {
-    matvec_body(SWIGLU, wid, nwg, tid);
+fn matvec_swiglu_in(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) tid: u32) {
+    matvec_body(SWIGLU, PLAIN, wid, nwg, tid);
+}
+
+@compute @workgroup_size(64)
+fn matvec_norm_swiglu_out(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                          @builtin(local_invocation_index) tid: u32) {
+    matvec_body(NORM, SWIGLU, wid, nwg, tid);
 }
 
 // Matrix × matrix (prefill: n tokens). Each invocation owns one row and a tile of MM_TOKENS
-// tokens: per group of 32 columns it dequantizes its 32 weights once into registers and uses
-// them for every token of the tile, whose inputs are the same for all invocations (broadcast
-// loads). No workgroup memory and no barriers, but for the norm prologue's 1 / rms per token.
+// tokens: per group of 32 columns it dequantizes its 32 weights once into registers (times the
+// norm's weights) and uses them for every token of the tile, whose inputs are the same for all
+// invocations (broadcast loads). Barriers only for the norm's 1 / rms per token and for the
+// SwiGLU epilogue, where invocations 32.. (up rows) hand their sums to 0..32 (gate rows).
 const MM_TOKENS: u32 = 32u;
-var<workgroup> tile_scale: array<f32, 32>; // MM_TOKENS
+var<workgroup> tile_scale: array<f32, 32>;  // MM_TOKENS
+var<workgroup> tile_up: array<f32, 1024>;   // MM_TOKENS × 32
 
-fn matmat_body(kind: u32, wid: vec3<u32>, tid: u32) {
+fn matmat_body(pro: u32, epi: u32, wid: vec3<u32>, tid: u32) {
     let row = wid.x * 64u + tid;
     let tok0 = wid.y * MM_TOKENS;
     let count = min(MM_TOKENS, step.n - tok0);
-    if (kind == NORM) {
+    if (pro == NORM) {
         // Two invocations per token, each summing every other vec4 of the row.
         let t = tid % MM_TOKENS;
         var s = 0.0;
@@ -223,48 +254,82 @@ fn matmat_body(kind: u32, wid: vec3<u32>, tid: u32) {
         }
         workgroupBarrier();
     }
-    if (row >= p.rows) {
-        return;
-    }
     var acc: array<f32, 32>;
-    let base = row * p.row_words;
-    let groups = p.cols / 32u;
-    for (var g = 0u; g < groups; g++) {
-        let a = load8(base, g, 0u);
-        let b = load8(base, g, 1u);
-        let c = load8(base, g, 2u);
-        let d = load8(base, g, 3u);
-        // A constant trip count lets compilers unroll and keep `acc` in registers.
-        for (var t = 0u; t < MM_TOKENS; t++) {
-            if (t < count) {
-                let scale = tile_scale[t];
-                let xa = input8(kind, tok0 + t, 4u * g, scale);
-                let xb = input8(kind, tok0 + t, 4u * g + 1u, scale);
-                let xc = input8(kind, tok0 + t, 4u * g + 2u, scale);
-                let xd = input8(kind, tok0 + t, 4u * g + 3u, scale);
-                acc[t] += dot(a.lo, xa.lo) + dot(a.hi, xa.hi) + dot(b.lo, xb.lo) + dot(b.hi, xb.hi)
-                    + dot(c.lo, xc.lo) + dot(c.hi, xc.hi) + dot(d.lo, xd.lo) + dot(d.hi, xd.hi);
+    if (row < p.rows) {
+        let base = row * p.row_words;
+        let groups = p.cols / 32u;
+        for (var g = 0u; g < groups; g++) {
+            var a = load8(base, g, 0u);
+            var b = load8(base, g, 1u);
+            var c = load8(base, g, 2u);
+            var d = load8(base, g, 3u);
+            if (pro == NORM) {
+                a = times_norm_w(a, 4u * g);
+                b = times_norm_w(b, 4u * g + 1u);
+                c = times_norm_w(c, 4u * g + 2u);
+                d = times_norm_w(d, 4u * g + 3u);
+            }
+            // A constant trip count lets compilers unroll and keep `acc` in registers.
+            for (var t = 0u; t < MM_TOKENS; t++) {
+                if (t < count) {
+                    let xa = input8(pro, tok0 + t, 4u * g);
+                    let xb = input8(pro, tok0 + t, 4u * g + 1u);
+                    let xc = input8(pro, tok0 + t, 4u * g + 2u);
+                    let xd = input8(pro, tok0 + t, 4u * g + 3u);
+                    acc[t] += dot(a.lo, xa.lo) + dot(a.hi, xa.hi) + dot(b.lo, xb.lo) + dot(b.hi, xb.hi)
+                        + dot(c.lo, xc.lo) + dot(c.hi, xc.hi) + dot(d.lo, xd.lo) + dot(d.hi, xd.hi);
+                }
+            }
+        }
+        if (pro == NORM) {
+            for (var t = 0u; t < MM_TOKENS; t++) {
+                acc[t] *= tile_scale[t];
             }
         }
     }
-    for (var t = 0u; t < MM_TOKENS; t++) {
-        if (t < count) {
-            store(tok0 + t, p.out_row0 + row, acc[t]);
+    if (epi == SWIGLU) {
+        // Rows are whole blocks of 32 gate and 32 up rows here, so every invocation has a row.
+        if (tid >= 32u) {
+            for (var t = 0u; t < MM_TOKENS; t++) {
+                tile_up[t * 32u + tid - 32u] = acc[t];
+            }
+        }
+        workgroupBarrier();
+        if (tid < 32u) {
+            for (var t = 0u; t < MM_TOKENS; t++) {
+                if (t < count) {
+                    let gate = acc[t];
+                    store(tok0 + t, p.out_row0 + wid.x * 32u + tid, gate / (1.0 + exp(-gate)) * tile_up[t * 32u + tid]);
+                }
+            }
+        }
+        return;
+    }
+    if (row < p.rows) {
+        for (var t = 0u; t < MM_TOKENS; t++) {
+            if (t < count) {
+                store(tok0 + t, p.out_row0 + row, acc[t]);
+            }
         }
     }
 }
 
 @compute @workgroup_size(64)
 fn matmat(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-    matmat_body(PLAIN, wid, tid);
+    matmat_body(PLAIN, PLAIN, wid, tid);
 }
 
 @compute @workgroup_size(64)
 fn matmat_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-    matmat_body(NORM, wid, tid);
+    matmat_body(NORM, PLAIN, wid, tid);
 }
 
 @compute @workgroup_size(64)
-fn matmat_swiglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-    matmat_body(SWIGLU, wid, tid);
+fn matmat_swiglu_in(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    matmat_body(SWIGLU, PLAIN, wid, tid);
+}
+
+@compute @workgroup_size(64)
+fn matmat_norm_swiglu_out(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    matmat_body(NORM, SWIGLU, wid, tid);
 }

@@ -65,10 +65,17 @@ pub struct BackendStats {
     pub submissions: u64,
     /// Bytes copied from the GPU to the CPU (0 on the CPU).
     pub read_back_bytes: u64,
+    /// Bytes of weights the kernels read, counted from each launch's access pattern (0 on the
+    /// CPU): a matrix × vector launch reads its matrix once, a matrix × matrix launch once per
+    /// tile of 32 tokens, the embedding one row per token.
+    pub weight_read_bytes: u64,
     /// Bytes the weights take in the backend's memory.
     pub weight_bytes: u64,
     /// Bytes the KV cache takes (the GPU allocates the whole capacity; the CPU's grows).
     pub kv_bytes: u64,
+    /// Every buffer the backend holds on the GPU: weights, KV cache, activations, tables,
+    /// parameters and read-back (0 on the CPU).
+    pub device_bytes: u64,
 }
 
 impl BackendStats {
@@ -79,6 +86,7 @@ impl BackendStats {
             dispatches: self.dispatches - earlier.dispatches,
             submissions: self.submissions - earlier.submissions,
             read_back_bytes: self.read_back_bytes - earlier.read_back_bytes,
+            weight_read_bytes: self.weight_read_bytes - earlier.weight_read_bytes,
             ..*self
         }
     }

@@ -129,6 +129,7 @@ impl WasmEngine {
             "cached_tokens": e.cached_tokens().len(),
             "weight_bytes": stats.weight_bytes,
             "kv_cache_bytes": stats.kv_bytes,
+            "gpu_memory_bytes": stats.device_bytes,
         }))
     }
 

@@ -97,12 +97,23 @@ fn bench_reports_what_it_measured() {
             // banned reads back the normalizer, the top 1 + 2 and the 2 banned ids: 6 pairs.
             assert_eq!(per_token("submissions_per_token"), 1.0);
             assert_eq!(per_token("read_back_bytes_per_token"), 48.0);
-            // 30 layers of 13 launches, embedding, head and read-out.
-            assert!(per_token("dispatches_per_token") > 390.0, "{out}");
+            // 30 layers of 6 launches, the embedding, the head, and the read-out's 4 (two top-k
+            // rounds over 49152 logits, logsumexp, gather).
+            assert_eq!(per_token("dispatches_per_token"), 30.0 * 6.0 + 2.0 + 4.0, "{out}");
+            // Each weight matrix read once a token: at least the file's bytes (the padding that
+            // puts Q8_0 blocks on whole words outweighs the norms, which are not counted), at
+            // most what the GPU holds.
+            let ratio = per_token("weight_read_ratio");
+            let held = out["weight_bytes"].as_f64().unwrap() / out["file_weight_bytes"].as_f64().unwrap();
+            assert!(ratio >= 1.0 && ratio <= held, "{ratio} (the GPU holds {held} × the file's weights)");
+            let memory = out["gpu_memory_bytes"].as_u64().unwrap();
+            let held = out["weight_bytes"].as_u64().unwrap() + out["kv_cache_bytes"].as_u64().unwrap();
+            assert!(memory > held && memory < held + (8 << 20), "{memory} vs weights + cache {held}");
             assert!(out["kv_cache_bytes"].as_u64().unwrap() > 0);
             assert!(out["adapter"].is_string());
         } else {
             assert_eq!(per_token("dispatches_per_token"), 0.0);
+            assert_eq!(per_token("weight_read_ratio"), 0.0);
         }
     }
     // The default sampling knobs (top-k 40, two banned ids): the normalizer, 42 best, 2 gathered.

@@ -235,6 +235,30 @@ fn matmul_with_swiglu_prologue_matches_cpu() {
     }
 }
 
+/// The SwiGLU epilogue: gate and up interleaved in one matrix, silu(gate) * up out, decode and
+/// prefill, and split across bindings (parts of whole 64-row blocks).
+#[test]
+fn gate_up_with_swiglu_epilogue_matches_cpu() {
+    let small = Gpu::new_blocking(&GpuOptions { allow_f16: false, max_binding_bytes: Some(64 * 1024) }).unwrap();
+    let (whole, split) = (oneshot(false), Oneshot::new(small).unwrap());
+    let mut rng = Rng(43);
+    for (dtype, rows, cols, n) in [(DType::Q4_1, 1536, 576, 1), (DType::Q8_0, 96, 64, 37), (DType::Q4_K, 64, 256, 2)] {
+        let x: Vec<f32> = rng.vec(n * cols).iter().map(|v| v * 3.0).collect();
+        let norm_w = rng.vec(cols);
+        let (gate, up) = (random_weights(&mut rng, dtype, rows, cols), random_weights(&mut rng, dtype, rows, cols));
+        let mut normed = vec![0f32; n * cols];
+        for (xi, oi) in x.chunks_exact(cols).zip(normed.chunks_exact_mut(cols)) {
+            rmsnorm(xi, &norm_w, 1e-5, oi);
+        }
+        let (g, u) = (cpu_matmul(dtype, &gate, rows, cols, &normed), cpu_matmul(dtype, &up, rows, cols, &normed));
+        let want: Vec<f32> = g.iter().zip(&u).map(|(g, u)| silu(*g) * u).collect();
+        for (gpu, what) in [(&whole, "whole"), (&split, "split")] {
+            let got = gpu.gate_up(dtype, (&gate, &up), (rows, cols), &x, (&norm_w, 1e-5)).unwrap();
+            check(&format!("gate_up {what} {} {rows}×{cols}, {n} tokens", dtype.name()), &got, &want, 1e-4);
+        }
+    }
+}
+
 /// RoPE fused into the cache write: rotated queries out, rotated keys and plain values appended
 /// after the old positions (which stay as they were).
 fn rope_kv_cases(f16: bool, tol: f64) {

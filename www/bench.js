@@ -50,6 +50,11 @@ async function ours() {
     read_back_bytes_per_token: perToken(g.decode_work.read_back_bytes),
     weight_bytes: info.weight_bytes,
     kv_cache_bytes: after.kv_cache_bytes,
+    gpu_memory_bytes: after.gpu_memory_bytes,
+    file_weight_bytes: info.config.file_weight_bytes,
+    weight_bytes_read_per_token: perToken(g.decode_work.weight_read_bytes),
+    // 1.0: each weight byte of the file read once per decoded token (0 on the CPU).
+    weight_read_ratio: perToken(g.decode_work.weight_read_bytes) / info.config.file_weight_bytes,
   };
 }
 

@@ -339,6 +339,12 @@ fn bench(args: &Args) -> Result<()> {
         "read_back_bytes_per_token": per_token(gen.decode_work.read_back_bytes, gen.decoded_tokens),
         "weight_bytes": gen.decode_work.weight_bytes,
         "kv_cache_bytes": gen.decode_work.kv_bytes,
+        "gpu_memory_bytes": gen.decode_work.device_bytes,
+        "file_weight_bytes": engine.config().file_weight_bytes,
+        "weight_bytes_read_per_token": per_token(gen.decode_work.weight_read_bytes, gen.decoded_tokens),
+        // 1.0: each weight byte of the file read once per decoded token (0 on the CPU).
+        "weight_read_ratio": per_token(gen.decode_work.weight_read_bytes, gen.decoded_tokens)
+            / engine.config().file_weight_bytes as f64,
     });
     if args.flag("--json") {
         println!("{report}");

@@ -98,7 +98,11 @@ impl GpuMatrix {
         if data.len() != src_row * rows {
             return Err(Error::BadModel(format!("{name}: {} bytes for {rows} × {cols} {}", data.len(), dtype.name())));
         }
-        let rows_per_part = (gpu.max_binding / row_bytes) as usize;
+        let mut rows_per_part = (gpu.max_binding / row_bytes) as usize;
+        // Parts of whole blocks of 64 rows keep the interleaved gate|up blocks whole.
+        if rows_per_part >= 64 {
+            rows_per_part -= rows_per_part % 64;
+        }
         if rows_per_part == 0 {
             return Err(Error::UnsupportedModel(format!(
                 "{name}: one row takes {row_bytes} bytes, more than a storage binding ({} bytes)",
@@ -116,6 +120,31 @@ impl GpuMatrix {
             row0 += n;
         }
         Ok(GpuMatrix { dtype, rows, cols, row_words, parts })
+    }
+
+    /// Gate and up (`rows × cols` each, in one format) as one matrix, their rows interleaved
+    /// in blocks of 32: gate 0..32, up 0..32, gate 32..64, … What the matmul's SwiGLU epilogue
+    /// reads.
+    pub fn interleaved(
+        gpu: &Gpu,
+        name: &str,
+        dtype: DType,
+        (rows, cols): (usize, usize),
+        gate: &[u8],
+        up: &[u8],
+    ) -> Result<GpuMatrix> {
+        let row_bytes = dtype.bytes_for(cols as u64)? as usize;
+        if rows % 32 != 0 || gate.len() != rows * row_bytes || up.len() != gate.len() {
+            return Err(Error::UnsupportedModel(format!(
+                "{name}: gate and up of {rows} rows ({} and {} bytes); the GPU kernels need whole blocks of 32 rows",
+                gate.len(),
+                up.len()
+            )));
+        }
+        let block = 32 * row_bytes;
+        let data: Vec<u8> =
+            gate.chunks(block).zip(up.chunks(block)).flat_map(|(g, u)| [g, u]).flatten().copied().collect();
+        GpuMatrix::new(gpu, name, dtype, 2 * rows, cols, &data)
     }
 
     pub fn bytes(&self) -> u64 {

@@ -8,8 +8,8 @@
 //!               rope_kv                               rotate q; rotate k and append k, v to the cache
 //!               attention
 //!               x += Wo · attn                        the residual add in the matmul's epilogue
-//!               gate|up = Wgu · rmsnorm(x)            one matmul for gate|up
-//!               x += Wdown · (silu(gate) · up) ]      SwiGLU in the down matmul's prologue
+//!               ffn = swiglu(Wgu · rmsnorm(x))        one matmul for gate|up, SwiGLU in its epilogue
+//!               x += Wdown · ffn ]
 //!       → logits = Wout · rmsnorm(x[last]) → read-out
 //! ```
 //!
@@ -42,7 +42,8 @@ struct Activations {
     /// The rotated queries.
     q: wgpu::Buffer,
     attn: wgpu::Buffer,
-    gate_up: wgpu::Buffer,
+    /// silu(gate) * up, or gate|up when the down projection applies SwiGLU.
+    ffn: wgpu::Buffer,
     logits: wgpu::Buffer,
 }
 
@@ -56,16 +57,13 @@ impl Activations {
             qkv: f("qkv", c.q_dim() + 2 * c.kv_dim()),
             q: f("q", c.q_dim()),
             attn: f("attn", c.q_dim()),
-            gate_up: f("gate_up", 2 * c.ffn_dim),
+            ffn: f("ffn", 2 * c.ffn_dim),
             logits: storage(gpu, "logits", c.vocab_size as u64 * 4),
         }
     }
 
     fn bytes(&self) -> u64 {
-        [&self.tokens, &self.x, &self.qkv, &self.q, &self.attn, &self.gate_up, &self.logits]
-            .iter()
-            .map(|b| b.size())
-            .sum()
+        [&self.tokens, &self.x, &self.qkv, &self.q, &self.attn, &self.ffn, &self.logits].iter().map(|b| b.size()).sum()
     }
 }
 
@@ -77,8 +75,34 @@ struct GpuLayer {
     qkv_bias: Option<wgpu::Buffer>,
     wo: GpuMatrix,
     ffn_norm: wgpu::Buffer,
-    gate_up: Stacked,
+    gate_up: GateUp,
     down: GpuMatrix,
+}
+
+/// Gate and up: one interleaved matrix whose epilogue applies SwiGLU, or, when they come in two
+/// formats, a stack whose SwiGLU the down projection's prologue applies.
+enum GateUp {
+    Interleaved(GpuMatrix),
+    Stacked(Stacked),
+}
+
+impl GateUp {
+    fn upload(gpu: &Gpu, gate: &TensorView, up: &TensorView, i: usize) -> Result<GateUp> {
+        let name = format!("blk.{i}.gate_up");
+        if gate.info.dtype != up.info.dtype {
+            return Ok(GateUp::Stacked(Stacked::upload(gpu, &name, &[gate, up])?));
+        }
+        let cols = gate.info.dims[0] as usize;
+        let rows = gate.info.elements() as usize / cols;
+        GpuMatrix::interleaved(gpu, &name, gate.info.dtype, (rows, cols), gate.data, up.data).map(GateUp::Interleaved)
+    }
+
+    fn matrices(&self) -> Vec<&GpuMatrix> {
+        match self {
+            GateUp::Interleaved(m) => vec![m],
+            GateUp::Stacked(s) => s.mats.iter().map(|(_, m)| m).collect(),
+        }
+    }
 }
 
 impl GpuLayer {
@@ -104,7 +128,7 @@ impl GpuLayer {
             qkv_bias,
             wo: GpuMatrix::upload(gpu, &l.wo)?,
             ffn_norm: vector(gpu, &l.ffn_norm)?,
-            gate_up: Stacked::upload(gpu, &format!("blk.{i}.gate_up"), &[&l.w_gate, &l.w_up])?,
+            gate_up: GateUp::upload(gpu, &l.w_gate, &l.w_up, i)?,
             down: GpuMatrix::upload(gpu, &l.w_down)?,
         })
     }
@@ -112,7 +136,8 @@ impl GpuLayer {
     fn bytes(&self) -> u64 {
         let vectors = [&self.attn_norm, &self.ffn_norm].iter().map(|b| b.size()).sum::<u64>()
             + self.qkv_bias.as_ref().map_or(0, |b| b.size());
-        vectors + self.qkv.bytes() + self.wo.bytes() + self.gate_up.bytes() + self.down.bytes()
+        let gate_up: u64 = self.gate_up.matrices().iter().map(|m| m.bytes()).sum();
+        vectors + self.qkv.bytes() + self.wo.bytes() + gate_up + self.down.bytes()
     }
 }
 
@@ -150,7 +175,8 @@ impl GpuWeights {
         let mut all = vec![self.embed.dtype];
         all.extend(self.output.iter().map(|m| m.dtype));
         for l in &self.layers {
-            all.extend(l.qkv.mats.iter().chain(&l.gate_up.mats).map(|(_, m)| m.dtype));
+            all.extend(l.qkv.mats.iter().map(|(_, m)| m.dtype));
+            all.extend(l.gate_up.matrices().iter().map(|m| m.dtype));
             all.extend([l.wo.dtype, l.down.dtype]);
         }
         all
@@ -259,11 +285,11 @@ impl GpuModel {
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
             for l in &self.body {
-                l.record(&mut pass, n);
+                self.stats.weight_read_bytes += l.record(&mut pass, n);
             }
             if want.is_some() {
                 for l in &self.head {
-                    l.record(&mut pass, n);
+                    self.stats.weight_read_bytes += l.record(&mut pass, n);
                 }
                 dispatches += self.head.len() as u64;
             }
@@ -302,9 +328,13 @@ impl GpuModel {
 }
 
 impl GpuModel {
-    /// Work counters, and the memory the weights and the KV cache hold.
+    /// Work counters, and the memory the weights, the KV cache and everything else hold.
     pub fn stats(&self) -> BackendStats {
-        BackendStats { weight_bytes: self.weights.bytes(), kv_bytes: self.cache.bytes(), ..self.stats }
+        let (weight_bytes, kv_bytes) = (self.weights.bytes(), self.cache.bytes());
+        let other = [&self.step, &self._params, &self._table].iter().map(|b| b.size()).sum::<u64>()
+            + self.act.bytes()
+            + self.reader.device_bytes();
+        BackendStats { weight_bytes, kv_bytes, device_bytes: weight_bytes + kv_bytes + other, ..self.stats }
     }
 }
 
@@ -371,11 +401,19 @@ fn record_body(rec: &mut Recorder, c: &Config, w: &GpuWeights, a: &Activations, 
         rec.rope_kv(&a.qkv, table, &a.q, (&cache.k[li], &cache.v[li]), &shape);
         rec.attention(&a.q, &cache.k[li], &cache.v[li], &a.attn, &shape);
         rec.matmul(MatMul::new(&l.wo, &a.attn, &a.x).accumulate());
-        for (row0, m) in &l.gate_up.mats {
-            let input = Input::Norm(&l.ffn_norm, c.rms_eps);
-            rec.matmul(MatMul::new(m, &a.x, &a.gate_up).input(input).stacked_at(*row0, l.gate_up.rows));
+        let norm = Input::Norm(&l.ffn_norm, c.rms_eps);
+        match &l.gate_up {
+            GateUp::Interleaved(m) => {
+                rec.matmul(MatMul::new(m, &a.x, &a.ffn).input(norm).swiglu_out());
+                rec.matmul(MatMul::new(&l.down, &a.ffn, &a.x).accumulate());
+            }
+            GateUp::Stacked(s) => {
+                for (row0, m) in &s.mats {
+                    rec.matmul(MatMul::new(m, &a.x, &a.ffn).input(norm).stacked_at(*row0, s.rows));
+                }
+                rec.matmul(MatMul::new(&l.down, &a.ffn, &a.x).input(Input::SwiGlu).accumulate());
+            }
         }
-        rec.matmul(MatMul::new(&l.down, &a.gate_up, &a.x).input(Input::SwiGlu).accumulate());
     }
 }
 

@@ -178,10 +178,20 @@ impl Kernels {
     }
 }
 
-/// The matmul entry points: the embedding lookup, then matrix × vector and matrix × matrix
-/// with each input prologue (none, RMSNorm, SwiGLU).
-pub const MATMUL_ENTRIES: [&str; 7] =
-    ["embed", "matvec", "matvec_norm", "matvec_swiglu", "matmat", "matmat_norm", "matmat_swiglu"];
+/// The matmul entry points: the embedding lookup, then matrix × vector and matrix × matrix,
+/// plain, with the RMSNorm prologue, with the SwiGLU prologue, and with the RMSNorm prologue
+/// and the SwiGLU epilogue.
+pub const MATMUL_ENTRIES: [&str; 9] = [
+    "embed",
+    "matvec",
+    "matvec_norm",
+    "matvec_swiglu_in",
+    "matvec_norm_swiglu_out",
+    "matmat",
+    "matmat_norm",
+    "matmat_swiglu_in",
+    "matmat_norm_swiglu_out",
+];
 
 /// A count of workgroups as a 2-D grid: WebGPU allows at most 65535 per dimension, so larger
 /// counts wrap into y (the kernels rebuild the flat index with `flat_wg`).

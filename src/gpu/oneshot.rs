@@ -130,6 +130,23 @@ impl Oneshot {
         self.read(&y, out_len)
     }
 
+    /// `silu(G n) * (U n)` with `n` the RMSNorm of each row of `x`: gate and up (`rows × cols`
+    /// each) interleaved into one matrix and the SwiGLU epilogue.
+    pub fn gate_up(
+        &self,
+        dtype: DType,
+        (gate, up): (&[u8], &[u8]),
+        (rows, cols): (usize, usize),
+        x: &[f32],
+        (norm_w, eps): (&[f32], f32),
+    ) -> Result<Vec<f32>> {
+        let n = x.len() / cols;
+        let w = GpuMatrix::interleaved(&self.gpu, "gate_up", dtype, (rows, cols), gate, up)?;
+        let (xb, nb, y) = (self.input(x), self.input(norm_w), self.poisoned(n * rows));
+        self.run(n, 0, |r| r.matmul(MatMul::new(&w, &xb, &y).input(Input::Norm(&nb, eps)).swiglu_out()))?;
+        self.read(&y, n * rows)
+    }
+
     /// The rows `tokens` of a `rows × cols` matrix.
     pub fn embed(&self, dtype: DType, data: &[u8], (rows, cols): (usize, usize), tokens: &[u32]) -> Result<Vec<f32>> {
         let w = GpuMatrix::new(&self.gpu, "w", dtype, rows, cols, data)?;

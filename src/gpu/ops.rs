@@ -8,6 +8,9 @@ use super::device::Gpu;
 use super::kernels::{grid, AttnParams, Family, Kernels, MatParams, RopeParams};
 use crate::model::{Config, RopeStyle};
 
+/// Tokens per tile of the matrix × matrix kernel (`MM_TOKENS` in matmul.wgsl).
+const MM_TOKENS: u32 = 32;
+
 /// How many workgroups a launch needs for `n` tokens.
 #[derive(Clone, Copy)]
 pub enum Grid {
@@ -27,6 +30,16 @@ pub enum Grid {
     MatVec { rows: u32 },
 }
 
+/// The weight bytes a launch reads.
+#[derive(Clone, Copy)]
+pub enum Reads {
+    None,
+    /// A matrix part: once per matrix × vector, once per tile of tokens of the matrix × matrix.
+    Matrix(u64),
+    /// One row per token (the embedding lookup; counted on the first part).
+    RowPerToken(u64),
+}
+
 /// One recorded kernel launch.
 pub struct Launch {
     pipeline: wgpu::ComputePipeline,
@@ -34,10 +47,12 @@ pub struct Launch {
     matmat: Option<wgpu::ComputePipeline>,
     bind: wgpu::BindGroup,
     grid: Grid,
+    reads: Reads,
 }
 
 impl Launch {
-    pub fn record(&self, pass: &mut wgpu::ComputePass, n: u32) {
+    /// Record the launch for a step of `n` tokens; returns the weight bytes it will read.
+    pub fn record(&self, pass: &mut wgpu::ComputePass, n: u32) -> u64 {
         let (pipeline, (x, y)) = match self.grid {
             Grid::PerToken(x) => (&self.pipeline, (x, n)),
             Grid::Tokens => (&self.pipeline, (n, 1)),
@@ -46,13 +61,19 @@ impl Launch {
             Grid::Heads(heads) => (&self.pipeline, (heads, n)),
             Grid::Matmul { rows } if n > 1 => (
                 self.matmat.as_ref().expect("matmul launch has a matmat pipeline"),
-                (rows.div_ceil(64), n.div_ceil(32)),
+                (rows.div_ceil(64), n.div_ceil(MM_TOKENS)),
             ),
             Grid::Matmul { rows } | Grid::MatVec { rows } => (&self.pipeline, grid(rows.div_ceil(8))),
         };
         pass.set_pipeline(pipeline);
         pass.set_bind_group(0, &self.bind, &[]);
         pass.dispatch_workgroups(x, y, 1);
+        match (self.reads, self.grid) {
+            (Reads::None, _) => 0,
+            (Reads::Matrix(bytes), Grid::Matmul { .. }) => bytes * n.div_ceil(MM_TOKENS) as u64,
+            (Reads::Matrix(bytes), _) => bytes,
+            (Reads::RowPerToken(bytes), _) => bytes * n as u64,
+        }
     }
 }
 
@@ -70,6 +91,7 @@ struct PendingLaunch<'k> {
     matmat: Option<&'static str>,
     res: Vec<Res>,
     grid: Grid,
+    reads: Reads,
 }
 
 /// Collects launches and their parameters; `finish` creates the bind groups.
@@ -91,7 +113,7 @@ impl<'k> Recorder<'k> {
     }
 
     fn launch(&mut self, family: &'k Family, entry: &'static str, res: Vec<Res>, grid: Grid) {
-        self.launches.push(PendingLaunch { family, entry, matmat: None, res, grid });
+        self.launches.push(PendingLaunch { family, entry, matmat: None, res, grid, reads: Reads::None });
     }
 
     fn param<T: bytemuck::Pod>(&mut self, value: T) -> Res {
@@ -101,17 +123,21 @@ impl<'k> Recorder<'k> {
     /// `y (+)= W x` (with its prologue and epilogue) for every part of the matrix.
     pub fn matmul(&mut self, m: MatMul) {
         let family = &self.kernels.matmul[&m.w.dtype];
-        let (vec_entry, mat_entry, norm_w, eps) = match m.input {
-            Input::Plain => ("matvec", "matmat", m.x, 0.0),
-            Input::Norm(weight, eps) => ("matvec_norm", "matmat_norm", weight, eps),
-            Input::SwiGlu => ("matvec_swiglu", "matmat_swiglu", m.x, 0.0),
+        let (vec_entry, mat_entry, norm_w, eps) = match (m.input, m.swiglu_out) {
+            (Input::Plain, false) => ("matvec", "matmat", m.x, 0.0),
+            (Input::Norm(weight, eps), false) => ("matvec_norm", "matmat_norm", weight, eps),
+            (Input::SwiGlu, false) => ("matvec_swiglu_in", "matmat_swiglu_in", m.x, 0.0),
+            (Input::Norm(weight, eps), true) => ("matvec_norm_swiglu_out", "matmat_norm_swiglu_out", weight, eps),
+            _ => unreachable!("the SwiGLU epilogue is compiled with the norm prologue only"),
         };
+        assert!(!(m.swiglu_out && m.bias.is_some()), "the SwiGLU epilogue takes no bias");
         for part in &m.w.parts {
             let p = self.param(MatParams {
                 rows: part.rows as u32,
                 cols: m.w.cols as u32,
                 row_words: m.w.row_words as u32,
-                out_row0: (m.row0 + part.row0) as u32,
+                // With the SwiGLU epilogue, two rows of W (gate, up) make one output row.
+                out_row0: (m.row0 + part.row0 / (1 + m.swiglu_out as usize)) as u32,
                 out_stride: m.out_stride as u32,
                 accumulate: m.accumulate as u32,
                 bias: m.bias.is_some() as u32,
@@ -133,7 +159,8 @@ impl<'k> Recorder<'k> {
             let rows = part.rows as u32;
             let (grid, matmat) =
                 if m.last_only { (Grid::MatVec { rows }, None) } else { (Grid::Matmul { rows }, Some(mat_entry)) };
-            self.launches.push(PendingLaunch { family, entry: vec_entry, matmat, res, grid });
+            let reads = Reads::Matrix(part.buffer.size());
+            self.launches.push(PendingLaunch { family, entry: vec_entry, matmat, res, grid, reads });
         }
     }
 
@@ -161,6 +188,7 @@ impl<'k> Recorder<'k> {
                     matmat: l.matmat.map(|entry| l.family.pipeline(entry).clone()),
                     bind: l.family.bind(self.gpu, &resources),
                     grid: l.grid,
+                    reads: l.reads,
                 }
             })
             .collect();
@@ -213,6 +241,7 @@ pub struct MatMul<'a> {
     accumulate: bool,
     bias: Option<&'a wgpu::Buffer>,
     last_only: bool,
+    swiglu_out: bool,
 }
 
 impl<'a> MatMul<'a> {
@@ -228,6 +257,7 @@ impl<'a> MatMul<'a> {
             accumulate: false,
             bias: None,
             last_only: false,
+            swiglu_out: false,
         }
     }
 
@@ -248,6 +278,11 @@ impl<'a> MatMul<'a> {
     /// Add `bias[row]` (indexed by rows of the whole stack).
     pub fn bias(self, bias: Option<&'a wgpu::Buffer>) -> Self {
         MatMul { bias, ..self }
+    }
+
+    /// `y = silu(gate) * up`, W being gate and up interleaved ([`GpuMatrix::interleaved`]).
+    pub fn swiglu_out(self) -> Self {
+        MatMul { swiglu_out: true, out_stride: self.w.rows / 2, ..self }
     }
 
     /// The step's last token only, into row 0 of `y` (the output head).
@@ -276,6 +311,10 @@ impl Recorder<'_> {
             });
             let res = vec![buf(&part.buffer), buf(spare), buf(out), p, Res::Step, buf(tokens), buf(spare), buf(spare)];
             self.launch(family, "embed", res, Grid::PerToken((m.cols as u32 / 8).div_ceil(64)));
+            if part.row0 == 0 {
+                let last = self.launches.last_mut().expect("just recorded");
+                last.reads = Reads::RowPerToken(m.row_words as u64 * 4);
+            }
         }
     }
 

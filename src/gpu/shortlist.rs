@@ -32,6 +32,8 @@ pub struct Reader {
     rounds: Vec<[wgpu::BindGroup; 2]>,
     lse: wgpu::BindGroup,
     gathering: wgpu::BindGroup,
+    /// GPU memory of the buffers above and the scratch.
+    device_bytes: u64,
 }
 
 /// What a recorded step will read back.
@@ -82,7 +84,9 @@ impl Reader {
                 [group(cin, &scratch[r % 2], r), group(cin, &result, r)]
             })
             .collect();
+        let device_bytes = [&params, &ids, &scratch[0], &scratch[1], &result, &staging].iter().map(|b| b.size()).sum();
         Reader {
+            device_bytes,
             vocab,
             align,
             lse: group(&scratch[0], &result, LSE_SLOT),
@@ -97,6 +101,10 @@ impl Reader {
             gather: family.pipeline("gather").clone(),
             rounds,
         }
+    }
+
+    pub fn device_bytes(&self) -> u64 {
+        self.device_bytes
     }
 
     /// Record what `want` needs into `encoder`, ending with the copy to the staging buffer.

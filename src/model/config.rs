@@ -48,6 +48,8 @@ pub struct Config {
     pub tied_embeddings: bool,
     /// q/k/v projections have biases.
     pub attn_bias: bool,
+    /// Bytes of tensor data in the file: what a decoded token must read at least once.
+    pub file_weight_bytes: u64,
 }
 
 /// Refuse dimensions beyond what any real model has: they only come from hostile files and would
@@ -148,6 +150,7 @@ impl Config {
             },
             rms_eps,
             tied_embeddings: g.tensor_info("output.weight").is_none(),
+            file_weight_bytes: g.tensor_bytes(),
             attn_bias: arch == Arch::Qwen2,
         })
     }
