@@ -2,7 +2,9 @@
 # Every figure of BENCHMARKS.md, in one run on this machine: greedy, 64 generated tokens, prompts
 # of 16, 128, 512 and 2048 tokens; natively (`webgpu-llm bench --json`, CPU and GPU backends)
 # and in headless Chromium (www/bench.html: our CPU and WebGPU backends, and wllama on the same
-# file with 1 and 2 threads). Writes target/bench/results.jsonl, then the plots in www/plots/.
+# file with 1 and 2 threads), and natively against llama.cpp's llama-bench when it is installed
+# (on PATH or in LLAMA_BENCH; skipped when absent). Writes target/bench/results.jsonl, then the
+# plots in www/plots/.
 # Takes about 30 minutes on a 2-core machine without a GPU. Set LENGTHS to change the prompts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +15,8 @@ out=target/bench/results.jsonl
 mkdir -p target/bench
 : >"$out"
 lengths=${LENGTHS:-16 128 512 2048}
+llama_bench=$(command -v "${LLAMA_BENCH:-llama-bench}" || true)
+[ -n "$llama_bench" ] || echo "llama-bench not found (set LLAMA_BENCH): skipping the llama.cpp side-by-side" >&2
 run() { # label, command...
   local label=$1
   shift
@@ -27,6 +31,9 @@ for n in $lengths; do
   run "native cpu" target/release/webgpu-llm bench --json --backend cpu --prompt-tokens "$n" --gen-tokens 64
   run "native cpu, 1 thread" env WEBGPU_LLM_THREADS=1 target/release/webgpu-llm bench --json --backend cpu --prompt-tokens "$n" --gen-tokens 64
   run "native gpu (lavapipe)" target/release/webgpu-llm bench --json --backend gpu --prompt-tokens "$n" --gen-tokens 64
+  if [ -n "$llama_bench" ]; then
+    run "llama.cpp (native)" env LLAMA_BENCH="$llama_bench" node scripts/bench-llama-cpp.mjs prompt="$n" gen=64 threads=2
+  fi
   run "browser cpu (wasm)" node scripts/bench-browser.mjs backend=cpu prompt="$n" gen=64
   run "wllama, 2 threads" node scripts/bench-browser.mjs runtime=wllama gpu_layers=0 threads=2 prompt="$n" gen=64
   run "wllama, 1 thread" node scripts/bench-browser.mjs runtime=wllama gpu_layers=0 threads=1 prompt="$n" gen=64
