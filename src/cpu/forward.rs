@@ -75,7 +75,31 @@ pub struct CpuModel {
     config: Config,
     weights: Weights<CpuWeight>,
     cache: KvCache,
+    act: Activations,
     steps: u64,
+}
+
+/// The activations of a step, kept between steps so a decoded token allocates nothing but the
+/// logits it hands to the sampler.
+#[derive(Default)]
+struct Activations {
+    x: Vec<f32>,
+    h: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    attn: Vec<f32>,
+    proj: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    scores: Vec<f32>,
+}
+
+/// `v` as `len` zeros, reusing its memory.
+fn zeroed(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    v.clear();
+    v.resize(len, 0.0);
+    v
 }
 
 impl CpuModel {
@@ -101,19 +125,18 @@ impl CpuModel {
             dequantize(*t).map(CpuWeight::F32)
         })?;
         let cache = KvCache::new(config.n_layers, capacity);
-        Ok(CpuModel { config: config.clone(), weights, cache, steps: 0 })
+        Ok(CpuModel { config: config.clone(), weights, cache, act: Activations::default(), steps: 0 })
     }
 
-    /// Run one chunk of tokens at positions `cache.len ..`; returns the last token's hidden state.
-    fn forward_chunk(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
-        let c = &self.config;
-        let w = &self.weights;
+    /// Run one chunk of tokens at positions `cache.len ..`; leaves the hidden states in `act.x`.
+    fn forward_chunk(&mut self, tokens: &[u32]) -> Result<()> {
+        let CpuModel { config: c, weights: w, cache, act, .. } = self;
         let n = tokens.len();
         let (d, qd, kvd, hd) = (c.d_model, c.q_dim(), c.kv_dim(), c.head_dim);
-        let start = self.cache.len;
+        let start = cache.len;
 
         // Embeddings.
-        let mut x = vec![0.0; n * d];
+        let x = zeroed(&mut act.x, n * d);
         for (&t, row) in tokens.iter().zip(x.chunks_exact_mut(d)) {
             if t as usize >= c.vocab_size {
                 return Err(Error::InvalidArgument(format!("token id {t} is outside the vocabulary")));
@@ -121,26 +144,26 @@ impl CpuModel {
             w.embed.row_into(t as usize, row);
         }
 
-        let mut h = vec![0.0; n * d];
-        let mut q = vec![0.0; n * qd];
-        let mut k = vec![0.0; n * kvd];
-        let mut v = vec![0.0; n * kvd];
-        let mut attn = vec![0.0; n * qd];
-        let mut proj = vec![0.0; n * d];
-        let mut gate = vec![0.0; n * c.ffn_dim];
-        let mut up = vec![0.0; n * c.ffn_dim];
-        let mut scores = vec![0.0; start + n];
+        let h = zeroed(&mut act.h, n * d);
+        let q = zeroed(&mut act.q, n * qd);
+        let k = zeroed(&mut act.k, n * kvd);
+        let v = zeroed(&mut act.v, n * kvd);
+        let attn = zeroed(&mut act.attn, n * qd);
+        let proj = zeroed(&mut act.proj, n * d);
+        let gate = zeroed(&mut act.gate, n * c.ffn_dim);
+        let up = zeroed(&mut act.up, n * c.ffn_dim);
+        let scores = zeroed(&mut act.scores, start + n);
         let freqs = w.rope_freqs.as_ref().map(CpuWeight::values);
         let group = c.n_heads / c.n_kv_heads;
         let scale = 1.0 / (hd as f32).sqrt();
 
         for (li, l) in w.layers.iter().enumerate() {
             // Attention block.
-            rmsnorm(&x, l.attn_norm.values(), c.rms_eps, &mut h);
-            l.wq.matmul(&h, &mut q);
-            l.wk.matmul(&h, &mut k);
-            l.wv.matmul(&h, &mut v);
-            for (out, bias) in [(&mut q, &l.bq), (&mut k, &l.bk), (&mut v, &l.bv)] {
+            rmsnorm(x, l.attn_norm.values(), c.rms_eps, h);
+            l.wq.matmul(h, q);
+            l.wk.matmul(h, k);
+            l.wv.matmul(h, v);
+            for (out, bias) in [(&mut *q, &l.bq), (&mut *k, &l.bk), (&mut *v, &l.bv)] {
                 if let Some(b) = bias {
                     let b = b.values();
                     for row in out.chunks_exact_mut(b.len()) {
@@ -155,11 +178,11 @@ impl CpuModel {
                 q[t * qd..(t + 1) * qd].chunks_exact_mut(hd).for_each(rope_head);
                 k[t * kvd..(t + 1) * kvd].chunks_exact_mut(hd).for_each(rope_head);
             }
-            let (kc, vc) = (&mut self.cache.k[li], &mut self.cache.v[li]);
+            let (kc, vc) = (&mut cache.k[li], &mut cache.v[li]);
             kc.truncate(start * kvd);
             vc.truncate(start * kvd);
-            kc.extend_from_slice(&k);
-            vc.extend_from_slice(&v);
+            kc.extend_from_slice(k);
+            vc.extend_from_slice(v);
 
             // Grouped-query causal attention: token t sees positions 0 ..= start + t.
             for t in 0..n {
@@ -179,19 +202,19 @@ impl CpuModel {
                     }
                 }
             }
-            l.wo.matmul(&attn, &mut proj);
-            x.iter_mut().zip(&proj).for_each(|(x, p)| *x += p);
+            l.wo.matmul(attn, proj);
+            x.iter_mut().zip(proj.iter()).for_each(|(x, p)| *x += p);
 
             // SwiGLU feed-forward block.
-            rmsnorm(&x, l.ffn_norm.values(), c.rms_eps, &mut h);
-            l.w_gate.matmul(&h, &mut gate);
-            l.w_up.matmul(&h, &mut up);
-            gate.iter_mut().zip(&up).for_each(|(g, u)| *g = silu(*g) * u);
-            l.w_down.matmul(&gate, &mut proj);
-            x.iter_mut().zip(&proj).for_each(|(x, p)| *x += p);
+            rmsnorm(x, l.ffn_norm.values(), c.rms_eps, h);
+            l.w_gate.matmul(h, gate);
+            l.w_up.matmul(h, up);
+            gate.iter_mut().zip(up.iter()).for_each(|(g, u)| *g = silu(*g) * u);
+            l.w_down.matmul(gate, proj);
+            x.iter_mut().zip(proj.iter()).for_each(|(x, p)| *x += p);
         }
-        self.cache.len = start + n;
-        Ok(x.split_off((n - 1) * d))
+        cache.len = start + n;
+        Ok(())
     }
 }
 
@@ -233,22 +256,20 @@ impl CpuModel {
     fn run(&mut self, tokens: &[u32]) -> Result<Logits> {
         check_step(tokens, self.cache.len, self.cache.capacity)?;
         let start = self.cache.len;
-        let mut last = Vec::new();
         for chunk in tokens.chunks(PREFILL_CHUNK) {
-            match self.forward_chunk(chunk) {
-                Ok(x) => last = x,
-                Err(e) => {
-                    self.cache.len = start;
-                    return Err(e);
-                }
+            if let Err(e) = self.forward_chunk(chunk) {
+                self.cache.len = start;
+                return Err(e);
             }
             self.steps += 1;
         }
         let c = &self.config;
-        let mut normed = vec![0.0; c.d_model];
-        rmsnorm(&last, self.weights.out_norm.values(), c.rms_eps, &mut normed);
+        let (x, normed) = (&self.act.x, &mut self.act.h);
+        let last = &x[x.len() - c.d_model..];
+        rmsnorm(last, self.weights.out_norm.values(), c.rms_eps, &mut normed[..c.d_model]);
+        let normed = &normed[..c.d_model];
         let mut logits = vec![0.0; c.vocab_size];
-        self.weights.lm_head().matmul(&normed, &mut logits);
+        self.weights.lm_head().matmul(normed, &mut logits);
         Ok(Logits::Full(logits))
     }
 }

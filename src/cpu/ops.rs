@@ -47,21 +47,34 @@ const PARALLEL_MIN_WORK: usize = 4 << 20;
 /// row is read once per batch.
 pub fn for_row_blocks(rows: usize, cols: usize, n: usize, out: &mut [f32], f: impl Fn(usize, usize) -> f32 + Sync) {
     debug_assert_eq!(out.len(), n * rows);
-    // Work on blocks of rows so each thread writes its own slice of a row-block-major scratch.
     let threads = if rows * cols * n >= PARALLEL_MIN_WORK { threads() } else { 1 };
     let rows_per_task = rows.div_ceil(threads).max(1);
-    let mut scratch = vec![0f32; n * rows];
-    let tasks: Vec<(usize, &mut [f32])> =
-        scratch.chunks_mut(rows_per_task * n).enumerate().map(|(i, s)| (i * rows_per_task, s)).collect();
-    let work = |(r0, s): (usize, &mut [f32])| {
-        for (r, dst) in s.chunks_exact_mut(n).enumerate() {
+    // Fill `dst`, laid out [row][token], from row r0 on.
+    let fill = |(r0, dst): (usize, &mut [f32])| {
+        for (r, dst) in dst.chunks_exact_mut(n).enumerate() {
             for (t, o) in dst.iter_mut().enumerate() {
                 *o = f(r0 + r, t);
             }
         }
     };
-    parallel(tasks, work);
-    // scratch is [row][token]; out is [token][row].
+    let blocks = |buf: &mut [f32]| {
+        if threads == 1 {
+            fill((0, buf));
+        } else {
+            parallel(
+                buf.chunks_mut(rows_per_task * n).enumerate().map(|(i, s)| (i * rows_per_task, s)).collect(),
+                fill,
+            );
+        }
+    };
+    if n == 1 {
+        // One token (decode): [row][token] is out's own layout; nothing to allocate.
+        blocks(out);
+        return;
+    }
+    // Each thread writes its own slice of a row-block-major scratch, transposed after.
+    let mut scratch = vec![0f32; n * rows];
+    blocks(&mut scratch);
     for r in 0..rows {
         for t in 0..n {
             out[t * rows + r] = scratch[r * n + t];

@@ -143,9 +143,18 @@ pub struct Q8Vec {
 impl Q8Vec {
     /// Quantize `x` (a whole number of blocks).
     pub fn quantize(x: &[f32]) -> Q8Vec {
+        let mut v = Q8Vec::default();
+        v.quantize_into(x);
+        v
+    }
+
+    /// Quantize `x` into this vector's buffers (no allocation once they are large enough).
+    pub fn quantize_into(&mut self, x: &[f32]) {
         debug_assert_eq!(x.len() % QK, 0);
-        let nb = x.len() / QK;
-        let mut v = Q8Vec { d: Vec::with_capacity(nb), s: Vec::with_capacity(nb), qs: vec![0; x.len()] };
+        let v = self;
+        v.d.clear();
+        v.s.clear();
+        v.qs.resize(x.len(), 0);
         for (xb, qb) in x.chunks_exact(QK).zip(v.qs.chunks_exact_mut(QK)) {
             let amax = xb.iter().fold(0f32, |a, v| a.max(v.abs()));
             let d = amax / 127.0;
@@ -158,7 +167,6 @@ impl Q8Vec {
             v.d.push(f16::from_f32(d).to_f32());
             v.s.push(f16::from_f32(sum as f32 * d).to_f32());
         }
-        v
     }
 }
 
@@ -332,8 +340,15 @@ mod kernels {
 pub fn matmul_q(w: &QMatrix, x: &[f32], out: &mut [f32]) {
     let n = x.len() / w.cols;
     debug_assert_eq!(out.len(), n * w.rows);
-    let xq = Q8Vec::quantize(x);
-    super::ops::for_row_blocks(w.rows, w.cols, n, out, |r, t| w.dot(r, &xq, t));
+    thread_local! {
+        // The quantized input, reused so a product allocates nothing.
+        static XQ: std::cell::RefCell<Q8Vec> = std::cell::RefCell::default();
+    }
+    XQ.with_borrow_mut(|xq| {
+        xq.quantize_into(x);
+        let xq = &*xq;
+        super::ops::for_row_blocks(w.rows, w.cols, n, out, |r, t| w.dot(r, xq, t));
+    });
 }
 
 #[cfg(test)]
