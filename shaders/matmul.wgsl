@@ -163,6 +163,10 @@ fn matvec_body(pro: u32, epi: u32, wid: vec3<u32>, nwg: vec3<u32>, tid: u32) {
     let t = select(0u, step.n - 1u, p.last_only != 0u);
     let items = p.cols / 8u;
     var acc: array<f32, 8>;
+    var row_base: array<u32, 8>; // MV_ROWS: where each row starts in w
+    for (var r = 0u; r < MV_ROWS; r++) {
+        row_base[r] = mv_row(epi, r0, r) * p.row_words;
+    }
     var squares = 0.0; // the norm's, of the inputs this invocation reads
     for (var i = tid; i < items; i += MV_WG) {
         let g = i / 4u;
@@ -174,7 +178,7 @@ fn matvec_body(pro: u32, epi: u32, wid: vec3<u32>, nwg: vec3<u32>, tid: u32) {
         }
         for (var r = 0u; r < MV_ROWS; r++) {
             if (r0 + r < p.rows) {
-                let e = load8(mv_row(epi, r0, r) * p.row_words, g, part);
+                let e = load8(row_base[r], g, part);
                 acc[r] += dot(e.lo, xi.lo) + dot(e.hi, xi.hi);
             }
         }
