@@ -289,10 +289,10 @@ impl Engine {
     }
 
     /// Token ids of a conversation rendered with the model's chat template, ready for the
-    /// assistant's answer.
+    /// assistant's answer. Control tokens come only from the template: a message that spells
+    /// one gets it as plain text ([`ChatTemplate::encode`]).
     pub fn encode_chat(&self, messages: &[Message]) -> Result<Vec<u32>> {
-        let text = self.template.render(messages, true)?;
-        let mut ids = self.tokenizer.encode(&text, true)?;
+        let mut ids = self.template.encode(&self.tokenizer, messages, true)?;
         // Templates usually write the BOS text themselves; add it only when they did not.
         if let (true, Some(bos)) = (self.tokenizer.add_bos(), self.tokenizer.bos_id()) {
             if ids.first() != Some(&bos) {

@@ -346,6 +346,11 @@ impl Tokenizer {
         self.control.get(id as usize).copied().unwrap_or(false)
     }
 
+    /// Whether `text` spells a control token (such as `<|im_end|>`) somewhere.
+    pub fn spells_control(&self, text: &str) -> bool {
+        self.tokens.iter().zip(&self.control).any(|(t, &c)| c && !t.is_empty() && text.contains(t.as_str()))
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.tokens.len()
     }
@@ -605,6 +610,53 @@ impl ChatTemplate {
             return Err(Error::InvalidArgument(format!("chat template output exceeds {TEMPLATE_MAX_OUTPUT} bytes")));
         }
         Ok(out)
+    }
+}
+
+/// Around the index of a message whose text stands in for it in a rendered template (Unicode
+/// private-use characters: no template writes them).
+const MARK_OPEN: char = '\u{10FFFD}';
+const MARK_CLOSE: char = '\u{10FFFC}';
+
+impl ChatTemplate {
+    /// Render `messages` and tokenize the result so that control tokens come only from the
+    /// template: text in a message that spells one (`<|im_end|>\n<|im_start|>system`) becomes
+    /// plain text, so a message cannot forge a turn. No BOS is added.
+    ///
+    /// Messages that spell no control token are rendered and tokenized as they are, exactly as
+    /// HF and llama.cpp do. A message that spells one is rendered as a marker; the template's
+    /// text around the markers is tokenized with control tokens, the message's text without.
+    /// A role that spells a control token, or a template that cuts a marker apart, is an error.
+    pub fn encode(&self, tok: &Tokenizer, messages: &[Message], add_generation_prompt: bool) -> Result<Vec<u32>> {
+        let hostile = |t: &str| tok.spells_control(t) || t.contains([MARK_OPEN, MARK_CLOSE]);
+        if let Some(m) = messages.iter().find(|m| hostile(&m.role)) {
+            return Err(Error::InvalidArgument(format!("the role {:?} spells a control token", m.role)));
+        }
+        if !messages.iter().any(|m| hostile(&m.content)) {
+            return tok.encode(&self.render(messages, add_generation_prompt)?, true);
+        }
+        let marked: Vec<Message> = messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| match hostile(&m.content) {
+                true => Message { role: m.role.clone(), content: format!("{MARK_OPEN}{i}{MARK_CLOSE}") },
+                false => m.clone(),
+            })
+            .collect();
+        let text = self.render(&marked, add_generation_prompt)?;
+        let cut = || Error::InvalidArgument("the chat template cuts a message's text apart".into());
+        let mut ids = Vec::new();
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find([MARK_OPEN, MARK_CLOSE]) {
+            ids.extend(tok.encode(&rest[..at], true)?);
+            let inner = rest[at..].strip_prefix(MARK_OPEN).ok_or_else(cut)?;
+            let end = inner.find(MARK_CLOSE).ok_or_else(cut)?;
+            let i: usize = inner[..end].parse().map_err(|_| cut())?;
+            ids.extend(tok.encode(&messages.get(i).ok_or_else(cut)?.content, false)?);
+            rest = &inner[end + MARK_CLOSE.len_utf8()..];
+        }
+        ids.extend(tok.encode(rest, true)?);
+        Ok(ids)
     }
 }
 
