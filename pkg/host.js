@@ -16,6 +16,29 @@ export function codedError(code, message) {
 
 const CACHE = "webgpu-llm-models";
 
+/** The models in the Cache API store, as `{ url, bytes }` (bytes: the stored length, or null). */
+export async function listCachedModels() {
+  if (!globalThis.caches || !(await caches.has(CACHE))) return [];
+  const store = await caches.open(CACHE);
+  const models = [];
+  for (const request of await store.keys()) {
+    const response = await store.match(request);
+    models.push({ url: request.url, bytes: Number(response?.headers.get("content-length")) || null });
+  }
+  return models;
+}
+
+/** Forget one cached model (a URL, relative to the page); true when there was one. */
+export async function deleteCachedModel(url) {
+  if (!globalThis.caches || !(await caches.has(CACHE))) return false;
+  return (await caches.open(CACHE)).delete(new URL(url, globalThis.location?.href).href);
+}
+
+/** Forget every cached model; true when there were any. */
+export async function clearModelCache() {
+  return globalThis.caches ? caches.delete(CACHE) : false;
+}
+
 /** Read `stream` to its end into `target` (a wasm ModelBytes), reporting progress. */
 async function readInto(stream, target, total, stage, onProgress) {
   const reader = stream.getReader();
@@ -66,8 +89,14 @@ export async function readModel(model, { cache = true, sha256, onProgress = () =
     const hit = store && (await store.match(url));
     if (hit) {
       const total = Number(hit.headers.get("content-length")) || undefined;
-      bytes = await readInto(hit.body, new ModelBytes(total), total ?? 0, "cache", onProgress);
-    } else {
+      try {
+        bytes = await readInto(hit.body, new ModelBytes(total), total ?? 0, "cache", onProgress);
+      } catch {
+        // A damaged cached copy (shorter than it says): forget it and download again.
+        await store.delete(url);
+      }
+    }
+    if (!bytes) {
       let response;
       try {
         response = await fetch(url);

@@ -232,3 +232,17 @@ export interface LlmEngine {
 }
 
 export function createEngine(options: EngineOptions): Promise<LlmEngine>;
+
+/** A model kept in the Cache API store by `createEngine({ model: url })`. */
+export interface CachedModel {
+  url: string;
+  /** The stored length, or null when the server sent none. */
+  bytes: number | null;
+}
+
+/** The models in the cache. */
+export function listCachedModels(): Promise<CachedModel[]>;
+/** Forget one cached model (a URL, relative to the page); resolves true when there was one. */
+export function deleteCachedModel(url: string): Promise<boolean>;
+/** Forget every cached model; resolves true when there were any. */
+export function clearModelCache(): Promise<boolean>;

@@ -4,6 +4,8 @@
 
 import { Host } from "./host.js";
 
+export { listCachedModels, deleteCachedModel, clearModelCache } from "./host.js";
+
 /** Every failure: a JS Error with a stable `code` (see index.d.ts for the list). */
 export class WebGpuLlmError extends Error {
   constructor(code, message) {

@@ -196,6 +196,39 @@ test("a reload reads the model from the Cache API; a broken download caches noth
   same(r.cachedBroken, false, "nothing cached for the broken download");
 });
 
+test("the cache can be listed and cleared; a damaged cached copy is downloaded again", async () => {
+  const r = await inPage(page, async (llm, model) => {
+    await (await llm.createEngine({ model, backend: "cpu" })).unload();
+    const url = new URL(model, location.href).href;
+    const listed = await llm.listCachedModels();
+    const size = Number((await fetch(model, { method: "HEAD" })).headers.get("content-length"));
+    const deleted = await llm.deleteCachedModel(model);
+    const again = await llm.deleteCachedModel(model);
+    const afterDelete = (await llm.listCachedModels()).map((m) => m.url);
+    // A copy that claims the whole file but holds 1 KiB of it.
+    const store = await caches.open("webgpu-llm-models");
+    const part = (await (await fetch(model)).arrayBuffer()).slice(0, 1024);
+    await store.put(url, new Response(part, { headers: { "content-length": String(size) } }));
+    const stages = [];
+    const engine = await llm.createEngine({ model, backend: "cpu", onProgress: (p) => stages.push(p.stage) });
+    const layers = (await engine.info()).config.n_layers;
+    await engine.unload();
+    const relisted = await llm.listCachedModels();
+    const stored = (await (await store.match(url)).arrayBuffer()).byteLength;
+    const cleared = await llm.clearModelCache();
+    return { url, listed, size, deleted, again, afterDelete, stages: [...new Set(stages)], layers, relisted, stored,
+      cleared, afterClear: await llm.listCachedModels() };
+  }, MODEL);
+  assert(!r.error, JSON.stringify(r.error));
+  same(r.listed.filter((m) => m.url === r.url), [{ url: r.url, bytes: r.size }], "the loaded model is listed with its size");
+  same([r.deleted, r.again], [true, false], "deleteCachedModel");
+  assert(!r.afterDelete.includes(r.url), "deleted models are not listed");
+  same(r.stages, ["cache", "download", "load"], "a damaged copy: read, dropped, downloaded again");
+  same(r.layers, 30, "and the model loads");
+  same([r.relisted.find((m) => m.url === r.url)?.bytes, r.stored], [r.size, r.size], "the new copy is whole");
+  same([r.cleared, r.afterClear], [true, []], "clearModelCache");
+});
+
 test("sha256 is checked (a mismatch drops the cached copy); Blobs load with progress", async () => {
   const sha = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
   const r = await inPage(page, async (llm, [model, sha]) => {

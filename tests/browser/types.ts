@@ -1,6 +1,6 @@
 // Compiled (never run) by run.mjs with `tsc --noEmit --strict`: the package's declarations
 // describe the API the way an app uses it.
-import { createEngine, WebGpuLlmError } from "../../pkg/index.js";
+import { createEngine, WebGpuLlmError, listCachedModels, deleteCachedModel, clearModelCache } from "../../pkg/index.js";
 import type { ChatCompletion, ChatCompletionChunk, EngineInfo, Generation, TokenPiece } from "../../pkg/index.js";
 
 export async function app(file: File, signal: AbortSignal): Promise<string> {
@@ -44,5 +44,7 @@ export async function app(file: File, signal: AbortSignal): Promise<string> {
   } catch (e) {
     if (e instanceof WebGpuLlmError && e.code === "no_webgpu") text += info.backend;
   }
-  return text + String(result?.tokens.length);
+  const cached: number = (await listCachedModels()).reduce((n, m) => n + (m.bytes ?? 0), 0);
+  const gone: boolean = (await deleteCachedModel("/model.gguf")) || (await clearModelCache());
+  return text + String(result?.tokens.length) + cached + gone;
 }
