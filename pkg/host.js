@@ -194,6 +194,10 @@ export class Host {
     return this.#guard(() => Array.from(this.#live().encodeChat(messages)));
   }
 
+  encodeChatFitting(messages, reserve) {
+    return this.#guard(() => this.#live().encodeChatFitting(messages, reserve));
+  }
+
   encodePrompt(text) {
     return this.#guard(() => Array.from(this.#live().encodePrompt(text)));
   }

@@ -77,6 +77,8 @@ export interface Usage {
   total_tokens: number;
   /** Prompt tokens served from the KV cache. */
   cached_tokens: number;
+  /** Messages left out by `truncation: "auto"` (0 otherwise). */
+  dropped_messages: number;
 }
 
 export type FinishReason = "stop" | "length";
@@ -116,6 +118,12 @@ export interface ChatCompletionRequest extends SamplingOptions {
   messages: ChatMessage[];
   stream?: boolean;
   signal?: AbortSignal;
+  /**
+   * "disabled" (default): a conversation longer than the context is a `context_overflow` error.
+   * "auto": the oldest turns are dropped (never the system prompt or the last turn) until the
+   * prompt leaves room for the answer (`max_tokens`, at most a quarter of the context).
+   */
+  truncation?: "auto" | "disabled";
 }
 
 /** One of a step's likely tokens, OpenAI-shaped, plus `prob`. */

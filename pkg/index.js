@@ -247,7 +247,19 @@ class LlmEngine {
     if (!Array.isArray(messages) || messages.length === 0) {
       throw new WebGpuLlmError("invalid_argument", "messages must be a non-empty array");
     }
-    const ids = await this.#t.call("encodeChat", [messages.map((m) => ({ role: m.role, content: String(m.content ?? "") }))]);
+    const plain = messages.map((m) => ({ role: m.role, content: String(m.content ?? "") }));
+    // OpenAI's `truncation: "auto"`: drop the oldest turns (never the system prompt or the last
+    // turn) until the prompt leaves room for the answer: max_tokens, at most a quarter of the context.
+    let ids;
+    let dropped = 0;
+    if (request.truncation === "auto") {
+      const room = Math.min(request.max_completion_tokens ?? request.max_tokens ?? Infinity, Math.floor(this.#info.context_size / 4));
+      ({ ids, dropped } = await this.#t.call("encodeChatFitting", [plain, room]));
+    } else if (request.truncation === undefined || request.truncation === "disabled") {
+      ids = await this.#t.call("encodeChat", [plain]);
+    } else {
+      throw new WebGpuLlmError("invalid_argument", `truncation must be "auto" or "disabled", not ${JSON.stringify(request.truncation)}`);
+    }
     const id = `chatcmpl-${Date.now().toString(36)}-${completionCount++}`;
     const created = Math.floor(Date.now() / 1000);
     const base = { id, created, model: this.#model };
@@ -256,6 +268,7 @@ class LlmEngine {
       completion_tokens: g.tokens.length,
       total_tokens: g.prompt_tokens.length + g.tokens.length,
       cached_tokens: g.reused_tokens,
+      dropped_messages: dropped,
     });
     const finish = (g) => (g.finish_reason === "abort" ? "stop" : g.finish_reason);
     if (!stream) {

@@ -302,6 +302,29 @@ impl Engine {
         Ok(ids)
     }
 
+    /// [`Engine::encode_chat`] for a conversation that may not fit: drops the oldest turns (a
+    /// user message and the replies after it) until the prompt leaves `reserve` positions of the
+    /// context for the answer. The leading system messages and the last turn always stay; if
+    /// they alone do not fit the context, `context_overflow`. Returns the ids and how many
+    /// messages were dropped.
+    pub fn encode_chat_fitting(&self, messages: &[Message], reserve: usize) -> Result<(Vec<u32>, usize)> {
+        let capacity = self.context_size();
+        let budget = capacity.saturating_sub(reserve);
+        let system = messages.iter().take_while(|m| m.role == "system").count();
+        let mut first = system;
+        loop {
+            let kept: Vec<Message> = messages[..system].iter().chain(&messages[first..]).cloned().collect();
+            let ids = self.encode_chat(&kept)?;
+            let next_turn = messages.get(first + 1..).and_then(|rest| rest.iter().position(|m| m.role == "user"));
+            match next_turn {
+                _ if ids.len() <= budget => return Ok((ids, first - system)),
+                Some(i) => first += 1 + i,
+                None if ids.len() <= capacity => return Ok((ids, first - system)),
+                None => return Err(Error::ContextOverflow { needed: ids.len(), capacity }),
+            }
+        }
+    }
+
     /// [`Engine::generate_async`], waiting for it (native only).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn generate(

@@ -140,6 +140,16 @@ impl WasmEngine {
         self.engine.try_borrow().map_err(|_| busy())?.encode_chat(&messages).map_err(js_error)
     }
 
+    /// [`Engine::encode_chat_fitting`]: `{ ids, dropped }`, the oldest turns dropped until the
+    /// prompt leaves `reserve` positions free.
+    #[wasm_bindgen(js_name = encodeChatFitting)]
+    pub fn encode_chat_fitting(&self, messages: JsValue, reserve: usize) -> Result<JsValue, JsValue> {
+        let messages: Vec<Message> = from_js("messages", messages)?;
+        let e = self.engine.try_borrow().map_err(|_| busy())?;
+        let (ids, dropped) = e.encode_chat_fitting(&messages, reserve).map_err(js_error)?;
+        to_js(&serde_json::json!({ "ids": ids, "dropped": dropped }))
+    }
+
     /// Token ids of raw text.
     #[wasm_bindgen(js_name = encodePrompt)]
     pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>, JsValue> {

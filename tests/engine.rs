@@ -261,3 +261,33 @@ fn a_pause_between_tokens_can_stop_the_generation() {
     let whole = e.generate(&prompt, &greedy(10), &mut |_| true).unwrap();
     assert_eq!(whole.tokens[..2], gen.tokens[..]);
 }
+
+/// A conversation past the context: the oldest turns go (the system prompt and the last turn
+/// stay) until the prompt leaves the reserve free; a last turn that cannot fit is an error.
+#[test]
+fn long_conversations_drop_their_oldest_turns() {
+    let e = engine(Some(96));
+    let msg = |role: &str, content: &str| Message { role: role.into(), content: content.into() };
+    let mut messages = vec![msg("system", "Be brief.")];
+    for i in 0..6 {
+        messages.push(msg("user", &format!("Question {i}: tell me something about the number {i}, please.")));
+        messages.push(msg("assistant", &format!("The number {i} is a number that comes after {}.", i as i32 - 1)));
+    }
+    messages.push(msg("user", "And the last question?"));
+    assert!(e.encode_chat(&messages).unwrap().len() > 96, "the whole conversation does not fit");
+
+    let (ids, dropped) = e.encode_chat_fitting(&messages, 16).unwrap();
+    assert!(ids.len() <= 96 - 16, "{} tokens", ids.len());
+    assert!(dropped > 0 && dropped % 2 == 0, "whole turns go: {dropped}");
+    let kept: Vec<Message> = [&messages[..1], &messages[1 + dropped..]].concat();
+    assert_eq!(ids, e.encode_chat(&kept).unwrap());
+    // Only as many as needed: one more turn would not have fitted.
+    let one_more: Vec<Message> = [&messages[..1], &messages[dropped - 1..]].concat();
+    assert!(e.encode_chat(&one_more).unwrap().len() > 96 - 16);
+    // Everything fits: nothing dropped, the same ids as encode_chat.
+    let short = &messages[..3];
+    assert_eq!(e.encode_chat_fitting(short, 16).unwrap(), (e.encode_chat(short).unwrap(), 0));
+    // A last turn longer than the context itself.
+    let huge = [msg("system", "Be brief."), msg("user", &"word ".repeat(200))];
+    assert!(matches!(e.encode_chat_fitting(&huge, 16), Err(Error::ContextOverflow { capacity: 96, .. })));
+}

@@ -143,6 +143,41 @@ test("seeded sampling reproduces; abort stops within a token; the engine stays u
   same(r.after, r.a, "after an abort the engine works");
 });
 
+test("a conversation past the context: context_overflow, or with truncation: \"auto\" the oldest turns dropped", async () => {
+  const r = await inPage(page, async (llm, model) => {
+    const engine = await llm.createEngine({ model, backend: "cpu", contextSize: 128 });
+    const messages = [{ role: "system", content: "Be brief." }];
+    for (let i = 0; i < 8; i++) {
+      messages.push({ role: "user", content: `Question ${i}: tell me something about the number ${i}, please.` });
+      messages.push({ role: "assistant", content: `The number ${i} comes after ${i - 1} and before ${i + 1}.` });
+    }
+    messages.push({ role: "user", content: "What is the capital of France?" });
+    let overflow;
+    try {
+      await engine.chat.completions.create({ messages, max_tokens: 4, temperature: 0 });
+    } catch (e) {
+      overflow = e.code;
+    }
+    const fitted = await engine.chat.completions.create({ messages, max_tokens: 8, temperature: 0, truncation: "auto" });
+    const short = await engine.chat.completions.create({ messages: messages.slice(-3), max_tokens: 2, temperature: 0, truncation: "auto" });
+    let bad;
+    try {
+      await engine.chat.completions.create({ messages, truncation: "yes" });
+    } catch (e) {
+      bad = e.code;
+    }
+    await engine.unload();
+    return { overflow, usage: fitted.usage, answer: fitted.choices[0].message.content, short: short.usage, bad };
+  }, MODEL);
+  assert(!r.error, JSON.stringify(r.error));
+  same(r.overflow, "context_overflow", "without truncation");
+  assert(r.usage.dropped_messages > 0 && r.usage.dropped_messages % 2 === 0, `whole turns dropped: ${JSON.stringify(r.usage)}`);
+  assert(r.usage.prompt_tokens + 8 <= 128, `the prompt leaves room for the answer: ${JSON.stringify(r.usage)}`);
+  assert(r.answer.includes("Paris"), `the last question is answered: ${r.answer}`);
+  same(r.short.dropped_messages, 0, "nothing dropped when it fits");
+  same(r.bad, "invalid_argument", "an unknown truncation");
+});
+
 test("setSampling mid-generation applies from the next token", async () => {
   const r = await inPage(page, async (llm, model) => {
     const engine = await llm.createEngine({ model, backend: "cpu" });

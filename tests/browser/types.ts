@@ -17,8 +17,9 @@ export async function app(file: File, signal: AbortSignal): Promise<string> {
     logit_bias: { 2: -Infinity },
     stop: ["\n"],
     signal,
+    truncation: "auto",
   });
-  let text = whole.choices[0].message.content;
+  let text = whole.choices[0].message.content + String(whole.usage?.dropped_messages);
   const rated = await engine.chat.completions.create({ messages: [{ role: "user", content: "Hi" }], logprobs: true, top_logprobs: 3 });
   for (const entry of rated.choices[0].logprobs?.content ?? []) {
     text += entry.token + entry.top_logprobs.map((t) => `${t.token}:${Math.exp(t.logprob)}/${t.prob}`).join();
