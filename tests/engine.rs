@@ -271,7 +271,7 @@ fn long_conversations_drop_their_oldest_turns() {
     let mut messages = vec![msg("system", "Be brief.")];
     for i in 0..6 {
         messages.push(msg("user", &format!("Question {i}: tell me something about the number {i}, please.")));
-        messages.push(msg("assistant", &format!("The number {i} is a number that comes after {}.", i as i32 - 1)));
+        messages.push(msg("assistant", &format!("The number {i} is a number that comes after {}.", i - 1)));
     }
     messages.push(msg("user", "And the last question?"));
     assert!(e.encode_chat(&messages).unwrap().len() > 96, "the whole conversation does not fit");
