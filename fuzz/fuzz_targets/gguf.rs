@@ -1,0 +1,14 @@
+//! Any bytes as a GGUF file: parse it, read the model's configuration and check its weights.
+//! Every failure must be a typed error, never a panic, a hang or a huge allocation.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use webgpu_llm::gguf::Gguf;
+use webgpu_llm::model::{Config, Weights};
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(g) = Gguf::parse(data) else { return };
+    let _ = g.tensor_bytes();
+    if let Ok(c) = Config::from_gguf(&g) {
+        let _ = Weights::from_gguf(&g, &c);
+    }
+});
