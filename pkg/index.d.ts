@@ -216,6 +216,8 @@ export interface EngineInfo {
   kv_cache_bytes: number;
   /** Every buffer the engine holds on the GPU (0 on the CPU backend). */
   gpu_memory_bytes: number;
+  /** The wasm linear memory of the engine's thread (it only grows: the peak so far). */
+  wasm_memory_bytes: number;
 }
 
 export interface LlmEngine {

@@ -130,6 +130,8 @@ impl WasmEngine {
             "weight_bytes": stats.weight_bytes,
             "kv_cache_bytes": stats.kv_bytes,
             "gpu_memory_bytes": stats.device_bytes,
+            // Linear memory never shrinks: its size is the most this engine's thread has held.
+            "wasm_memory_bytes": core::arch::wasm32::memory_size(0) * 65536,
         }))
     }
 

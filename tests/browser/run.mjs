@@ -143,6 +143,53 @@ test("seeded sampling reproduces; abort stops within a token; the engine stays u
   same(r.after, r.a, "after an abort the engine works");
 });
 
+test("200 chat turns with resets and aborts: wasm memory stops growing after warm-up, answers stay the same", async () => {
+  const r = await inPage(page, async (llm, model) => {
+    const engine = await llm.createEngine({ model, backend: "cpu", contextSize: 512 });
+    const question = [{ role: "user", content: "What is the capital of France?" }];
+    const ask = async (messages, options = {}) =>
+      (await engine.chat.completions.create({ messages, max_tokens: 6, temperature: 0, ...options })).choices[0].message.content;
+    const first = await ask(question);
+    let messages = [];
+    let warm = 0;
+    let aborts = 0;
+    const started = performance.now();
+    for (let turn = 1; turn <= 200; turn++) {
+      if (turn % 10 === 0) {
+        await engine.resetChat();
+        messages = [];
+      }
+      messages.push({ role: "user", content: `Turn ${turn}: name a colour.` });
+      if (turn % 7 === 0) {
+        const ctrl = new AbortController();
+        try {
+          for await (const c of await engine.chat.completions.create({ messages, max_tokens: 6, stream: true, signal: ctrl.signal })) {
+            if (c.choices[0]?.delta?.content) ctrl.abort();
+          }
+        } catch (e) {
+          if (e.code !== "aborted") throw e;
+          aborts++;
+        }
+        messages.pop();
+        continue;
+      }
+      messages.push({ role: "assistant", content: await ask(messages, { max_tokens: 2, temperature: 0.8, seed: turn }) });
+      if (turn === 20) warm = (await engine.info()).wasm_memory_bytes;
+    }
+    const end = (await engine.info()).wasm_memory_bytes;
+    await engine.resetChat();
+    const last = await ask(question);
+    await engine.unload();
+    return { first, last, warm, end, aborts, seconds: (performance.now() - started) / 1000 };
+  }, MODEL);
+  assert(!r.error, JSON.stringify(r.error));
+  console.log(`  wasm memory after 20 turns ${r.warm} bytes, after 200 ${r.end}; ${r.aborts} aborts; ${r.seconds.toFixed(1)} s`);
+  assert(r.warm > 0, "memory reported");
+  same(r.end, r.warm, "wasm memory after 200 turns = after 20");
+  assert(r.aborts >= 20, `aborted turns: ${r.aborts}`);
+  same(r.last, r.first, "the same greedy answer at turn 1 and after 200 turns");
+});
+
 test("a conversation past the context: context_overflow, or with truncation: \"auto\" the oldest turns dropped", async () => {
   const r = await inPage(page, async (llm, model) => {
     const engine = await llm.createEngine({ model, backend: "cpu", contextSize: 128 });
