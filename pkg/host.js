@@ -154,6 +154,9 @@ export class Host {
   async load({ model, backend = "auto", contextSize, exactCpu = false, cache, sha256 }, onProgress = () => {}) {
     wasmReady ??= init();
     await wasmReady;
+    // A reload: free the old engine (its GPU device and memory) first.
+    this.engine?.free();
+    this.engine = null;
     const bytes = await readModel(model, { cache, sha256, onProgress });
     onProgress({ stage: "load", loadedBytes: bytes.length, totalBytes: bytes.length });
     try {

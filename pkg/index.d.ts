@@ -238,6 +238,8 @@ export interface LlmEngine {
   setSampling(partial: SamplingOptions): Promise<void>;
   resetChat(): Promise<void>;
   info(): Promise<EngineInfo>;
+  /** Load the same model again, same options, on a fresh GPU device (after `device_lost`). */
+  reload(): Promise<EngineInfo>;
   unload(): Promise<void>;
 }
 

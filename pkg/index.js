@@ -157,11 +157,15 @@ class LlmEngine {
   #sampling = {};
   #busy = null;
   #last = null;
+  #load;
+  #progress;
 
-  constructor(transport, info, model) {
+  constructor(transport, info, model, load, progress) {
     this.#t = transport;
     this.#info = info;
     this.#model = model;
+    this.#load = load;
+    this.#progress = progress;
     this.chat = { completions: { create: (request) => this.#create(request) } };
   }
 
@@ -187,6 +191,15 @@ class LlmEngine {
   /** Forget the conversation held in the KV cache. */
   async resetChat() {
     await this.#t.call("reset");
+  }
+
+  /**
+   * Load the same model again with the same options, on a fresh GPU device: the way back after
+   * `device_lost` (or an `internal` crash). The conversation starts over. Resolves to `info()`.
+   */
+  async reload() {
+    this.#info = await this.#t.call("load", this.#load, this.#progress);
+    return this.#info;
   }
 
   /** Free the model and stop the worker. */
@@ -314,9 +327,10 @@ export async function createEngine(options) {
     : new LocalTransport();
   const progress = (event) => event.progress && onProgress?.(event.progress);
   try {
-    const info = await transport.call("load", { model, backend, contextSize, exactCpu, cache, sha256 }, progress);
+    const load = { model, backend, contextSize, exactCpu, cache, sha256 };
+    const info = await transport.call("load", load, progress);
     const name = typeof model === "string" ? model.split("/").pop() : model.name ?? "model";
-    return new LlmEngine(transport, info, name);
+    return new LlmEngine(transport, info, name, load, progress);
   } catch (e) {
     transport.close();
     throw toError(e);

@@ -110,6 +110,57 @@ test("the GPU backend (WebGPU on SwiftShader) gives llama.cpp's greedy tokens", 
   same(r.info.adapter.f16, false, "SwiftShader has no shader-f16: the f32 path");
 });
 
+test("a lost GPU device (device.destroy()) rejects the running call with device_lost; reload() recovers", async () => {
+  const r = await inPage(page, async (llm, [model, prompt]) => {
+    // worker: false puts the engine's device in this page, where requestDevice can be watched.
+    const request = GPUAdapter.prototype.requestDevice;
+    let device = null;
+    GPUAdapter.prototype.requestDevice = async function (...args) {
+      device = await request.apply(this, args);
+      return device;
+    };
+    try {
+      const engine = await llm.createEngine({ model, backend: "gpu", worker: false, contextSize: 64 });
+      const run = async (onToken = () => {}) => {
+        const ids = [];
+        for await (const p of engine.generate(prompt, { temperature: 0, max_tokens: 3 })) {
+          ids.push(p.tokenId);
+          onToken();
+        }
+        return ids;
+      };
+      const before = await run();
+      const first = device;
+      let pending;
+      try {
+        await run(() => device.destroy());
+        pending = "finished";
+      } catch (e) {
+        pending = e.code;
+      }
+      let next;
+      try {
+        await run();
+        next = "finished";
+      } catch (e) {
+        next = e.code;
+      }
+      const info = await engine.reload();
+      const after = await run();
+      await engine.unload();
+      return { before, pending, next, after, backend: info.backend, fresh: device !== first };
+    } finally {
+      GPUAdapter.prototype.requestDevice = request;
+    }
+  }, [MODEL, facts.prompt_token_ids]);
+  assert(!r.error, JSON.stringify(r.error));
+  same(r.pending, "device_lost", "the call running when the device was destroyed");
+  same(r.next, "device_lost", "a call after the loss");
+  same([r.backend, r.fresh], ["gpu", true], "reload() takes a fresh device");
+  same(r.after, r.before, "and answers as before");
+  same(r.before, facts.f32_reference.generated_token_ids.slice(0, 3), "greedy tokens");
+});
+
 test("seeded sampling reproduces; abort stops within a token; the engine stays usable", async () => {
   const r = await inPage(page, async (llm, model) => {
     const engine = await llm.createEngine({ model, backend: "cpu" });

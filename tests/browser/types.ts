@@ -39,6 +39,8 @@ export async function app(file: File, signal: AbortSignal): Promise<string> {
   text += knobs?.join() ?? "";
   await engine.setSampling({ top_k: 20 });
   await engine.resetChat();
+  const again: EngineInfo = await engine.reload();
+  text += again.backend;
   await engine.unload();
   try {
     await createEngine({ model: "/missing.gguf", backend: "gpu" });
