@@ -165,6 +165,10 @@ impl Retune {
     }
 }
 
+/// Prompt tokens a prefill step runs when the engine pauses between steps (an abort waits at
+/// most this long during prefill).
+const PREFILL_PIECE: usize = 64;
+
 /// Awaited between tokens: lets the host run other tasks (in a browser worker, the messages
 /// that abort a generation or change its knobs, which the CPU backend would otherwise never
 /// give a turn). Resolves to `false` to stop the generation (an abort that arrived meanwhile).
@@ -271,6 +275,14 @@ impl Engine {
         self.pause = pause;
     }
 
+    /// Await the pause, if any: false when the caller asked to stop.
+    async fn go_on(&self) -> bool {
+        match &self.pause {
+            Some(pause) => pause().await,
+            None => true,
+        }
+    }
+
     /// Forget the KV cache.
     pub fn reset(&mut self) {
         self.backend.truncate(0);
@@ -367,8 +379,24 @@ impl Engine {
 
         let started = Instant::now();
         let before = self.backend.stats();
-        let want = sampler.request(&self.context, &prompt[reused..]);
-        let logits = run(&mut *self.backend, &mut self.context, &prompt[reused..], &want).await?;
+        // With a pause (the browser), a long prompt runs in pieces with a pause between them, so
+        // an abort lands during prefill too; the pieces already run stay in the cache.
+        let new = &prompt[reused..];
+        let piece = if self.pause.is_some() { PREFILL_PIECE } else { new.len() };
+        let mut prefilled = None;
+        for (i, chunk) in new.chunks(piece).enumerate() {
+            if i > 0 && !self.go_on().await {
+                break;
+            }
+            let last = (i + 1) * piece >= new.len();
+            // Only the last piece's logits are used: ask the others for as little as possible.
+            let want = match last {
+                true => sampler.request(&prompt[..reused], new),
+                false => LogitsRequest::Shortlist { top: 1, ids: Vec::new() },
+            };
+            let logits = run(&mut *self.backend, &mut self.context, chunk, &want).await?;
+            prefilled = last.then_some(logits);
+        }
         let prefill_secs = started.elapsed().as_secs_f64();
         let after_prefill = self.backend.stats();
 
@@ -387,7 +415,10 @@ impl Engine {
             sampling: vec![SamplingChange { from_token: 0, params: params.clone() }],
         };
         let mut stream = TextStream::new(&self.tokenizer, &params.stop);
-        let mut logits = logits;
+        let Some(mut logits) = prefilled else {
+            gen.finish_reason = FinishReason::Abort;
+            return Ok(gen);
+        };
         let started = Instant::now();
         loop {
             // The context is the prompt and every token generated so far: the penalties' window.
@@ -415,11 +446,9 @@ impl Engine {
                 gen.finish_reason = FinishReason::Length;
                 break;
             }
-            if let Some(pause) = &self.pause {
-                if !pause().await {
-                    gen.finish_reason = FinishReason::Abort;
-                    break;
-                }
+            if !self.go_on().await {
+                gen.finish_reason = FinishReason::Abort;
+                break;
             }
             // New knobs apply from the next step's logits on: the shortlist must be asked for
             // with the knobs that will sample it.

@@ -291,3 +291,28 @@ fn long_conversations_drop_their_oldest_turns() {
     let huge = [msg("system", "Be brief."), msg("user", &"word ".repeat(200))];
     assert!(matches!(e.encode_chat_fitting(&huge, 16), Err(Error::ContextOverflow { capacity: 96, .. })));
 }
+
+/// With a pause (as in the browser) a prompt runs in pieces: the same answer as in one step, and
+/// an abort between pieces stops during prefill with the pieces already run kept in the cache.
+#[test]
+fn prefill_in_pieces_answers_the_same_and_can_be_aborted() {
+    let mut whole = engine(None);
+    let prompt = whole.encode_prompt(&"The river runs past the old mill and the stone bridge. ".repeat(12)).unwrap();
+    assert!(prompt.len() > 128, "the prompt spans several pieces: {}", prompt.len());
+    let want = whole.generate(&prompt, &greedy(4), &mut |_| true).unwrap();
+
+    let mut paused = engine(None);
+    paused.set_pause(Some(Box::new(|| Box::pin(async { true }))));
+    let got = paused.generate(&prompt, &greedy(4), &mut |_| true).unwrap();
+    assert_eq!(got.tokens, want.tokens);
+
+    let mut aborted = engine(None);
+    aborted.set_pause(Some(Box::new(|| Box::pin(async { false }))));
+    let gen = aborted.generate(&prompt, &greedy(4), &mut |_| panic!("no token after an abort in prefill")).unwrap();
+    assert_eq!((gen.finish_reason, gen.tokens.len()), (FinishReason::Abort, 0));
+    assert_eq!(aborted.cached_tokens(), &prompt[..64], "the first piece stays in the cache");
+    // The engine goes on from there.
+    aborted.set_pause(None);
+    let again = aborted.generate(&prompt, &greedy(4), &mut |_| true).unwrap();
+    assert_eq!((again.tokens, again.reused_tokens), (want.tokens, 64));
+}

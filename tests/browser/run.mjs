@@ -241,6 +241,50 @@ test("200 chat turns with resets and aborts: wasm memory stops growing after war
   same(r.last, r.first, "the same greedy answer at turn 1 and after 200 turns");
 });
 
+test("abort during prefill and during decode leave the engine usable; an overlapping call is rejected, never interleaved", async () => {
+  const r = await inPage(page, async (llm, model) => {
+    const engine = await llm.createEngine({ model, backend: "cpu" });
+    const collect = async (it) => {
+      const ids = [];
+      for await (const p of it) if (p.tokenId !== null) ids.push(p.tokenId);
+      return ids;
+    };
+    const alone = await collect(engine.generate("The history of the river", { temperature: 0, max_tokens: 6 }));
+    // Overlap: a second call while the first runs.
+    const first = collect(engine.generate("The history of the river", { temperature: 0, max_tokens: 6 }));
+    let second;
+    try {
+      await collect(engine.generate("Something else entirely", { temperature: 0, max_tokens: 6 }));
+      second = "ran";
+    } catch (e) {
+      second = [e.code, e.message];
+    }
+    const firstIds = await first;
+    // Abort while a 600-token prompt is being read: no token comes out.
+    const ctrl = new AbortController();
+    const long = "The river runs past the old mill and the stone bridge. ".repeat(50);
+    const it = engine.generate(long, { temperature: 0, max_tokens: 6, signal: ctrl.signal });
+    setTimeout(() => ctrl.abort(), 50);
+    let prefill;
+    let tokens = 0;
+    try {
+      for await (const p of it) if (p.tokenId !== null) tokens++;
+      prefill = "finished";
+    } catch (e) {
+      prefill = e.code;
+    }
+    await engine.resetChat();
+    const after = await collect(engine.generate("The history of the river", { temperature: 0, max_tokens: 6 }));
+    await engine.unload();
+    return { alone, second, firstIds, prefill, tokens, after };
+  }, MODEL);
+  assert(!r.error, JSON.stringify(r.error));
+  assert(Array.isArray(r.second) && r.second[0] === "invalid_argument" && /already running|busy/.test(r.second[1]), `overlapping call: ${JSON.stringify(r.second)}`);
+  same(r.firstIds, r.alone, "the first call's tokens, as if alone");
+  same([r.prefill, r.tokens], ["aborted", 0], "aborted during prefill");
+  same(r.after, r.alone, "the engine answers as before");
+});
+
 test("a conversation past the context: context_overflow, or with truncation: \"auto\" the oldest turns dropped", async () => {
   const r = await inPage(page, async (llm, model) => {
     const engine = await llm.createEngine({ model, backend: "cpu", contextSize: 128 });
@@ -393,6 +437,36 @@ test("a corrupt model is bad_model; no model is invalid_argument", async () => {
   const r = await inPage(page, async (llm, model) => {
     const bytes = new Uint8Array(await (await fetch(model)).arrayBuffer());
     const out = {};
+    // Hostile headers: GGUF v3, then (u64 tensors, u64 key-values) and the key-values.
+    const gguf = (tensors, kvs, body = []) => {
+      const b = new DataView(new ArrayBuffer(24 + body.length));
+      [0x47, 0x47, 0x55, 0x46].forEach((c, i) => b.setUint8(i, c));
+      b.setUint32(4, 3, true);
+      b.setBigUint64(8, BigInt(tensors), true);
+      b.setBigUint64(16, BigInt(kvs), true);
+      body.forEach((c, i) => b.setUint8(24 + i, c));
+      return new Uint8Array(b.buffer);
+    };
+    const u64 = (n) => Array.from({ length: 8 }, (_, i) => Number((BigInt(n) >> BigInt(8 * i)) & 255n));
+    const u32 = (n) => u64(n).slice(0, 4);
+    const hostile = [
+      ["2^40 tensors", gguf(2 ** 40, 0)],
+      // key "a", an array (type 9) of 2^33 u8 (type 0)
+      ["an array of 2^33 elements", gguf(0, 1, [...u64(1), 97, ...u32(9), ...u32(0), ...u64(2 ** 33)])],
+      // a key that is not UTF-8, holding a u8
+      ["a non-UTF-8 key", gguf(0, 1, [...u64(2), 0xff, 0xfe, ...u32(0), 1])],
+      // key "a" of value type 99
+      ["an unknown value type", gguf(0, 1, [...u64(1), 97, ...u32(99), 0, 0, 0, 0])],
+    ];
+    out.hostile = {};
+    for (const [name, m] of hostile) {
+      try {
+        await llm.createEngine({ model: m, backend: "cpu", worker: false });
+        out.hostile[name] = "loaded";
+      } catch (e) {
+        out.hostile[name] = e.code;
+      }
+    }
     for (const [name, m] of [["truncated", bytes.slice(0, 100000)], ["garbage", new Uint8Array(4096).fill(7)]]) {
       try {
         await llm.createEngine({ model: m, backend: "cpu" });
@@ -411,6 +485,8 @@ test("a corrupt model is bad_model; no model is invalid_argument", async () => {
   same(r.truncated, ["WebGpuLlmError", "bad_model"], "truncated file");
   same(r.garbage, ["WebGpuLlmError", "bad_model"], "garbage file");
   same(r.none, ["WebGpuLlmError", "invalid_argument"], "no model");
+  for (const [name, code] of Object.entries(r.hostile)) same(code, "bad_model", name);
+  same(Object.keys(r.hostile).length, 4, "hostile headers tried");
 });
 
 test("without WebGPU: auto falls back to the CPU, gpu is no_webgpu (worker: false)", async () => {
