@@ -134,3 +134,14 @@ fn context_limits_are_typed_errors() {
     let again = e.generate(&long[..10], &params, &mut |_| true).unwrap();
     assert_eq!(again.tokens, gen.tokens);
 }
+
+/// A context whose KV cache cannot fit the device's limits is `out_of_memory` at load, not a
+/// device loss later: 8192 positions × 192 values × f32 is 6 MiB a layer, over a 1 MiB binding.
+#[test]
+fn a_cache_past_the_device_limits_is_out_of_memory_at_load() {
+    let gpu = GpuOptions { allow_f16: false, max_binding_bytes: Some(1 << 20) };
+    let options = EngineOptions { backend: BackendKind::Gpu, context_size: Some(8192), gpu, ..Default::default() };
+    let err = Engine::load(&model_bytes(), &options).err().expect("the load fails");
+    assert_eq!(err.code(), "out_of_memory", "{err}");
+    assert!(err.to_string().contains("smaller context"), "{err}");
+}
