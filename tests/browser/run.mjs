@@ -531,7 +531,7 @@ test("npm pack: the tarball installs into a fresh project and imports in a page"
     return { exports: Object.keys(llm).sort(), n: out.usage.completion_tokens };
   }, MODEL);
   assert(!r.error, JSON.stringify(r.error));
-  same(r.exports, ["WebGpuLlmError", "createEngine"], "exports");
+  same(r.exports, ["WebGpuLlmError", "clearModelCache", "createEngine", "deleteCachedModel", "listCachedModels"], "exports");
   same(r.n, 2, "tokens from the installed package");
 });
 
