@@ -257,6 +257,19 @@ fn gate_up_with_swiglu_epilogue_matches_cpu() {
             check(&format!("gate_up {what} {} {rows}×{cols}, {n} tokens", dtype.name()), &got, &want, 1e-4);
         }
     }
+    // A binding too small for 64 rows would cut a gate|up block apart: refused, not miscomputed.
+    let tiny = Gpu::new_blocking(&GpuOptions { allow_f16: false, max_binding_bytes: Some(8 * 1024) }).unwrap();
+    let (rows, cols) = (64, 576);
+    let (gate, up) =
+        (random_weights(&mut rng, DType::Q4_1, rows, cols), random_weights(&mut rng, DType::Q4_1, rows, cols));
+    let err = Oneshot::new(tiny).unwrap().gate_up(
+        DType::Q4_1,
+        (&gate, &up),
+        (rows, cols),
+        &rng.vec(cols),
+        (&rng.vec(cols), 1e-5),
+    );
+    assert_eq!(err.unwrap_err().code(), "unsupported_model");
 }
 
 /// RoPE fused into the cache write: rotated queries out, rotated keys and plain values appended

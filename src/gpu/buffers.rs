@@ -142,9 +142,19 @@ impl GpuMatrix {
             )));
         }
         let block = 32 * row_bytes;
-        let data: Vec<u8> =
-            gate.chunks(block).zip(up.chunks(block)).flat_map(|(g, u)| [g, u]).flatten().copied().collect();
-        GpuMatrix::new(gpu, name, dtype, 2 * rows, cols, &data)
+        let mut data = Vec::with_capacity(2 * gate.len());
+        for (g, u) in gate.chunks(block).zip(up.chunks(block)) {
+            data.extend_from_slice(g);
+            data.extend_from_slice(u);
+        }
+        let m = GpuMatrix::new(gpu, name, dtype, 2 * rows, cols, &data)?;
+        // The epilogue pairs rows within blocks of 64: a part must not cut a block.
+        if m.parts.iter().any(|p| p.row0 % 64 != 0) {
+            return Err(Error::UnsupportedModel(format!(
+                "{name}: a row of {row_bytes} bytes leaves fewer than 64 rows to a storage binding"
+            )));
+        }
+        Ok(m)
     }
 
     pub fn bytes(&self) -> u64 {
