@@ -10,13 +10,14 @@ use std::rc::Rc;
 use web_time::Instant;
 
 use crate::backend::{Backend, BackendStats};
+use crate::chat::{ChatTemplate, Message};
 use crate::cpu::CpuModel;
 use crate::error::{Error, Result};
 use crate::gguf::Gguf;
 use crate::gpu::{AdapterReport, Gpu, GpuModel, GpuOptions};
 use crate::model::{Config, Weights};
 use crate::sampler::{Alternative, Logits, LogitsRequest, Sampler, SamplingParams};
-use crate::tokenizer::{ChatTemplate, Detokenizer, Message, Tokenizer};
+use crate::tokenizer::{Detokenizer, Tokenizer};
 
 /// Which forward-pass implementation runs the model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]

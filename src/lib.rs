@@ -4,7 +4,8 @@
 //! - `gguf`      — the GGUF file reader (metadata, tensor table, zero-copy tensor views)
 //! - `quant`     — GGML block formats and their CPU dequantization
 //! - `model`     — hyper-parameters (`Config`) and CPU weights (`Weights`) of the Llama family
-//! - `tokenizer` — text ↔ token ids (HF `tokenizers`) and the chat template (minijinja)
+//! - `tokenizer` — text ↔ token ids (HF `tokenizers`)
+//! - `chat`      — the chat template (minijinja), rendered under size limits (`chat/limits.rs`)
 //! - `cpu`       — the f32 reference forward pass with its KV cache: the oracle for every kernel
 //! - `gpu`       — the WebGPU forward pass: WGSL kernels over quantized weights, KV cache on the GPU
 //! - `sampler`   — `SamplingParams` and the `Sampler` (temperature, top-k/p, min-p, penalties, seed)
@@ -13,6 +14,7 @@
 //! - `wasm`      — the JavaScript boundary (wasm32 only)
 
 pub mod backend;
+pub mod chat;
 pub mod cpu;
 pub mod engine;
 pub mod error;

@@ -7,10 +7,10 @@ use std::rc::Rc;
 
 use wasm_bindgen::prelude::*;
 
+use crate::chat::Message;
 use crate::engine::{Engine, EngineOptions, Pause, Retune, TokenEvent};
 use crate::error::Error;
 use crate::sampler::SamplingParams;
-use crate::tokenizer::Message;
 
 #[wasm_bindgen(start)]
 pub fn start() {

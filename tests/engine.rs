@@ -3,9 +3,9 @@
 
 mod common;
 use common::*;
+use webgpu_llm::chat::Message;
 use webgpu_llm::engine::{BackendKind, Chat, Engine, EngineOptions, FinishReason};
 use webgpu_llm::sampler::SamplingParams;
-use webgpu_llm::tokenizer::Message;
 use webgpu_llm::Error;
 
 /// The exact CPU path, so that greedy answers are llama.cpp's f32 reference answers.

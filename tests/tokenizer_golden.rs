@@ -3,9 +3,10 @@
 
 mod common;
 use common::*;
+use webgpu_llm::chat::{ChatTemplate, Message};
 use webgpu_llm::gguf::writer::GgufWriter;
 use webgpu_llm::gguf::{Gguf, Value};
-use webgpu_llm::tokenizer::{ChatTemplate, Detokenizer, Message, Tokenizer};
+use webgpu_llm::tokenizer::{Detokenizer, Tokenizer};
 use webgpu_llm::Error;
 
 fn tokenizer(bytes: &[u8]) -> Tokenizer {
@@ -184,7 +185,7 @@ fn chat_template_behaves_like_transformers() {
     let bos = ChatTemplate::new("{{ bos_token }}{{ eos_token }}{{ add_generation_prompt }}", "<s>", "</s>").unwrap();
     assert_eq!(bos.render(&[], true).unwrap(), "<s></s>True");
     // ChatML fallback.
-    let chatml = ChatTemplate::new(webgpu_llm::tokenizer::CHATML_TEMPLATE, "", "").unwrap();
+    let chatml = ChatTemplate::new(webgpu_llm::chat::CHATML_TEMPLATE, "", "").unwrap();
     assert_eq!(
         chatml.render(&[user], true).unwrap(),
         "<|im_start|>user\n  hi there  <|im_end|>\n<|im_start|>assistant\n"
@@ -203,11 +204,52 @@ fn hostile_templates_are_stopped() {
         let t = ChatTemplate::new(src, "", "").unwrap();
         assert!(matches!(t.render(&[], true), Err(Error::InvalidArgument(_))), "{src}");
     }
-    // 6 MB of output is over the 4 MiB cap; the same expression, smaller, renders.
-    let small = ChatTemplate::new("{{ 'ab' * 3 }}", "", "").unwrap();
-    assert_eq!(small.render(&[], true).unwrap(), "ababab");
-    let huge = ChatTemplate::new("{{ 'ab' * 3000000 }}", "", "").unwrap();
-    assert!(matches!(huge.render(&[], true), Err(Error::InvalidArgument(m)) if m.contains("exceeds")));
+}
+
+/// Templates that build huge values in few instructions (doubling in a loop, in recursion,
+/// multiplying filters and methods, captured output) are stopped by size limits, not by the
+/// allocator. Each shape is rendered twice: at `small` it renders the exact expected text; at
+/// `huge` it would need gigabytes and is an `invalid_argument` error instead.
+#[test]
+fn templates_that_build_huge_values_are_stopped() {
+    let ns = "{% set ns = namespace(s='ab', l=[1]) %}";
+    // (template with N, N that renders, its output, N that is refused)
+    let shapes: &[(&str, usize, &str, usize)] = &[
+        ("{ns}{% for i in range(N) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}", 10, "2048", 40),
+        ("{ns}{% for i in range(N) %}{% set ns.s = ns.s + ns.s %}{% endfor %}{{ ns.s|length }}", 10, "2048", 40),
+        ("{ns}{% for i in range(N) %}{% set ns.l = ns.l + ns.l %}{% endfor %}{{ ns.l|length }}", 10, "1024", 40),
+        ("{ns}{% for i in range(N) %}{% set ns.l = ns.l|chain(ns.l) %}{% endfor %}{{ ns.l|length }}", 10, "1024", 31),
+        ("{% macro d(s, n) %}{% if n > 0 %}{{ d(s ~ s, n - 1) }}{% else %}{{ s|length }}{% endif %}{% endmacro %}{{ d('ab', N) }}", 10, "2048", 40),
+        ("{% for s in ['ab'] recursive %}{% if s|length < N %}{{ loop([s ~ s]) }}{% else %}{{ s|length }}{% endif %}{% endfor %}", 100, "128", 1 << 40),
+        ("{ns}{% for i in range(N) %}{% set ns.s = ns.s|replace('a', ns.s) %}{% endfor %}{{ ns.s|length }}", 3, "9", 30),
+        ("{ns}{% for i in range(N) %}{% set ns.s = ns.s.replace('a', 'aa') %}{% endfor %}{{ ns.s|length }}", 10, "1025", 40),
+        ("{ns}{% for i in range(N) %}{% set ns.s = ns.s.join([ns.s, ns.s]) %}{% endfor %}{{ ns.s|length }}", 3, "54", 40),
+        ("{ns}{% for i in range(N) %}{% set ns.s = ns.s|tojson %}{% endfor %}{{ ns.s|length }}", 2, "8", 60),
+        ("{{ 'ab' * N }}", 3, "ababab", 3_000_000),
+        ("{{ ([1] * N)|length }}", 5, "5", 100_000_000),
+        ("{{ range(N)|join('x' * 1000)|length }}", 3, "2003", 100_000),
+        ("{{ ('%' ~ N ~ 's')|format('x')|length }}", 5, "5", 999_999_999),
+        ("{{ ('{:>' ~ N ~ '}').format('x')|length }}", 5, "5", 999_999_999),
+        ("{{ ('a\n' * 9 ~ 'a')|indent(N)|length }}", 2, "37", 1_000_000),
+        ("{{ [1, 2, 3]|batch(N, 0)|list|length }}", 2, "2", 100_000_000),
+        ("{{ ('a,' * N)|split(',')|length }}", 3, "4", 2_000_000),
+        ("{% set s = 'x' * 4000000 %}{{ ([s] * N)|length }}{{ [s] * N }}", 0, "0[]", 2),
+        ("{% set x %}{% for i in range(N) %}{% for j in range(N) %}{{ 'y' * 1000 }}{% endfor %}{% endfor %}{% endset %}{{ x|length }}", 3, "9000", 100_000),
+        ("{% set x %}{% for i in range(N) %}{% for j in range(N) %}0123456789{% endfor %}{% endfor %}{% endset %}{{ x|length }}", 3, "90", 100_000),
+    ];
+    for &(shape, small, expected, huge) in shapes {
+        let at = |n: usize| shape.replace("{ns}", ns).replace('N', &n.to_string());
+        let t = ChatTemplate::new(&at(small), "", "").unwrap();
+        assert_eq!(t.render(&[], true).unwrap(), expected, "{}", at(small));
+        let t = ChatTemplate::new(&at(huge), "", "").unwrap();
+        match t.render(&[], true) {
+            Err(Error::InvalidArgument(m)) => assert!(m.contains("chat template"), "{m}"),
+            other => panic!("{}: {other:?}", at(huge)),
+        }
+    }
+    // The checked names are the runtime's own.
+    let reserved = ChatTemplate::new("{{ __webgpu_llm_concat('a', 'b') }}", "", "");
+    assert!(matches!(reserved, Err(Error::BadModel(m)) if m.contains("reserved")));
 }
 
 /// A tiny SentencePiece-style vocabulary (the Llama 2 kind), built by hand.
@@ -302,4 +344,38 @@ fn bad_tokenizer_metadata_is_rejected() {
     assert!(
         matches!(with(&|w| { w.kv("tokenizer.ggml.pre", Value::String("mystery".into())); }), Some(Error::UnsupportedModel(m)) if m.contains("mystery"))
     );
+}
+
+/// The limits change no output: templates in the styles models ship (slices, `loop.index0 % 2`,
+/// macros with defaults, `tojson`, python methods, `x.0`, `set` blocks, recursion) render
+/// exactly as plain minijinja renders them.
+#[test]
+fn limits_change_nothing_a_real_template_renders() {
+    let templates = [
+        "{{ bos_token }}{% for m in messages %}{% if (m['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('roles must alternate') }}{% endif %}{{ '<|' + m['role'] + '|>\\n' + m['content'] | trim + '<|end|>\\n' }}{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}",
+        "{% if messages[0]['role'] == 'system' %}{% set sys = messages[0]['content'] %}{% set rest = messages[1:] %}{% else %}{% set sys = 'You are helpful.' %}{% set rest = messages %}{% endif %}[SYS]{{ sys }}[/SYS]{% for m in rest %}{% if loop.last %}[LAST]{% endif %}{{ m.content.strip().upper() }}{% endfor %}{{ rest|length * 2 }}{{ [1, 2, 3].0 if false else 7 }}",
+        "{% macro turn(role, text, sep='\\n', n=2) %}{{ role }}{{ sep * n }}{{ text }}{% endmacro %}{% for m in messages %}{{ turn(m.role, m.content) }}{{ turn(m.role, m.content, sep='|', n=3) }}{% endfor %}{{ messages|map(attribute='role')|join(', ') }}",
+        "{% set ns = namespace(sys='', n=0) %}{% for m in messages %}{% if m.role == 'system' %}{% set ns.sys = ns.sys + m.content + '\\n\\n' %}{% endif %}{% set ns.n = ns.n + 1 %}{% endfor %}{{ ns.sys }}{{ ns.n }}{{ {'a': [1, 2.5, 'x']}|tojson }}{{ messages[-1].content.split(' ')|list }}{{ '%s-%d'|format('a', 3) }}{{ '{}!'.format('hi') }}{{ 'a b'.replace(' ', '_') }}",
+        "{% set head %}{% for m in messages %}{{ m.role[:1] }}{% endfor %}{% endset %}{{ head }}{% for x in [[1, [2]], 3] recursive %}{% if x is iterable %}({{ loop(x) }}){% else %}{{ x }}{% endif %}{% endfor %}{% filter upper %}{{ eos_token }}{% endfilter %}{{ 10 // 3 }}{{ 2 ** 5 }}{{ -1 + 0.5 }}{{ 'ab' * 2 }}{{ [0] * 2 + [1] }}",
+    ];
+    let messages: Vec<Message> =
+        [("system", "Be brief."), ("user", " Hello there "), ("assistant", "Hi!"), ("user", "a b c")]
+            .iter()
+            .map(|(role, content)| Message { role: role.to_string(), content: content.to_string() })
+            .collect();
+    for (i, src) in templates.iter().enumerate() {
+        let mut env = minijinja::Environment::new();
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", |m: String| -> Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, m))
+        });
+        let msgs = if i == 0 { &messages[1..] } else { &messages[..] };
+        let ctx = minijinja::context! { messages => msgs, add_generation_prompt => true, bos_token => "<s>", eos_token => "</s>" };
+        let plain = env.render_str(src, ctx).unwrap();
+        let ours = ChatTemplate::new(src, "<s>", "</s>").unwrap().render(msgs, true).unwrap();
+        assert_eq!(ours, plain, "template {i}");
+        assert!(plain.len() > 20, "template {i} renders something: {plain}");
+    }
 }

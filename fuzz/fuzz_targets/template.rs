@@ -2,7 +2,7 @@
 //! rendered with the runtime's limits. Loops, recursion and huge strings must end in an error.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use webgpu_llm::tokenizer::{ChatTemplate, Message};
+use webgpu_llm::chat::{ChatTemplate, Message};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

@@ -3,7 +3,8 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use webgpu_llm::gguf::Gguf;
-use webgpu_llm::tokenizer::{ChatTemplate, Detokenizer, Message, Tokenizer};
+use webgpu_llm::chat::{ChatTemplate, Message};
+use webgpu_llm::tokenizer::{Detokenizer, Tokenizer};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(g) = Gguf::parse(data) else { return };

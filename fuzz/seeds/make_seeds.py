@@ -18,6 +18,12 @@ SYSTEM_DEFAULT = ("{% for message in messages %}{% if loop.first and messages[0]
                   "{{ '<|im_start|>system\\nYou are helpful.<|im_end|>\\n' }}{% endif %}{{ '<|im_start|>' + message['role']"
                   " + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}"
                   "{{ '<|im_start|>assistant\\n' }}{% endif %}")
+# Templates that grow values exponentially in few instructions: the limits must stop them.
+HOSTILE = {
+    "doubling": "{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}",
+    "macro_doubling": "{% macro d(s, n) %}{% if n %}{{ d(s + s, n - 1) }}{% else %}{{ s }}{% endif %}{% endmacro %}{{ d('ab', 40) }}",
+    "replace": "{% set ns = namespace(s='ab') %}{% for m in messages * 30 %}{% set ns.s = ns.s|replace('a', ns.s) %}{% endfor %}{{ ns.s }}",
+}
 
 
 def byte_chars():
@@ -103,6 +109,9 @@ def main():
     for name, src in [("chatml", CHATML), ("llama3", LLAMA3), ("system_default", SYSTEM_DEFAULT)]:
         with open(os.path.join(OUT, "template", name), "w") as out:
             out.write(src + "\0You are kind.\0Hi <|im_end|>\0Hello!")
+    for name, src in HOSTILE.items():
+        with open(os.path.join(OUT, "template", name), "w") as out:
+            out.write(src + "\0a\0b")
     for i, params in enumerate([
         {},
         {"temperature": 0.0},

@@ -5,10 +5,10 @@ use std::io::{BufRead, Write};
 use std::process::ExitCode;
 
 use web_time::Instant;
+use webgpu_llm::chat::Message;
 use webgpu_llm::engine::{BackendKind, Chat, Engine, EngineOptions, Generation};
 use webgpu_llm::gpu::{Gpu, GpuOptions};
 use webgpu_llm::sampler::SamplingParams;
-use webgpu_llm::tokenizer::Message;
 use webgpu_llm::{Error, Result};
 
 const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
