@@ -9,6 +9,7 @@ use webgpu_llm::gguf::writer::GgufWriter;
 use webgpu_llm::gguf::{Gguf, Value};
 use webgpu_llm::gpu::{Gpu, GpuModel, GpuOptions};
 use webgpu_llm::model::{Config, Weights};
+use webgpu_llm::sampler::LogitsRequest;
 
 // Rows of 32 and 64 values: the GPU kernels read whole groups of 32.
 const D: usize = 32;
@@ -231,4 +232,56 @@ fn qwen2_without_biases_is_a_bad_model() {
     let g = Gguf::parse(&b).unwrap();
     let c = Config::from_gguf(&g).unwrap();
     assert!(matches!(Weights::from_gguf(&g, &c), Err(webgpu_llm::Error::BadModel(m)) if m.contains("attn_q.bias")));
+}
+
+/// 200 turns on the GPU backend, with a reset every 10th turn and a turn cut short after one
+/// token every 7th (an abort: the engine just stops stepping), alternating whole logits and
+/// shortlists: after warm-up the driver's own counts of live buffers, their bytes, bind groups
+/// and command encoders (wgpu-hal counters, not our bookkeeping) do not move, and a fixed
+/// prompt's logits are bit-identical at turn 1 and after turn 200.
+#[test]
+fn gpu_memory_does_not_grow_over_200_turns() {
+    let (bytes, _) = random_model("llama", 7, true, false, None);
+    let g = Gguf::parse(&bytes).unwrap();
+    let c = Config::from_gguf(&g).unwrap();
+    let w = Weights::from_gguf(&g, &c).unwrap();
+    let gpu = Gpu::new_blocking(&GpuOptions::default()).unwrap();
+    let device = gpu.device.clone();
+    let mut model = GpuModel::load_blocking(gpu, &c, &w, 64).unwrap();
+    let counts = || {
+        let h = device.get_internal_counters().hal;
+        [h.buffers.read(), h.buffer_memory.read(), h.bind_groups.read(), h.command_encoders.read()]
+    };
+    let fixed = [1u32, 5, 9, 2];
+    let first = model.forward_full(&fixed).unwrap();
+    let mut warm = None;
+    for turn in 1..=200u32 {
+        if turn % 10 == 0 {
+            model.truncate(0);
+        }
+        // Keep the cache as a conversation would, short of the 64-position context.
+        if model.cached() > 48 {
+            model.truncate(8);
+        }
+        let prompt: Vec<u32> = (0..1 + turn % 4).map(|i| (turn * 3 + i) % VOCAB as u32).collect();
+        let want = match turn % 2 {
+            0 => LogitsRequest::Full,
+            _ => LogitsRequest::Shortlist { top: 3, ids: vec![turn % VOCAB as u32] },
+        };
+        model.forward_blocking(&prompt, &want).unwrap();
+        let steps = if turn % 7 == 0 { 1 } else { 3 };
+        for s in 0..steps {
+            model.forward_blocking(&[(turn + s) % VOCAB as u32], &want).unwrap();
+        }
+        if turn == 20 {
+            warm = Some(counts());
+        }
+    }
+    let end = counts();
+    let warm = warm.unwrap();
+    println!("live buffers, buffer bytes, bind groups, command encoders: after 20 turns {warm:?}, after 200 {end:?}");
+    assert!(warm[0] > 0 && warm[1] > 0, "the counters count: {warm:?}");
+    assert_eq!(end, warm, "GPU objects after 200 turns = after 20");
+    model.truncate(0);
+    assert_eq!(model.forward_full(&fixed).unwrap(), first, "the same logits at turn 1 and after 200");
 }
