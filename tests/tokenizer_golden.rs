@@ -236,6 +236,10 @@ fn templates_that_build_huge_values_are_stopped() {
         ("{% set s = 'x' * 4000000 %}{{ ([s] * N)|length }}{{ [s] * N }}", 0, "0[]", 2),
         ("{% set x %}{% for i in range(N) %}{% for j in range(N) %}{{ 'y' * 1000 }}{% endfor %}{% endfor %}{% endset %}{{ x|length }}", 3, "9000", 100_000),
         ("{% set x %}{% for i in range(N) %}{% for j in range(N) %}0123456789{% endfor %}{% endfor %}{% endset %}{{ x|length }}", 3, "90", 100_000),
+        // Values that would hold themselves, or nest deeper than printing and dropping can follow.
+        ("{ns}{% set ns2 = namespace(x=N) %}{% set ns.s = [ns2] if N > 1 else N %}{{ ns.s }}", 1, "1", 2),
+        ("{ns}{% set ns.s = ns if N > 1 else N %}{{ ns.s|tojson }}", 1, "1", 2),
+        ("{ns}{% for i in range(N) %}{% set ns.l = [ns.l] %}{% endfor %}{{ ns.l|string|length }}", 3, "9", 1_000_000),
     ];
     for &(shape, small, expected, huge) in shapes {
         let at = |n: usize| shape.replace("{ns}", ns).replace('N', &n.to_string());

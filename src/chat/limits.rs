@@ -9,6 +9,9 @@
 //! - filters that multiply their input (replace, join, indent, format, batch, slice, list, split,
 //!   lines, tojson) are checked before they run; every filter, method and function result is
 //!   checked after;
+//! - a value stored into a namespace may hold no namespace and nest at most [`MAX_DEPTH`]
+//!   deep: namespaces are the only mutable values, so no value can come to hold itself (which
+//!   printing, comparing or dropping would follow until the stack overflows);
 //! - raw template text is emitted through the formatter like `{{ … }}`, and the formatter counts
 //!   every byte written, to the output or into a capture (macros, `set` blocks).
 //!
@@ -32,6 +35,8 @@ use minijinja::{Environment, Error, ErrorKind, Expression, State, Template};
 pub const MAX_STRING: usize = 4 << 20;
 /// The most items a list built by a template may hold.
 pub const MAX_ITEMS: usize = 1 << 18;
+/// How deep a value kept in a namespace may nest lists and maps.
+pub const MAX_DEPTH: usize = 64;
 /// Everything one render may build and write, in bytes (a list item counts [`ITEM_BYTES`]).
 pub const MAX_BUILT: usize = 64 << 20;
 const ITEM_BYTES: usize = 32;
@@ -42,6 +47,7 @@ const CONCAT: &str = "__webgpu_llm_concat";
 const ADD: &str = "__webgpu_llm_add";
 const MUL: &str = "__webgpu_llm_mul";
 const CHECK: &str = "__webgpu_llm_check";
+const STORABLE: &str = "__webgpu_llm_storable";
 
 /// Filters checked before they run: (name, the name the rewritten template calls).
 const CHECKED_FILTERS: &[(&str, &str)] = &[
@@ -88,6 +94,7 @@ pub fn install(env: &mut Environment<'static>) {
         checked(ops().mul.eval(minijinja::context! { a, b }))
     });
     env.add_function(CHECK, |v: Value| checked(Ok(v)));
+    env.add_function(STORABLE, storable);
     env.add_function("debug", || -> Result<Value, Error> {
         Err(Error::new(ErrorKind::InvalidOperation, "debug() is not available to chat templates"))
     });
@@ -155,6 +162,13 @@ fn rewrite<'s>(old: &Instructions<'s>) -> Instructions<'s> {
             Instruction::StringConcat => push(Instruction::CallFunction(CONCAT, Some(2))),
             Instruction::Add => push(Instruction::CallFunction(ADD, Some(2))),
             Instruction::Mul => push(Instruction::CallFunction(MUL, Some(2))),
+            // The value under the namespace on the stack is checked on its way in.
+            Instruction::SetAttr(name) => {
+                push(Instruction::Swap);
+                push(Instruction::CallFunction(STORABLE, Some(1)));
+                push(Instruction::Swap);
+                push(Instruction::SetAttr(name))
+            }
             Instruction::EmitRaw(raw) => {
                 push(Instruction::LoadConst(Value::from_safe_string(raw.to_string())));
                 push(Instruction::Emit)
@@ -254,6 +268,34 @@ fn checked(v: Result<Value, Error>) -> Result<Value, Error> {
     Ok(v)
 }
 
+/// `v` if it may be stored into a namespace: it holds no namespace, at any depth, and nests at
+/// most [`MAX_DEPTH`] deep. Each value looked at counts a byte against the render's budget.
+fn storable(v: Value) -> Result<Value, Error> {
+    fn walk(v: &Value, depth: usize) -> Result<(), Error> {
+        charge(1)?;
+        // minijinja's namespace type is private; its name is what there is to go by.
+        if v.as_object().is_some_and(|o| o.type_name().ends_with("::Namespace")) {
+            return Err(Error::new(
+                ErrorKind::InvalidOperation,
+                "a namespace cannot hold a namespace in a chat template",
+            ));
+        }
+        if depth > MAX_DEPTH {
+            return Err(Error::new(
+                ErrorKind::InvalidOperation,
+                format!("the chat template nests values over {MAX_DEPTH} deep"),
+            ));
+        }
+        match v.kind() {
+            ValueKind::Seq | ValueKind::Iterable => v.try_iter()?.try_for_each(|item| walk(&item, depth + 1)),
+            ValueKind::Map => v.try_iter()?.try_for_each(|key| walk(&v.get_item(&key)?, depth + 1)),
+            _ => Ok(()),
+        }
+    }
+    walk(&v, 0)?;
+    Ok(v)
+}
+
 fn is_list(v: &Value) -> bool {
     matches!(v.kind(), ValueKind::Seq | ValueKind::Iterable)
 }
@@ -326,17 +368,31 @@ fn joined_len(seq: &Value, sep: &str) -> Result<usize, Error> {
     Ok(total)
 }
 
-/// A bound on what a format string makes: each placeholder may take the widest width or
-/// precision it names plus the longest argument.
+/// A bound on what a format string makes: each placeholder (`%…` or `{…}`; `%%`, `{{` and `}}`
+/// are literal) may take the widest width or precision it names plus the longest argument.
 fn formatted_len(format: &str, args: &[Value]) -> Result<usize, Error> {
-    let placeholders = format.matches(['%', '{']).count();
-    let digits = format.split(|c: char| !c.is_ascii_digit()).filter(|d| !d.is_empty());
-    let widest = digits.map(|d| d.parse::<usize>().unwrap_or(usize::MAX)).max();
     let mut longest = 0;
     for a in args {
         longest = longest.max(text(a)?.len());
     }
-    Ok(format.len().saturating_add(placeholders.saturating_mul(widest.unwrap_or(0).saturating_add(longest))))
+    let mut total = format.len();
+    let mut rest = format;
+    while let Some(at) = rest.find(['%', '{']) {
+        let (open, after) = (&rest[at..at + 1], &rest[at + 1..]);
+        if after.starts_with(open) {
+            rest = &after[1..];
+            continue;
+        }
+        let spec: String = match open {
+            "%" => after.chars().take_while(|c| "-+ #0123456789.".contains(*c)).take(64).collect(),
+            _ => after.chars().take_while(|&c| c != '}').take(64).collect(),
+        };
+        let digits = spec.split(|c: char| !c.is_ascii_digit()).filter(|d| !d.is_empty());
+        let widest = digits.map(|d| d.parse::<usize>().unwrap_or(usize::MAX)).max().unwrap_or(0);
+        total = total.saturating_add(widest.saturating_add(longest));
+        rest = after;
+    }
+    Ok(total)
 }
 
 /// Pieces `s.split(sep)` makes (whitespace when `None`).
@@ -411,6 +467,11 @@ mod tests {
         let seq = Value::from(vec!["ab", "c"]);
         assert_eq!(joined_len(&seq, ", ").unwrap(), 5);
         assert!(formatted_len("%99999999s", &[Value::from("x")]).unwrap() > MAX_STRING);
+        assert!(formatted_len("{:>99999999}", &[Value::from("x")]).unwrap() > MAX_STRING);
+        // Escaped braces and percents are text: a long literal with a big number is no bomb.
+        let text = format!("100%% {{{{\"id\": 12345678}}}} {}", "y".repeat(1000));
+        assert_eq!(formatted_len(&text, &[]).unwrap(), text.len());
+        assert_eq!(formatted_len("%5s|%s", &[Value::from("abc")]).unwrap(), 6 + (5 + 3) + 3);
         assert_eq!(widest(&[Value::from(3), Value::from("x"), Value::from(12)]), 12);
     }
 }
