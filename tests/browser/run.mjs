@@ -489,40 +489,55 @@ test("a corrupt model is bad_model; no model is invalid_argument", async () => {
   same(Object.keys(r.hostile).length, 4, "hostile headers tried");
 });
 
-test("a chat template that doubles a string is stopped by the size limits; the worker lives on", async () => {
+test("hostile chat templates (doubling, self-holding, deep recursion) are stopped by the limits; the worker lives on", async () => {
   const r = await inPage(page, async (llm, model) => {
     const bytes = new Uint8Array(await (await fetch(model)).arrayBuffer());
-    // The model's tokenizer.chat_template (key, u32 type 8, u64 length, text) overwritten in
-    // place by a template that doubles a string 40 times, padded with spaces to the same length.
+    // The model's tokenizer.chat_template (key, u32 type 8, u64 length, text) is overwritten in
+    // place by each hostile template, padded with spaces to the same length.
     const key = new TextEncoder().encode("tokenizer.chat_template");
     let at = -1;
     for (let i = 0; i < 8 << 20 && at < 0; i++) if (key.every((c, j) => bytes[i + j] === c)) at = i;
-    const view = new DataView(bytes.buffer);
-    const start = at + key.length + 12;
-    const length = Number(view.getBigUint64(at + key.length + 4, true));
-    const hostile = "{% set ns = namespace(s='ab') %}{% for m in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}";
-    bytes.set(new TextEncoder().encode(hostile.padEnd(length, " ")), start);
-    const engine = await llm.createEngine({ model: bytes, backend: "cpu" });
-    const before = (await engine.info()).wasm_memory_bytes;
-    let refused = null;
-    try {
-      await engine.chat.completions.create({ messages: [{ role: "user", content: "Hi" }], max_tokens: 2 });
-    } catch (e) {
-      refused = { code: e.code, message: e.message };
+    const length = Number(new DataView(bytes.buffer).getBigUint64(at + key.length + 4, true));
+    const hostile = {
+      doubling: "{% set ns = namespace(s='ab') %}{% for m in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}",
+      "self-holding": "{% set ns = namespace(s='ab') %}{% set ns.s = ns %}{{ ns }}",
+      "deep recursion": "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+    };
+    const out = { found: at, length, refused: {} };
+    for (const [name, template] of Object.entries(hostile)) {
+      bytes.set(new TextEncoder().encode(template.padEnd(length, " ")), at + key.length + 12);
+      const engine = await llm.createEngine({ model: bytes, backend: "cpu" });
+      const before = (await engine.info()).wasm_memory_bytes;
+      try {
+        await engine.chat.completions.create({ messages: [{ role: "user", content: "Hi" }], max_tokens: 2 });
+        out.refused[name] = "rendered";
+      } catch (e) {
+        out.refused[name] = { code: e.code, message: e.message };
+      }
+      const after = (await engine.info()).wasm_memory_bytes;
+      let raw = "";
+      for await (const piece of engine.generate("The capital of France is", { max_tokens: 3, temperature: 0 })) raw += piece.text;
+      await engine.unload();
+      out.refused[name].grew = after - before;
+      out.refused[name].raw = raw;
     }
-    const after = (await engine.info()).wasm_memory_bytes;
-    let raw = "";
-    for await (const piece of engine.generate("The capital of France is", { max_tokens: 3, temperature: 0 })) raw += piece.text;
-    await engine.unload();
-    return { found: at, length, refused, before, after, raw };
+    return out;
   }, MODEL);
   assert(!r.error, JSON.stringify(r.error));
   assert(r.found > 0 && r.length > 100, `template located: ${r.found}, ${r.length} bytes`);
-  same(r.refused?.code, "invalid_argument", "the hostile template's error");
-  assert(r.refused.message.includes("builds a string over 4194304 bytes"), r.refused.message);
-  console.log(`  wasm memory ${r.before} → ${r.after} bytes across the refused render`);
-  assert(r.after - r.before <= 64 << 20, `memory grew by ${r.after - r.before}`);
-  assert(r.raw.length > 0, "raw generation still works");
+  const expected = {
+    doubling: "builds a string over 4194304 bytes",
+    "self-holding": "a namespace cannot hold a namespace",
+    "deep recursion": "recursion limit exceeded",
+  };
+  for (const [name, says] of Object.entries(expected)) {
+    const got = r.refused[name];
+    same(got?.code, "invalid_argument", `${name}: the error`);
+    assert(got.message.includes(says), `${name}: ${got.message}`);
+    console.log(`  ${name}: wasm memory grew ${got.grew} bytes across the refused render`);
+    assert(got.grew <= 64 << 20, `${name}: memory grew by ${got.grew}`);
+    assert(got.raw.length > 0, `${name}: raw generation still works`);
+  }
 });
 
 test("without WebGPU: auto falls back to the CPU, gpu is no_webgpu (worker: false)", async () => {
