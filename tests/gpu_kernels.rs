@@ -454,3 +454,29 @@ fn gpu_shortlist_picks_the_same_tokens_as_the_cpu_sampler() {
     let (_, bytes) = gpu.read_logits(&tied_logits(&mut rng, 49152), &s.request(&[], &[1])).unwrap();
     assert_eq!(bytes, 328);
 }
+
+/// What the device refuses while a model loads comes back as a typed error from the error scope
+/// the load runs in, and the device stays usable: not a device loss later. (Exhausting real
+/// device memory is not something a test can do safely here; a buffer past the device's
+/// `max_buffer_size` is refused through the same scope.)
+#[test]
+fn an_allocation_the_device_refuses_is_a_typed_error_and_the_device_lives_on() {
+    let gpu = Gpu::new_blocking(&GpuOptions::default()).unwrap();
+    let allocate = |what: &str, size: u64| {
+        pollster::block_on(gpu.scoped(what, || {
+            let usage = wgpu::BufferUsages::STORAGE;
+            gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(what),
+                size,
+                usage,
+                mapped_at_creation: false,
+            })
+        }))
+    };
+    let err = allocate("a test buffer", gpu.device.limits().max_buffer_size + 4).expect_err("refused");
+    assert_eq!(err.code(), "unsupported_model", "{err}");
+    assert!(err.to_string().contains("a test buffer"), "{err}");
+    gpu.check().expect("no error leaks out of the scope");
+    assert!(allocate("a small buffer", 256).is_ok(), "the device still allocates");
+    gpu.wait().expect("the device is alive");
+}
