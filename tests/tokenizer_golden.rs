@@ -13,6 +13,15 @@ fn tokenizer(bytes: &[u8]) -> Tokenizer {
     Tokenizer::from_gguf(&Gguf::parse(bytes).unwrap()).unwrap()
 }
 
+/// The default model's tokenizer and chat template.
+fn tokenizer_and_template() -> (Tokenizer, ChatTemplate) {
+    let bytes = model_bytes();
+    let g = Gguf::parse(&bytes).unwrap();
+    let tok = Tokenizer::from_gguf(&g).unwrap();
+    let template = ChatTemplate::from_gguf(&g, &tok).unwrap();
+    (tok, template)
+}
+
 #[test]
 fn reproduces_every_llama_cpp_tokenizer_case() {
     let bytes = model_bytes();
@@ -68,22 +77,16 @@ fn special_ids_of_the_default_model() {
 
 #[test]
 fn golden_prompts_render_and_tokenize_exactly() {
-    let bytes = model_bytes();
-    let g = Gguf::parse(&bytes).unwrap();
-    let tok = Tokenizer::from_gguf(&g).unwrap();
-    let template = ChatTemplate::from_gguf(&g, &tok).unwrap();
+    let (tok, template) = tokenizer_and_template();
     for name in PROMPTS {
         let golden = golden_json(&format!("{name}.json"));
         let text = golden["prompt_text"].as_str().unwrap();
+        let want = ids(&golden["prompt_token_ids"]);
+        assert_eq!(tok.encode(text, true).unwrap(), want, "{name}: prompt ids");
         if golden["kind"] == "chat" {
             let messages: Vec<Message> = serde_json::from_value(golden["messages"].clone()).unwrap();
             assert_eq!(template.render(&messages, true).unwrap(), text, "{name}: rendered prompt");
-        }
-        assert_eq!(tok.encode(text, true).unwrap(), ids(&golden["prompt_token_ids"]), "{name}: prompt ids");
-        if golden["kind"] == "chat" {
-            let messages: Vec<Message> = serde_json::from_value(golden["messages"].clone()).unwrap();
-            let encoded = template.encode(&tok, &messages, true).unwrap();
-            assert_eq!(encoded, ids(&golden["prompt_token_ids"]), "{name}: chat ids");
+            assert_eq!(template.encode(&tok, &messages, true).unwrap(), want, "{name}: chat ids");
         }
     }
 }
@@ -92,10 +95,7 @@ fn golden_prompts_render_and_tokenize_exactly() {
 /// text, while the template's own control tokens stay control tokens.
 #[test]
 fn control_tokens_in_messages_are_plain_text() {
-    let bytes = model_bytes();
-    let g = Gguf::parse(&bytes).unwrap();
-    let tok = Tokenizer::from_gguf(&g).unwrap();
-    let template = ChatTemplate::from_gguf(&g, &tok).unwrap();
+    let (tok, template) = tokenizer_and_template();
     let (im_start, im_end) = (1, 2);
     let count = |ids: &[u32], id: u32| ids.iter().filter(|&&i| i == id).count();
     let msg = |role: &str, content: &str| Message { role: role.into(), content: content.into() };
