@@ -324,17 +324,40 @@ impl Engine {
         let capacity = self.context_size();
         let budget = capacity.saturating_sub(reserve);
         let system = messages.iter().take_while(|m| m.role == "system").count();
-        let mut first = system;
-        loop {
+        // Where the kept turns may start: everything, or at a later user message.
+        let starts: Vec<usize> = std::iter::once(system)
+            .chain((system + 1..messages.len()).filter(|&i| messages[i].role == "user"))
+            .collect();
+        let encode = |first: usize| -> Result<Vec<u32>> {
             let kept: Vec<Message> = messages[..system].iter().chain(&messages[first..]).cloned().collect();
-            let ids = self.encode_chat(&kept)?;
-            let next_turn = messages.get(first + 1..).and_then(|rest| rest.iter().position(|m| m.role == "user"));
-            match next_turn {
-                _ if ids.len() <= budget => return Ok((ids, first - system)),
-                Some(i) => first += 1 + i,
-                None if ids.len() <= capacity => return Ok((ids, first - system)),
-                None => return Err(Error::ContextOverflow { needed: ids.len(), capacity }),
+            self.encode_chat(&kept)
+        };
+        // Fewer turns never make a longer prompt, so the first start that fits is found by
+        // halving: O(log turns) renders, not one per dropped turn.
+        let (mut lo, mut hi) = (0, starts.len() - 1);
+        let mut fitting = None;
+        while lo <= hi {
+            let mid = (lo + hi) / 2;
+            let ids = encode(starts[mid])?;
+            if ids.len() <= budget {
+                fitting = Some((ids, starts[mid] - system));
+                match mid {
+                    0 => break,
+                    _ => hi = mid - 1,
+                }
+            } else {
+                lo = mid + 1;
             }
+        }
+        if let Some(found) = fitting {
+            return Ok(found);
+        }
+        // Not even the last turn leaves the reserve: it may still fit the context.
+        let last = *starts.last().expect("at least the first start");
+        let ids = encode(last)?;
+        match ids.len() <= capacity {
+            true => Ok((ids, last - system)),
+            false => Err(Error::ContextOverflow { needed: ids.len(), capacity }),
         }
     }
 
