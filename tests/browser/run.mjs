@@ -13,7 +13,8 @@ import { serve } from "../../scripts/serve.mjs";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 const MODEL = "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
-const GOLDEN = resolve(process.env.WEBGPU_LLM_GOLDEN ?? join(ROOT, "../shared/golden"));
+const GOLDEN_ROOT = resolve(process.env.WEBGPU_LLM_GOLDEN ?? join(ROOT, "tests/golden"));
+const GOLDEN = join(GOLDEN_ROOT, "smollm2-135m");
 const golden = (name) => JSON.parse(readFileSync(join(GOLDEN, name), "utf8"));
 const FLAGS = ["--no-sandbox", "--disable-quic", "--no-first-run", "--disable-background-networking",
   "--disable-component-update", "--disable-sync"];

@@ -15,11 +15,17 @@ pub fn model_bytes() -> Vec<u8> {
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e} (run scripts/fetch-model.sh)", p.display()))
 }
 
-/// `../shared/golden` beside the checkout (override with WEBGPU_LLM_GOLDEN).
-pub fn golden_dir() -> PathBuf {
+/// llama.cpp's reference outputs, one folder per catalog model: `tests/golden/<name>/`
+/// (override the root with WEBGPU_LLM_GOLDEN).
+pub fn golden_root() -> PathBuf {
     std::env::var_os("WEBGPU_LLM_GOLDEN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/golden"))
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden"))
+}
+
+/// The default model's golden folder.
+pub fn golden_dir() -> PathBuf {
+    golden_root().join("smollm2-135m")
 }
 
 pub fn golden_json(name: &str) -> serde_json::Value {
