@@ -1,5 +1,6 @@
-//! The Llama-family model: hyper-parameters and the tensors they imply.
+//! The model: hyper-parameters, the tensors they imply, and the catalog of known models.
 
+pub mod catalog;
 mod config;
 mod weights;
 
