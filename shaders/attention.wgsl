@@ -1,5 +1,5 @@
-// Grouped-query causal attention over the KV cache. One workgroup per (query head, token): it
-// walks the visible positions in tiles of 64 with an online softmax (running max and sum, the
+// Grouped-query causal attention over the KV cache, optionally within a sliding window. One
+// workgroup per (query head, token): it walks the visible positions in tiles of 64 with an online softmax (running max and sum, the
 // output rescaled whenever the max grows), so any context length fits in 64 scores of
 // workgroup memory. Query head h reads KV head h / (n_heads / n_kv_heads).
 
@@ -7,7 +7,11 @@ struct AttnParams {
     n_heads: u32,
     n_kv_heads: u32,
     head_dim: u32,   // at most 256
-    scale: f32,      // 1 / sqrt(head_dim)
+    scale: f32,      // usually 1 / sqrt(head_dim)
+    window: u32,     // > 0: a query sees only the last `window` positions, itself included
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<storage, read> q: array<f32>;
@@ -38,10 +42,11 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
     workgroupBarrier();
 
     let seen = step.start + t + 1u; // causal: positions 0 ..= start + t
+    let first = select(0u, seen - p.window, p.window != 0u && seen > p.window);
     var m = -3.0e38;                // running max of the scores
     var l = 0.0;                    // running sum of exp(score - m), kept by invocation 0
     var acc: array<f32, 4>;         // output dims tid, tid + 64, ... (head_dim <= 256)
-    for (var base = 0u; base < seen; base += WG) {
+    for (var base = first; base < seen; base += WG) {
         let pos = base + tid;
         var s = -3.0e38;
         if (pos < seen) {

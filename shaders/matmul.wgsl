@@ -6,9 +6,10 @@
 // What would otherwise be separate launches is fused in:
 // - a prologue on the input: RMSNorm of x (`_norm` entries), or silu(gate) * up of an x whose
 //   rows hold gate then up (`_swiglu_in` entries, for gate and up matrices of two formats);
-// - an epilogue on the output: a bias, `y +=` (the residual add), or SwiGLU (`_swiglu_out`
-//   entries): W is gate and up interleaved in blocks of 32 rows (GpuMatrix::interleaved), each
-//   workgroup computes matching gate and up rows, and y gets silu(gate) * up.
+// - an epilogue on the output: a bias, `y +=` (the residual add), soft-capping, or the gated
+//   activation (`_swiglu_out` entries): W is gate and up interleaved in blocks of 32 rows
+//   (GpuMatrix::interleaved), each workgroup computes matching gate and up rows, and y gets
+//   act(gate) * up, act being SiLU (SwiGLU) or GELU (Gemma's GeGLU) as `p.gelu` says.
 
 struct MatParams {
     rows: u32,        // rows in this part
@@ -20,9 +21,9 @@ struct MatParams {
     bias: u32,        // 1: add bias[out_row0 + row]
     last_only: u32,   // 1: the input is the step's last token, the output row 0 (matrix × vector)
     eps: f32,         // the RMSNorm prologue's epsilon
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    scale: f32,       // embed: the rows are multiplied by this (Gemma: sqrt(d_model))
+    softcap: f32,     // > 0: y = softcap * tanh(y / softcap) (final logit soft-capping)
+    gelu: u32,        // the gated activation: 0 SiLU, 1 GELU (tanh approximation)
 }
 
 @group(0) @binding(0) var<storage, read> w: array<u32>;
@@ -63,6 +64,9 @@ fn store(t: u32, row: u32, v: f32) {
     if (p.bias != 0u) {
         r += bias[row];
     }
+    if (p.softcap > 0.0) {
+        r = p.softcap * tanh(clamp(r / p.softcap, -10.0, 10.0));
+    }
     let i = t * p.out_stride + row;
     if (p.accumulate != 0u) {
         y[i] += r;
@@ -76,8 +80,17 @@ const PLAIN: u32 = 0u;
 const NORM: u32 = 1u;
 const SWIGLU: u32 = 2u;
 
-fn silu(g: vec4<f32>) -> vec4<f32> {
+// The gated FFN's activation. tanh's argument is clamped: tanh(10) is 1 in f32, and some
+// implementations compute tanh through exp, which overflows far out.
+fn act(g: f32) -> f32 {
+    if (p.gelu != 0u) {
+        return 0.5 * g * (1.0 + tanh(clamp(0.7978846 * g * (1.0 + 0.044715 * g * g), -10.0, 10.0)));
+    }
     return g / (1.0 + exp(-g));
+}
+
+fn act4(g: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(act(g.x), act(g.y), act(g.z), act(g.w));
 }
 
 // Inputs 8i .. 8i + 8 of token t after the prologue, but for the norm's per-token 1 / rms,
@@ -86,7 +99,7 @@ fn input8(pro: u32, t: u32, i: u32) -> Eight {
     if (pro == SWIGLU) {
         let g = t * p.cols / 2u + 2u * i; // rows of 2 * cols: gate, then up
         let u = g + p.cols / 4u;
-        return Eight(silu(x[g]) * x[u], silu(x[g + 1u]) * x[u + 1u]);
+        return Eight(act4(x[g]) * x[u], act4(x[g + 1u]) * x[u + 1u]);
     }
     let b = t * p.cols / 4u + 2u * i;
     return Eight(x[b], x[b + 1u]);
@@ -124,8 +137,8 @@ fn embed(@builtin(global_invocation_id) gid: vec3<u32>) {
     let e = load8((token - p.out_row0) * p.row_words, item / 4u, item % 4u);
     let o = t * p.cols + item * 8u;
     for (var i = 0u; i < 4u; i++) {
-        y[o + i] = e.lo[i];
-        y[o + 4u + i] = e.hi[i];
+        y[o + i] = e.lo[i] * p.scale;
+        y[o + 4u + i] = e.hi[i] * p.scale;
     }
 }
 
@@ -197,7 +210,7 @@ fn matvec_body(pro: u32, epi: u32, wid: vec3<u32>, nwg: vec3<u32>, tid: u32) {
     if (epi == SWIGLU) {
         if (tid < 4u) {
             let gate = mv_sum(tid) * scale;
-            store(0u, p.out_row0 + r0 / 2u + tid, gate / (1.0 + exp(-gate)) * mv_sum(tid + 4u) * scale);
+            store(0u, p.out_row0 + r0 / 2u + tid, act(gate) * mv_sum(tid + 4u) * scale);
         }
     } else if (tid < MV_ROWS && r0 + tid < p.rows) {
         store(0u, p.out_row0 + r0 + tid, mv_sum(tid) * scale);
@@ -303,7 +316,7 @@ fn matmat_body(pro: u32, epi: u32, wid: vec3<u32>, tid: u32) {
             for (var t = 0u; t < MM_TOKENS; t++) {
                 if (t < count) {
                     let gate = acc[t];
-                    store(tok0 + t, p.out_row0 + wid.x * 32u + tid, gate / (1.0 + exp(-gate)) * tile_up[t * 32u + tid]);
+                    store(tok0 + t, p.out_row0 + wid.x * 32u + tid, act(gate) * tile_up[t * 32u + tid]);
                 }
             }
         }

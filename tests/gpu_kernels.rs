@@ -278,7 +278,7 @@ fn rope_kv_cases(f16: bool, tol: f64) {
     let gpu = oneshot(f16);
     let mut rng = Rng(if f16 { 22 } else { 21 });
     for (neox, rope_dim, start, n) in [(false, 64, 0, 1), (false, 64, 37, 9), (true, 64, 5, 3), (true, 32, 100, 2)] {
-        let s = Shape { n_heads: 3, n_kv_heads: 1, head_dim: 64, rope_dim, neox };
+        let s = Shape { n_heads: 3, n_kv_heads: 1, head_dim: 64, rope_dim, neox, scale: 0.125, window: 0 };
         let style = if neox { RopeStyle::Neox } else { RopeStyle::Normal };
         let (base, scale) = (10000.0, 2.0);
         let half = rope_dim / 2;
@@ -323,7 +323,8 @@ fn rope_kv_matches_cpu_f16_path() {
     rope_kv_cases(true, 1e-3);
 }
 
-/// Causal grouped-query attention in f64: the last `n` positions' queries over all positions.
+/// Causal grouped-query attention in f64: the last `n` positions' queries over all positions
+/// (the last `window` of them when there is a window).
 fn cpu_attention(q: &[f32], keys: &[f32], values: &[f32], s: &Shape) -> Vec<f32> {
     let (hd, kvd) = (s.head_dim, s.n_kv_heads * s.head_dim);
     let positions = keys.len() / kvd;
@@ -331,19 +332,21 @@ fn cpu_attention(q: &[f32], keys: &[f32], values: &[f32], s: &Shape) -> Vec<f32>
     let mut out = vec![0f32; q.len()];
     for t in 0..n {
         let seen = positions - n + t + 1;
+        let first = if s.window > 0 { seen.saturating_sub(s.window) } else { 0 };
         for h in 0..s.n_heads {
             let kvh = h / (s.n_heads / s.n_kv_heads);
             let qh = &q[(t * s.n_heads + h) * hd..][..hd];
-            let mut scores: Vec<f32> = (0..seen)
+            let mut scores: Vec<f32> = (first..seen)
                 .map(|p| {
                     let k = &keys[p * kvd + kvh * hd..][..hd];
                     let d: f64 = qh.iter().zip(k).map(|(a, b)| *a as f64 * *b as f64).sum();
-                    (d / (hd as f64).sqrt()) as f32
+                    (d * s.scale as f64) as f32
                 })
                 .collect();
             softmax(&mut scores);
             for d in 0..hd {
-                let v: f64 = (0..seen).map(|p| scores[p] as f64 * values[p * kvd + kvh * hd + d] as f64).sum();
+                let v: f64 =
+                    (first..seen).map(|p| scores[p - first] as f64 * values[p * kvd + kvh * hd + d] as f64).sum();
                 out[(t * s.n_heads + h) * hd + d] = v as f32;
             }
         }
@@ -354,22 +357,32 @@ fn cpu_attention(q: &[f32], keys: &[f32], values: &[f32], s: &Shape) -> Vec<f32>
 fn attention_cases(f16: bool, tol: f64) {
     let gpu = oneshot(f16);
     let mut rng = Rng(if f16 { 31 } else { 32 });
-    for (heads, kv_heads, hd, positions, n) in [
-        (4, 2, 64, 1, 1),
-        (4, 2, 64, 70, 1),
-        (9, 3, 64, 200, 5),
-        (2, 2, 32, 64, 64),
-        (2, 1, 128, 65, 3),
-        (3, 3, 96, 10, 2),
+    // (heads, KV heads, head size, positions, queries, sliding window)
+    for (heads, kv_heads, hd, positions, n, window) in [
+        (4, 2, 64, 1, 1, 0),
+        (4, 2, 64, 70, 1, 0),
+        (9, 3, 64, 200, 5, 0),
+        (2, 2, 32, 64, 64, 0),
+        (2, 1, 128, 65, 3, 0),
+        (3, 3, 96, 10, 2, 0),
+        // Windows: shorter than a tile, straddling tiles, wider than the context, and Gemma 3's
+        // shape (4 query heads on 1 KV head of 256).
+        (4, 2, 64, 200, 5, 7),
+        (2, 1, 64, 300, 40, 100),
+        (2, 2, 32, 20, 3, 512),
+        (4, 1, 256, 150, 2, 64),
     ] {
-        let s = Shape { n_heads: heads, n_kv_heads: kv_heads, head_dim: hd, rope_dim: hd, neox: false };
+        let scale = if window == 0 { 1.0 / (hd as f32).sqrt() } else { 0.0625 };
+        let s = Shape { n_heads: heads, n_kv_heads: kv_heads, head_dim: hd, rope_dim: hd, neox: false, scale, window };
         let q: Vec<f32> = rng.vec(n * heads * hd).iter().map(|v| v * 3.0).collect();
         let keys = rng.vec(positions * kv_heads * hd);
         let values = rng.vec(positions * kv_heads * hd);
         let got = gpu.attention(&q, &keys, &values, &s).unwrap();
         let want = cpu_attention(&q, &keys, &values, &s);
         check(
-            &format!("attention f16={f16} {heads}/{kv_heads}×{hd}, {positions} positions, {n} queries"),
+            &format!(
+                "attention f16={f16} {heads}/{kv_heads}×{hd}, {positions} positions, {n} queries, window {window}"
+            ),
             &got,
             &want,
             tol,
@@ -417,7 +430,8 @@ fn gpu_shortlist_picks_the_same_tokens_as_the_cpu_sampler() {
         SamplingParams { top_k: 500, repetition_penalty: 1.1, seed: Some(6), ..SamplingParams::default() },
         SamplingParams { top_k: 0, seed: Some(7), ..SamplingParams::default() },
     ];
-    for vocab in [5000, 49152, 700] {
+    // Up to Gemma 3's 262,144 logits (Qwen2.5: 151,936).
+    for vocab in [5000, 49152, 700, 151_936, 262_144] {
         for p in &cases {
             let mut on_gpu = Sampler::new(p.clone()).unwrap();
             let mut on_cpu = Sampler::new(p.clone()).unwrap();

@@ -1,7 +1,9 @@
 //! Both forward passes (CPU, and GPU on its f32 and f16 paths) on tiny random models of each
 //! supported architecture, against a naive f64 implementation written here from the papers
 //! (RMSNorm, RoPE, GQA, SwiGLU). Covers what the default model does not: Qwen2's biases and NeoX
-//! RoPE, an untied output, Llama 3 rope_freqs, linear RoPE scaling, several prefill chunks.
+//! RoPE, an untied output, Llama 3 rope_freqs, linear RoPE scaling, several prefill chunks, and
+//! Gemma 3 (scaled embeddings, q/k norms, post-norms, GELU, a sliding window shorter than the
+//! prompt on one layer and full attention on the other, two RoPE bases, soft-capped logits).
 
 use webgpu_llm::backend::Backend;
 use webgpu_llm::cpu::CpuModel;
@@ -19,6 +21,8 @@ const HD: usize = 8;
 const FFN: usize = 64;
 const VOCAB: usize = 13;
 const LAYERS: usize = 2;
+const GEMMA_WINDOW: usize = 5;
+const GEMMA_SOFTCAP: f64 = 4.0;
 
 struct Rng(u64);
 impl Rng {
@@ -54,6 +58,12 @@ fn random_model(arch: &str, seed: u64, tied: bool, rope_freqs: bool, linear_scal
             add(n("attn_k.bias"), vec![KV_HEADS * HD], 1.0, &mut rng);
             add(n("attn_v.bias"), vec![KV_HEADS * HD], 1.0, &mut rng);
         }
+        if arch == "gemma3" {
+            add(n("attn_q_norm.weight"), vec![HD], 1.0, &mut rng);
+            add(n("attn_k_norm.weight"), vec![HD], 1.0, &mut rng);
+            add(n("post_attention_norm.weight"), vec![D], 1.0, &mut rng);
+            add(n("post_ffw_norm.weight"), vec![D], 1.0, &mut rng);
+        }
         add(n("ffn_norm.weight"), vec![D], 1.0, &mut rng);
         add(n("ffn_gate.weight"), vec![D, FFN], 1.0, &mut rng);
         add(n("ffn_up.weight"), vec![D, FFN], 1.0, &mut rng);
@@ -77,6 +87,12 @@ fn random_model(arch: &str, seed: u64, tied: bool, rope_freqs: bool, linear_scal
         .kv(&k("attention.head_count_kv"), Value::U32(KV_HEADS as u32))
         .kv(&k("rope.freq_base"), Value::F32(500.0))
         .kv(&k("attention.layer_norm_rms_epsilon"), Value::F32(1e-6));
+    if arch == "gemma3" {
+        // Layer 0 slides (window 5, RoPE base 10000 by default), layer 1 is global.
+        w.kv(&k("attention.sliding_window"), Value::U32(GEMMA_WINDOW as u32))
+            .kv(&k("attention.sliding_window_pattern"), Value::Array(vec![Value::Bool(true), Value::Bool(false)]))
+            .kv(&k("final_logit_softcapping"), Value::F32(GEMMA_SOFTCAP as f32));
+    }
     if let Some(s) = linear_scale {
         w.kv(&k("rope.scaling.type"), Value::String("linear".into())).kv(&k("rope.scaling.factor"), Value::F32(s));
     }
@@ -99,12 +115,13 @@ fn reference(t: &Tensors, arch: &str, tokens: &[u32], linear_scale: f64) -> Vec<
         let ms = x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64;
         x.iter().zip(w).map(|(v, g)| v / (ms + 1e-6f32 as f64).sqrt() * g).collect()
     };
+    let gemma = arch == "gemma3";
     let freqs = get("rope_freqs.weight");
-    let rope = |v: &mut [f64], pos: usize| {
+    let rope = |v: &mut [f64], pos: usize, base: f64| {
         for i in 0..HD / 2 {
             let f = if freqs.is_empty() { 1.0 } else { freqs[i] };
-            let theta = pos as f64 / linear_scale * 500f64.powf(-2.0 * i as f64 / HD as f64) / f;
-            let (a, b) = if arch == "qwen2" { (i, i + HD / 2) } else { (2 * i, 2 * i + 1) };
+            let theta = pos as f64 / linear_scale * base.powf(-2.0 * i as f64 / HD as f64) / f;
+            let (a, b) = if arch == "llama" { (2 * i, 2 * i + 1) } else { (i, i + HD / 2) };
             let (x0, x1) = (v[a], v[b]);
             v[a] = x0 * theta.cos() - x1 * theta.sin();
             v[b] = x0 * theta.sin() + x1 * theta.cos();
@@ -116,7 +133,12 @@ fn reference(t: &Tensors, arch: &str, tokens: &[u32], linear_scale: f64) -> Vec<
     let mut logits = Vec::new();
     for (pos, &tok) in tokens.iter().enumerate() {
         let mut x: Vec<f64> = embd[tok as usize * D..][..D].to_vec();
+        if gemma {
+            x.iter_mut().for_each(|v| *v *= (D as f64).sqrt());
+        }
         for l in 0..LAYERS {
+            // Gemma: layer 0 has a sliding window and RoPE base 10000.
+            let (window, base) = if gemma && l == 0 { (GEMMA_WINDOW, 10000.0) } else { (usize::MAX, 500.0) };
             let n = |s: &str| get(&format!("blk.{l}.{s}"));
             let h = norm(&x, &n("attn_norm.weight"));
             let add_bias = |mut v: Vec<f64>, b: Vec<f64>| {
@@ -126,39 +148,56 @@ fn reference(t: &Tensors, arch: &str, tokens: &[u32], linear_scale: f64) -> Vec<
             let mut q = add_bias(matvec(&n("attn_q.weight"), &h), n("attn_q.bias"));
             let mut k = add_bias(matvec(&n("attn_k.weight"), &h), n("attn_k.bias"));
             let v = add_bias(matvec(&n("attn_v.weight"), &h), n("attn_v.bias"));
-            q.chunks_mut(HD).for_each(|hq| rope(hq, pos));
-            k.chunks_mut(HD).for_each(|hk| rope(hk, pos));
+            if gemma {
+                q = q.chunks(HD).flat_map(|h| norm(h, &n("attn_q_norm.weight"))).collect();
+                k = k.chunks(HD).flat_map(|h| norm(h, &n("attn_k_norm.weight"))).collect();
+            }
+            q.chunks_mut(HD).for_each(|hq| rope(hq, pos, base));
+            k.chunks_mut(HD).for_each(|hk| rope(hk, pos, base));
             keys[l].push(k);
             values[l].push(v);
             let mut attn = vec![0.0; HEADS * HD];
             for head in 0..HEADS {
                 let kvh = head / (HEADS / KV_HEADS);
                 let qh = &q[head * HD..][..HD];
-                let scores: Vec<f64> = keys[l]
+                let first = (pos + 1).saturating_sub(window);
+                let scores: Vec<f64> = keys[l][first..]
                     .iter()
                     .map(|k| qh.iter().zip(&k[kvh * HD..][..HD]).map(|(a, b)| a * b).sum::<f64>() / (HD as f64).sqrt())
                     .collect();
                 let m = scores.iter().copied().fold(f64::MIN, f64::max);
                 let e: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
                 let z: f64 = e.iter().sum();
-                for (p, ep) in e.iter().enumerate() {
+                for (p, ep) in (first..).zip(&e) {
                     for i in 0..HD {
                         attn[head * HD + i] += ep / z * values[l][p][kvh * HD + i];
                     }
                 }
             }
-            let o = matvec(&n("attn_output.weight"), &attn);
+            let mut o = matvec(&n("attn_output.weight"), &attn);
+            if gemma {
+                o = norm(&o, &n("post_attention_norm.weight"));
+            }
             x.iter_mut().zip(o).for_each(|(a, b)| *a += b);
             let h = norm(&x, &n("ffn_norm.weight"));
             let g = matvec(&n("ffn_gate.weight"), &h);
             let u = matvec(&n("ffn_up.weight"), &h);
-            let a: Vec<f64> = g.iter().zip(&u).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect();
-            let down = matvec(&n("ffn_down.weight"), &a);
+            let gelu =
+                |g: f64| 0.5 * g * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (g + 0.044715 * g * g * g)).tanh());
+            let act = |g: f64| if gemma { gelu(g) } else { g / (1.0 + (-g).exp()) };
+            let a: Vec<f64> = g.iter().zip(&u).map(|(g, u)| act(*g) * u).collect();
+            let mut down = matvec(&n("ffn_down.weight"), &a);
+            if gemma {
+                down = norm(&down, &n("post_ffw_norm.weight"));
+            }
             x.iter_mut().zip(down).for_each(|(a, b)| *a += b);
         }
         let h = norm(&x, &get("output_norm.weight"));
         let out = get("output.weight");
         logits = matvec(if out.is_empty() { &embd } else { &out }, &h);
+        if gemma {
+            logits.iter_mut().for_each(|v| *v = GEMMA_SOFTCAP * (*v / GEMMA_SOFTCAP).tanh());
+        }
     }
     logits
 }
@@ -212,6 +251,11 @@ fn llama_with_linear_rope_scaling() {
 #[test]
 fn qwen2_with_biases_and_neox_rope() {
     check("qwen2", false, false, None);
+}
+
+#[test]
+fn gemma3_with_sliding_window_post_norms_and_softcap() {
+    check("gemma3", true, false, None);
 }
 
 #[test]
@@ -284,4 +328,75 @@ fn gpu_memory_does_not_grow_over_200_turns() {
     assert_eq!(end, warm, "GPU objects after 200 turns = after 20");
     model.truncate(0);
     assert_eq!(model.forward_full(&fixed).unwrap(), first, "the same logits at turn 1 and after 200");
+}
+
+/// The tiny Gemma 3 model with its metadata changed by `edit` (a key removed when it returns None).
+fn gemma_with(edit: impl Fn(&str, &Value) -> Option<Value>) -> Vec<u8> {
+    let (bytes, _) = random_model("gemma3", 3, true, false, None);
+    let g = Gguf::parse(&bytes).unwrap();
+    let mut w = GgufWriter::default();
+    for (k, v) in &g.metadata {
+        if let Some(v) = edit(k, v) {
+            w.kv(k, v);
+        }
+    }
+    for t in &g.tensors {
+        w.tensor(&t.name, &t.dims, 0, g.tensor(&t.name).unwrap().data.to_vec());
+    }
+    w.to_bytes()
+}
+
+fn config_error(bytes: &[u8]) -> webgpu_llm::Error {
+    Config::from_gguf(&Gguf::parse(bytes).unwrap()).expect_err("the config is refused")
+}
+
+#[test]
+fn gemma3_sliding_window_keys_are_checked() {
+    let window = "gemma3.attention.sliding_window";
+    let pattern = "gemma3.attention.sliding_window_pattern";
+    let cases: [(&str, Box<dyn Fn(&str, &Value) -> Option<Value>>); 5] = [
+        ("missing window", Box::new(|k, v| (k != window).then(|| v.clone()))),
+        (
+            "window not a number",
+            Box::new(|k, v| Some(if k == window { Value::String("512".into()) } else { v.clone() })),
+        ),
+        ("window 0", Box::new(|k, v| Some(if k == window { Value::U32(0) } else { v.clone() }))),
+        (
+            "pattern of 3 layers for 2",
+            Box::new(|k, v| Some(if k == pattern { Value::Array(vec![Value::Bool(true); 3]) } else { v.clone() })),
+        ),
+        (
+            "pattern of strings",
+            Box::new(|k, v| {
+                Some(if k == pattern { Value::Array(vec![Value::String("x".into()); 2]) } else { v.clone() })
+            }),
+        ),
+    ];
+    for (what, edit) in cases {
+        let err = config_error(&gemma_with(edit));
+        assert_eq!(err.code(), "bad_model", "{what}: {err}");
+        assert!(err.to_string().contains("sliding_window"), "{what}: the error names the key: {err}");
+    }
+    // Without a pattern key, Gemma 3's fixed pattern: five sliding layers, then a global one.
+    let c = Config::from_gguf(&Gguf::parse(&gemma_with(|k, v| (k != pattern).then(|| v.clone()))).unwrap()).unwrap();
+    assert_eq!(c.swa_layers, [true, true]);
+    // A period as the pattern key (llama.cpp's set_swa_pattern): period 2 slides layer 0 only.
+    let c = Config::from_gguf(
+        &Gguf::parse(&gemma_with(|k, v| Some(if k == pattern { Value::U32(2) } else { v.clone() }))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(c.swa_layers, [true, false]);
+    assert_eq!((c.window(0), c.window(1)), (Some(GEMMA_WINDOW), None));
+    assert_eq!((c.rope_of(0), c.rope_of(1)), ((10_000.0, 1.0), (500.0, 1.0)));
+}
+
+#[test]
+fn architectures_we_lack_are_unsupported_and_named() {
+    for arch in ["phi3", "qwen3", "gemma2", "mamba"] {
+        let bytes =
+            gemma_with(|k, v| Some(if k == "general.architecture" { Value::String(arch.into()) } else { v.clone() }));
+        let err = config_error(&bytes);
+        assert_eq!(err.code(), "unsupported_model", "{arch}: {err}");
+        assert!(err.to_string().contains(arch), "{arch}: {err}");
+    }
 }

@@ -3,7 +3,7 @@
 //! default) or on weights dequantized to f32 (the exact reference the GPU kernels are checked
 //! against).
 
-use super::ops::{dot, matmul, rmsnorm, rope, silu, softmax, Matrix};
+use super::ops::{dot, glu, matmul, rmsnorm, rmsnorm_in_place, rope, softmax, Matrix};
 use super::quantized::{matmul_q, QMatrix};
 use crate::backend::{check_step, Backend, BackendStats, StepFuture};
 use crate::error::{Error, Result};
@@ -142,6 +142,9 @@ impl CpuModel {
                 return Err(Error::InvalidArgument(format!("token id {t} is outside the vocabulary")));
             }
             w.embed.row_into(t as usize, row);
+            if c.embed_scale != 1.0 {
+                row.iter_mut().for_each(|v| *v *= c.embed_scale);
+            }
         }
 
         let h = zeroed(&mut act.h, n * d);
@@ -155,7 +158,7 @@ impl CpuModel {
         let scores = zeroed(&mut act.scores, start + n);
         let freqs = w.rope_freqs.as_ref().map(CpuWeight::values);
         let group = c.n_heads / c.n_kv_heads;
-        let scale = 1.0 / (hd as f32).sqrt();
+        let scale = c.attn_scale;
 
         for (li, l) in w.layers.iter().enumerate() {
             // Attention block.
@@ -171,10 +174,14 @@ impl CpuModel {
                     }
                 }
             }
+            if let (Some(qn), Some(kn)) = (&l.q_norm, &l.k_norm) {
+                rmsnorm_in_place(q, qn.values(), c.rms_eps);
+                rmsnorm_in_place(k, kn.values(), c.rms_eps);
+            }
+            let (base, linear_scale) = c.rope_of(li);
             for t in 0..n {
-                let rope_head = |head: &mut [f32]| {
-                    rope(head, start + t, c.rope_dim, c.rope_base, c.rope_linear_scale, freqs, c.rope_style)
-                };
+                let rope_head =
+                    |head: &mut [f32]| rope(head, start + t, c.rope_dim, base, linear_scale, freqs, c.rope_style);
                 q[t * qd..(t + 1) * qd].chunks_exact_mut(hd).for_each(rope_head);
                 k[t * kvd..(t + 1) * kvd].chunks_exact_mut(hd).for_each(rope_head);
             }
@@ -184,33 +191,42 @@ impl CpuModel {
             kc.extend_from_slice(k);
             vc.extend_from_slice(v);
 
-            // Grouped-query causal attention: token t sees positions 0 ..= start + t.
+            // Grouped-query causal attention: token t sees positions 0 ..= start + t, or only the
+            // last `window` of them on a sliding-window layer.
             for t in 0..n {
                 let seen = start + t + 1;
+                let first = c.window(li).map_or(0, |w| seen.saturating_sub(w));
+                let scores = &mut scores[..seen - first];
                 for head in 0..c.n_heads {
                     let kvh = head / group;
                     let qh = &q[t * qd + head * hd..][..hd];
-                    for (p, s) in scores[..seen].iter_mut().enumerate() {
+                    for (p, s) in (first..).zip(scores.iter_mut()) {
                         *s = dot(qh, &kc[p * kvd + kvh * hd..][..hd]) * scale;
                     }
-                    softmax(&mut scores[..seen]);
+                    softmax(scores);
                     let out = &mut attn[t * qd + head * hd..][..hd];
                     out.fill(0.0);
-                    for (p, &s) in scores[..seen].iter().enumerate() {
+                    for (p, &s) in (first..).zip(scores.iter()) {
                         let vp = &vc[p * kvd + kvh * hd..][..hd];
                         out.iter_mut().zip(vp).for_each(|(o, v)| *o += s * v);
                     }
                 }
             }
             l.wo.matmul(attn, proj);
+            if let Some(norm) = &l.post_attn_norm {
+                rmsnorm_in_place(proj, norm.values(), c.rms_eps);
+            }
             x.iter_mut().zip(proj.iter()).for_each(|(x, p)| *x += p);
 
-            // SwiGLU feed-forward block.
+            // Gated feed-forward block (SwiGLU, or GELU for Gemma).
             rmsnorm(x, l.ffn_norm.values(), c.rms_eps, h);
             l.w_gate.matmul(h, gate);
             l.w_up.matmul(h, up);
-            gate.iter_mut().zip(up.iter()).for_each(|(g, u)| *g = silu(*g) * u);
+            gate.iter_mut().zip(up.iter()).for_each(|(g, u)| *g = glu(c.activation, *g, *u));
             l.w_down.matmul(gate, proj);
+            if let Some(norm) = &l.post_ffn_norm {
+                rmsnorm_in_place(proj, norm.values(), c.rms_eps);
+            }
             x.iter_mut().zip(proj.iter()).for_each(|(x, p)| *x += p);
         }
         cache.len = start + n;
@@ -270,6 +286,9 @@ impl CpuModel {
         let normed = &normed[..c.d_model];
         let mut logits = vec![0.0; c.vocab_size];
         self.weights.lm_head().matmul(normed, &mut logits);
+        if let Some(cap) = c.final_softcap {
+            logits.iter_mut().for_each(|v| *v = cap * (*v / cap).tanh());
+        }
         Ok(Logits::Full(logits))
     }
 }

@@ -1,6 +1,6 @@
 //! The f32 building blocks of the forward pass, written to be read: each is the textbook formula.
 
-use crate::model::RopeStyle;
+use crate::model::{Activation, RopeStyle};
 
 /// Dot product with eight independent partial sums, which the compiler turns into SIMD (a single
 /// running sum cannot be vectorised without reordering float additions).
@@ -130,6 +130,16 @@ pub fn rmsnorm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
+/// [`rmsnorm`] in place.
+pub fn rmsnorm_in_place(x: &mut [f32], weight: &[f32], eps: f32) {
+    let d = weight.len();
+    for xv in x.chunks_exact_mut(d) {
+        let mean_sq = xv.iter().map(|v| v * v).sum::<f32>() / d as f32;
+        let scale = 1.0 / (mean_sq + eps).sqrt();
+        xv.iter_mut().zip(weight).for_each(|(v, w)| *v = *v * scale * w);
+    }
+}
+
 /// Rotary position embedding of one head vector at position `pos`.
 /// Pair i rotates by `pos / scale · base^(-2i/rope_dim) / freq_factor[i]`.
 pub fn rope(
@@ -178,6 +188,20 @@ pub fn softmax(x: &mut [f32]) {
 
 pub fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
+}
+
+/// GELU, tanh approximation: `x/2 · (1 + tanh(√(2/π) · (x + 0.044715 x³)))`.
+pub fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + 0.044_715 * x * x)).tanh())
+}
+
+/// The gated FFN's activation of `gate`, times `up`.
+pub fn glu(act: Activation, gate: f32, up: f32) -> f32 {
+    match act {
+        Activation::Silu => silu(gate) * up,
+        Activation::GeluTanh => gelu_tanh(gate) * up,
+    }
 }
 
 #[cfg(test)]
@@ -231,6 +255,17 @@ mod tests {
         for (a, b) in h.iter().zip(want) {
             assert!((a - b).abs() < 1e-6);
         }
+    }
+
+    #[test]
+    fn gelu_tanh_matches_its_definition() {
+        // Reference values of 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3))) computed in f64.
+        for (x, want) in
+            [(-3.0f32, -0.003_637_392), (-0.5, -0.154_285_99), (0.0, 0.0), (1.0, 0.841_191_95), (2.5, 2.484_915_7)]
+        {
+            assert!((gelu_tanh(x) - want).abs() < 1e-6, "gelu({x}) = {} want {want}", gelu_tanh(x));
+        }
+        assert_eq!(glu(Activation::Silu, 1.0, 2.0), silu(1.0) * 2.0);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The forward pass on the GPU. At load every kernel launch of a step is recorded once, with
 //! its bind group and parameters; a step then writes the token ids and `(n, start)`, replays
 //! the launches into one compute pass, adds the logits read-out, and submits once. Six
-//! launches a layer:
+//! launches a layer (Llama, Qwen2):
 //!
 //! ```text
 //! embed → L × [ qkv = Wqkv · rmsnorm(x) (+ bias)      one matmul for q|k|v, norm in its prologue
@@ -12,6 +12,11 @@
 //!               x += Wdown · ffn ]
 //!       → logits = Wout · rmsnorm(x[last]) → read-out
 //! ```
+//!
+//! Gemma 3 adds three: `head_norm` (RMSNorm of each q and k head) before `rope_kv`, and the
+//! post-attention and post-FFN norms, `x += rmsnorm(W · …)` (`add_norm`), where the residual add
+//! was in the matmul's epilogue; its embedding is scaled in `embed`, its gate uses GELU, its
+//! sliding-window layers pass a window to `attention` and use their own RoPE table.
 //!
 //! A prompt runs in chunks of [`PREFILL_CHUNK`] tokens through the tiled matrix × matrix
 //! kernel; a decode step (one token) through the matrix × vector kernel.
@@ -26,7 +31,7 @@ use crate::backend::{check_step, Backend, BackendStats, StepFuture};
 use crate::cpu::ops::rope_cos_sin;
 use crate::error::{Error, Result};
 use crate::gguf::TensorView;
-use crate::model::{Config, Layer, Weights};
+use crate::model::{Activation, Config, Layer, Weights};
 use crate::quant::{self, DType};
 use crate::sampler::{Logits, LogitsRequest};
 
@@ -42,6 +47,8 @@ struct Activations {
     /// The rotated queries.
     q: wgpu::Buffer,
     attn: wgpu::Buffer,
+    /// A projection's output before its post-norm (Gemma 3).
+    proj: wgpu::Buffer,
     /// silu(gate) * up, or gate|up when the down projection applies SwiGLU.
     ffn: wgpu::Buffer,
     logits: wgpu::Buffer,
@@ -57,13 +64,17 @@ impl Activations {
             qkv: f("qkv", c.q_dim() + 2 * c.kv_dim()),
             q: f("q", c.q_dim()),
             attn: f("attn", c.q_dim()),
+            proj: if c.post_norms { f("proj", c.d_model) } else { storage(gpu, "proj", 4) },
             ffn: f("ffn", 2 * c.ffn_dim),
             logits: storage(gpu, "logits", c.vocab_size as u64 * 4),
         }
     }
 
     fn bytes(&self) -> u64 {
-        [&self.tokens, &self.x, &self.qkv, &self.q, &self.attn, &self.ffn, &self.logits].iter().map(|b| b.size()).sum()
+        [&self.tokens, &self.x, &self.qkv, &self.q, &self.attn, &self.proj, &self.ffn, &self.logits]
+            .iter()
+            .map(|b| b.size())
+            .sum()
     }
 }
 
@@ -77,6 +88,10 @@ struct GpuLayer {
     ffn_norm: wgpu::Buffer,
     gate_up: GateUp,
     down: GpuMatrix,
+    /// Per-head q and k norms (Gemma 3).
+    qk_norm: Option<(wgpu::Buffer, wgpu::Buffer)>,
+    post_attn_norm: Option<wgpu::Buffer>,
+    post_ffn_norm: Option<wgpu::Buffer>,
 }
 
 /// Gate and up: one interleaved matrix whose epilogue applies SwiGLU, or, when they come in two
@@ -130,12 +145,25 @@ impl GpuLayer {
             ffn_norm: vector(gpu, &l.ffn_norm)?,
             gate_up: GateUp::upload(gpu, &l.w_gate, &l.w_up, i)?,
             down: GpuMatrix::upload(gpu, &l.w_down)?,
+            qk_norm: match (&l.q_norm, &l.k_norm) {
+                (Some(q), Some(k)) => Some((vector(gpu, q)?, vector(gpu, k)?)),
+                _ => None,
+            },
+            post_attn_norm: l.post_attn_norm.as_ref().map(|t| vector(gpu, t)).transpose()?,
+            post_ffn_norm: l.post_ffn_norm.as_ref().map(|t| vector(gpu, t)).transpose()?,
         })
     }
 
     fn bytes(&self) -> u64 {
-        let vectors = [&self.attn_norm, &self.ffn_norm].iter().map(|b| b.size()).sum::<u64>()
-            + self.qkv_bias.as_ref().map_or(0, |b| b.size());
+        let optional = self.qk_norm.iter().flat_map(|(q, k)| [q, k]);
+        let vectors = [&self.attn_norm, &self.ffn_norm]
+            .into_iter()
+            .chain(optional)
+            .chain(&self.post_attn_norm)
+            .chain(&self.post_ffn_norm)
+            .chain(&self.qkv_bias)
+            .map(|b| b.size())
+            .sum::<u64>();
         let gate_up: u64 = self.gate_up.matrices().iter().map(|m| m.bytes()).sum();
         vectors + self.qkv.bytes() + self.wo.bytes() + gate_up + self.down.bytes()
     }
@@ -205,7 +233,7 @@ pub struct GpuModel {
     act: Activations,
     /// Kept alive for the bind groups.
     _params: wgpu::Buffer,
-    _table: wgpu::Buffer,
+    _tables: RopeTables,
 }
 
 impl GpuModel {
@@ -222,7 +250,7 @@ impl GpuModel {
         let (cache, act, table) = gpu
             .scoped("the KV cache", || -> Result<_> {
                 let cache = KvCache::new(&gpu, c.n_layers, c.kv_dim(), capacity)?;
-                Ok((cache, Activations::new(&gpu, c), rope_table(&gpu, c, tensors, capacity)?))
+                Ok((cache, Activations::new(&gpu, c), RopeTables::new(&gpu, c, tensors, capacity)?))
             })
             .await??;
         let step = gpu.device.create_buffer(&wgpu::BufferDescriptor {
@@ -251,7 +279,7 @@ impl GpuModel {
             stats: BackendStats::default(),
             _params: params,
             weights,
-            _table: table,
+            _tables: table,
             act,
             gpu,
         })
@@ -331,7 +359,9 @@ impl GpuModel {
     /// Work counters, and the memory the weights, the KV cache and everything else hold.
     pub fn stats(&self) -> BackendStats {
         let (weight_bytes, kv_bytes) = (self.weights.bytes(), self.cache.bytes());
-        let other = [&self.step, &self._params, &self._table].iter().map(|b| b.size()).sum::<u64>()
+        let tables = self._tables.local.as_ref().map_or(0, |t| t.size()) + self._tables.global.size();
+        let other = [&self.step, &self._params].iter().map(|b| b.size()).sum::<u64>()
+            + tables
             + self.act.bytes()
             + self.reader.device_bytes();
         BackendStats { weight_bytes, kv_bytes, device_bytes: weight_bytes + kv_bytes + other, ..self.stats }
@@ -371,47 +401,81 @@ impl Backend for GpuModel {
     }
 }
 
-/// cos/sin of every (position, pair) up to the cache's capacity, from the CPU's f64 formula.
-fn rope_table(gpu: &Gpu, c: &Config, tensors: &Weights<TensorView>, capacity: usize) -> Result<wgpu::Buffer> {
-    let half = c.rope_dim / 2;
-    let mut factors = vec![1f32; half];
-    if let Some(t) = &tensors.rope_freqs {
-        quant::dequantize(t.info.dtype, t.data, &mut factors)?;
+/// cos/sin of every (position, pair) up to the cache's capacity, from the CPU's f64 formula:
+/// one table for the global layers and, when their RoPE differs, one for the sliding-window ones.
+struct RopeTables {
+    global: wgpu::Buffer,
+    local: Option<wgpu::Buffer>,
+}
+
+impl RopeTables {
+    fn new(gpu: &Gpu, c: &Config, tensors: &Weights<TensorView>, capacity: usize) -> Result<RopeTables> {
+        let half = c.rope_dim / 2;
+        let mut factors = vec![1f32; half];
+        if let Some(t) = &tensors.rope_freqs {
+            quant::dequantize(t.info.dtype, t.data, &mut factors)?;
+        }
+        let table = |(base, scale): (f32, f32)| {
+            let mut table = Vec::with_capacity(capacity * half * 2);
+            for pos in 0..capacity {
+                for (i, &factor) in factors.iter().enumerate() {
+                    let (cos, sin) = rope_cos_sin(pos, i, c.rope_dim, base, scale, factor);
+                    table.extend([cos, sin]);
+                }
+            }
+            storage_with(gpu, "rope table", bytemuck::cast_slice(&table))
+        };
+        let global = (c.rope_base, c.rope_linear_scale);
+        let local = c.swa_layers.iter().any(|&s| s).then_some((c.rope_base_swa, 1.0)).filter(|&l| l != global);
+        Ok(RopeTables { global: table(global), local: local.map(table) })
     }
-    let mut table = Vec::with_capacity(capacity * half * 2);
-    for pos in 0..capacity {
-        for (i, &factor) in factors.iter().enumerate() {
-            let (cos, sin) = rope_cos_sin(pos, i, c.rope_dim, c.rope_base, c.rope_linear_scale, factor);
-            table.extend([cos, sin]);
+
+    /// The table of layer `li`.
+    fn of(&self, c: &Config, li: usize) -> &wgpu::Buffer {
+        match &self.local {
+            Some(local) if c.swa_layers[li] => local,
+            _ => &self.global,
         }
     }
-    Ok(storage_with(gpu, "rope table", bytemuck::cast_slice(&table)))
 }
 
 /// The transformer body: embedding and every layer, for any number of tokens.
-fn record_body(rec: &mut Recorder, c: &Config, w: &GpuWeights, a: &Activations, cache: &KvCache, table: &wgpu::Buffer) {
-    let shape = Shape::of(c);
-    rec.embed(&w.embed, &a.tokens, &a.q, &a.x);
+fn record_body(rec: &mut Recorder, c: &Config, w: &GpuWeights, a: &Activations, cache: &KvCache, tables: &RopeTables) {
+    let gelu = c.activation == Activation::GeluTanh;
+    // `x += W · input`, through the post-norm when the layer has one.
+    let residual = |rec: &mut Recorder, mm: MatMul, post_norm: Option<&wgpu::Buffer>| match post_norm {
+        None => rec.matmul(mm.accumulate()),
+        Some(norm) => {
+            rec.matmul(mm.output(&a.proj));
+            rec.add_norm(&a.proj, norm, &a.x, c.d_model, c.rms_eps);
+        }
+    };
+    rec.embed(&w.embed, &a.tokens, &a.q, &a.x, c.embed_scale);
     for (li, l) in w.layers.iter().enumerate() {
+        let shape = Shape::of(c, li);
         for (row0, m) in &l.qkv.mats {
             let input = Input::Norm(&l.attn_norm, c.rms_eps);
             let mm = MatMul::new(m, &a.x, &a.qkv).input(input).stacked_at(*row0, l.qkv.rows);
             rec.matmul(mm.bias(l.qkv_bias.as_ref()));
         }
-        rec.rope_kv(&a.qkv, table, &a.q, (&cache.k[li], &cache.v[li]), &shape);
+        if let Some((qn, kn)) = &l.qk_norm {
+            rec.head_norm(&a.qkv, (qn, kn), &a.q, &shape, c.rms_eps);
+        }
+        rec.rope_kv(&a.qkv, tables.of(c, li), &a.q, (&cache.k[li], &cache.v[li]), &shape);
         rec.attention(&a.q, &cache.k[li], &cache.v[li], &a.attn, &shape);
-        rec.matmul(MatMul::new(&l.wo, &a.attn, &a.x).accumulate());
+        residual(rec, MatMul::new(&l.wo, &a.attn, &a.x), l.post_attn_norm.as_ref());
         let norm = Input::Norm(&l.ffn_norm, c.rms_eps);
         match &l.gate_up {
             GateUp::Interleaved(m) => {
-                rec.matmul(MatMul::new(m, &a.x, &a.ffn).input(norm).swiglu_out());
-                rec.matmul(MatMul::new(&l.down, &a.ffn, &a.x).accumulate());
+                rec.matmul(MatMul::new(m, &a.x, &a.ffn).input(norm).swiglu_out().gelu(gelu));
+                residual(rec, MatMul::new(&l.down, &a.ffn, &a.x), l.post_ffn_norm.as_ref());
             }
             GateUp::Stacked(s) => {
                 for (row0, m) in &s.mats {
                     rec.matmul(MatMul::new(m, &a.x, &a.ffn).input(norm).stacked_at(*row0, s.rows));
                 }
-                rec.matmul(MatMul::new(&l.down, &a.ffn, &a.x).input(Input::SwiGlu).accumulate());
+                let down = MatMul::new(&l.down, &a.ffn, &a.x).input(Input::SwiGlu).gelu(gelu);
+                residual(rec, down, l.post_ffn_norm.as_ref());
             }
         }
     }
@@ -420,5 +484,5 @@ fn record_body(rec: &mut Recorder, c: &Config, w: &GpuWeights, a: &Activations, 
 /// The output head: the logits of the last token, through the final norm.
 fn record_head(rec: &mut Recorder, c: &Config, w: &GpuWeights, a: &Activations) {
     let input = Input::Norm(&w.out_norm, c.rms_eps);
-    rec.matmul(MatMul::new(w.lm_head(), &a.x, &a.logits).input(input).last_only());
+    rec.matmul(MatMul::new(w.lm_head(), &a.x, &a.logits).input(input).last_only().softcap(c.final_softcap));
 }

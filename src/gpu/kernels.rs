@@ -13,6 +13,7 @@ const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
 const ROPE_KV: &str = include_str!("../../shaders/rope_kv.wgsl");
 const ATTENTION: &str = include_str!("../../shaders/attention.wgsl");
 const TOPK: &str = include_str!("../../shaders/topk.wgsl");
+const NORM: &str = include_str!("../../shaders/norm.wgsl");
 
 /// The `load8` of a weight format.
 fn format_source(dtype: DType) -> &'static str {
@@ -125,6 +126,8 @@ pub struct Kernels {
     pub matmul: HashMap<DType, Family>,
     pub rope_kv: Family,
     pub attention: Family,
+    /// `head_norm`, `add_norm`.
+    pub norm: Family,
     /// `topk`, `logsumexp`, `gather`.
     pub topk: Family,
 }
@@ -164,6 +167,13 @@ impl Kernels {
                     ATTENTION,
                     &[Read, Read, Read, Write, Uniform, Uniform],
                     &["attention"],
+                ),
+                norm: Family::new(
+                    gpu,
+                    "norm",
+                    NORM,
+                    &[Read, Read, Read, Write, Uniform, Uniform],
+                    &["head_norm", "add_norm"],
                 ),
                 topk: Family::new(
                     gpu,
@@ -224,7 +234,9 @@ pub struct MatParams {
     pub bias: u32,
     pub last_only: u32,
     pub eps: f32,
-    pub _pad: [u32; 3],
+    pub scale: f32,
+    pub softcap: f32,
+    pub gelu: u32,
 }
 
 /// `RopeParams` (rope_kv.wgsl).
@@ -247,6 +259,18 @@ pub struct AttnParams {
     pub n_kv_heads: u32,
     pub head_dim: u32,
     pub scale: f32,
+    pub window: u32,
+    pub _pad: [u32; 3],
+}
+
+/// `NormParams` (norm.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct NormParams {
+    pub n_heads: u32,
+    pub n_kv_heads: u32,
+    pub dim: u32,
+    pub eps: f32,
 }
 
 /// `TopkParams` (topk.wgsl).

@@ -153,7 +153,7 @@ impl Oneshot {
         let t = storage_with(&self.gpu, "tokens", bytemuck::cast_slice(tokens));
         let spare = storage(&self.gpu, "spare", 16);
         let out = self.poisoned(tokens.len() * cols);
-        self.run(tokens.len(), 0, |r| r.embed(&w, &t, &spare, &out))?;
+        self.run(tokens.len(), 0, |r| r.embed(&w, &t, &spare, &out, 1.0))?;
         self.read(&out, tokens.len() * cols)
     }
 

@@ -5,7 +5,7 @@ use std::num::NonZeroU64;
 
 use super::buffers::{GpuMatrix, ParamArena, ParamSlot};
 use super::device::Gpu;
-use super::kernels::{grid, AttnParams, Family, Kernels, MatParams, RopeParams};
+use super::kernels::{grid, AttnParams, Family, Kernels, MatParams, NormParams, RopeParams};
 use crate::model::{Config, RopeStyle};
 
 /// Tokens per tile of the matrix × matrix kernel (`MM_TOKENS` in matmul.wgsl).
@@ -143,7 +143,9 @@ impl<'k> Recorder<'k> {
                 bias: m.bias.is_some() as u32,
                 last_only: m.last_only as u32,
                 eps,
-                _pad: [0; 3],
+                scale: 1.0,
+                softcap: m.softcap.unwrap_or(0.0),
+                gelu: m.gelu as u32,
             });
             // Unused bindings (`tokens`, and the norm weight and bias when absent) get `x`.
             let res = vec![
@@ -204,16 +206,23 @@ pub struct Shape {
     pub head_dim: usize,
     pub rope_dim: usize,
     pub neox: bool,
+    /// The attention scores' scale.
+    pub scale: f32,
+    /// Sliding window (0: none).
+    pub window: usize,
 }
 
 impl Shape {
-    pub fn of(c: &Config) -> Shape {
+    /// Layer `li`'s geometry.
+    pub fn of(c: &Config, li: usize) -> Shape {
         Shape {
             n_heads: c.n_heads,
             n_kv_heads: c.n_kv_heads,
             head_dim: c.head_dim,
             rope_dim: c.rope_dim,
             neox: c.rope_style == RopeStyle::Neox,
+            scale: c.attn_scale,
+            window: c.window(li).unwrap_or(0),
         }
     }
 }
@@ -242,6 +251,9 @@ pub struct MatMul<'a> {
     bias: Option<&'a wgpu::Buffer>,
     last_only: bool,
     swiglu_out: bool,
+    /// The gated activation is GELU, not SiLU (the `Input::SwiGlu` prologue and the epilogue).
+    gelu: bool,
+    softcap: Option<f32>,
 }
 
 impl<'a> MatMul<'a> {
@@ -258,7 +270,19 @@ impl<'a> MatMul<'a> {
             bias: None,
             last_only: false,
             swiglu_out: false,
+            gelu: false,
+            softcap: None,
         }
+    }
+
+    /// GELU instead of SiLU as the gate's activation.
+    pub fn gelu(self, gelu: bool) -> Self {
+        MatMul { gelu, ..self }
+    }
+
+    /// `y = cap · tanh(y / cap)` after everything else.
+    pub fn softcap(self, softcap: Option<f32>) -> Self {
+        MatMul { softcap, ..self }
     }
 
     pub fn input(self, input: Input<'a>) -> Self {
@@ -268,6 +292,11 @@ impl<'a> MatMul<'a> {
     /// W is rows `row0 ..` of a stack of matrices whose outputs fill `out_stride` floats per token.
     pub fn stacked_at(self, row0: usize, out_stride: usize) -> Self {
         MatMul { row0, out_stride, ..self }
+    }
+
+    /// Write into `y` instead.
+    pub fn output(self, y: &'a wgpu::Buffer) -> Self {
+        MatMul { y, ..self }
     }
 
     /// `y += W x`: the residual add.
@@ -298,7 +327,15 @@ fn buf(b: &wgpu::Buffer) -> Res {
 impl Recorder<'_> {
     /// `out[t] = row tokens[t] of m`, for every part of `m`. `spare` is any other buffer (the
     /// kernel's unused input bindings).
-    pub fn embed(&mut self, m: &GpuMatrix, tokens: &wgpu::Buffer, spare: &wgpu::Buffer, out: &wgpu::Buffer) {
+    /// The rows are multiplied by `scale`.
+    pub fn embed(
+        &mut self,
+        m: &GpuMatrix,
+        tokens: &wgpu::Buffer,
+        spare: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        scale: f32,
+    ) {
         let family = &self.kernels.matmul[&m.dtype];
         for part in &m.parts {
             let p = self.param(MatParams {
@@ -307,6 +344,7 @@ impl Recorder<'_> {
                 row_words: m.row_words as u32,
                 out_row0: part.row0 as u32,
                 out_stride: m.cols as u32,
+                scale,
                 ..MatParams::default()
             });
             let res = vec![buf(&part.buffer), buf(spare), buf(out), p, Res::Step, buf(tokens), buf(spare), buf(spare)];
@@ -354,9 +392,38 @@ impl Recorder<'_> {
             n_heads: s.n_heads as u32,
             n_kv_heads: s.n_kv_heads as u32,
             head_dim: s.head_dim as u32,
-            scale: 1.0 / (s.head_dim as f32).sqrt(),
+            scale: s.scale,
+            window: s.window as u32,
+            _pad: [0; 3],
         });
         let res = vec![buf(q), buf(k_cache), buf(v_cache), buf(out), p, Res::Step];
         self.launch(&self.kernels.attention, "attention", res, Grid::Heads(s.n_heads as u32));
+    }
+
+    /// RMSNorm of each q and k head of the step's q|k|v rows, in place: `q_norm` for the query
+    /// heads, `k_norm` for the key heads. `spare` is any other buffer.
+    pub fn head_norm(
+        &mut self,
+        qkv: &wgpu::Buffer,
+        (q_norm, k_norm): (&wgpu::Buffer, &wgpu::Buffer),
+        spare: &wgpu::Buffer,
+        s: &Shape,
+        eps: f32,
+    ) {
+        let p = self.param(NormParams {
+            n_heads: s.n_heads as u32,
+            n_kv_heads: s.n_kv_heads as u32,
+            dim: s.head_dim as u32,
+            eps,
+        });
+        let res = vec![buf(spare), buf(q_norm), buf(k_norm), buf(qkv), p, Res::Step];
+        self.launch(&self.kernels.norm, "head_norm", res, Grid::Heads((s.n_heads + s.n_kv_heads) as u32));
+    }
+
+    /// `x += rmsnorm(y) · weight` for every token's row of `dim` floats.
+    pub fn add_norm(&mut self, y: &wgpu::Buffer, weight: &wgpu::Buffer, x: &wgpu::Buffer, dim: usize, eps: f32) {
+        let p = self.param(NormParams { n_heads: 0, n_kv_heads: 0, dim: dim as u32, eps });
+        let res = vec![buf(y), buf(weight), buf(weight), buf(x), p, Res::Step];
+        self.launch(&self.kernels.norm, "add_norm", res, Grid::Tokens);
     }
 }

@@ -1,4 +1,4 @@
-//! Hyper-parameters of a Llama-family model, read from GGUF metadata.
+//! Hyper-parameters of a decoder-only transformer (Llama, Qwen2, Gemma 3), read from GGUF metadata.
 
 use crate::error::{Error, Result};
 use crate::gguf::Gguf;
@@ -11,6 +11,19 @@ pub enum Arch {
     Llama,
     /// Qwen2 / Qwen2.5: biases on q/k/v, NeoX-style RoPE.
     Qwen2,
+    /// Gemma 3: scaled embeddings, norms before and after attention and the FFN, RMSNorm on each
+    /// q and k head, a GELU-gated FFN, sliding-window attention on five layers of six.
+    Gemma3,
+}
+
+/// The gate's activation in the gated FFN: `down(act(gate(x)) * up(x))`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// SwiGLU (Llama, Qwen2).
+    Silu,
+    /// GELU, tanh approximation (Gemma).
+    GeluTanh,
 }
 
 /// How RoPE pairs up the dimensions of a head.
@@ -48,6 +61,23 @@ pub struct Config {
     pub tied_embeddings: bool,
     /// q/k/v projections have biases.
     pub attn_bias: bool,
+    /// Token embeddings are multiplied by this (Gemma: √d_model).
+    pub embed_scale: f32,
+    /// Each q and k head goes through its own RMSNorm before RoPE (Gemma 3).
+    pub qk_norm: bool,
+    /// The attention and FFN outputs go through an RMSNorm before the residual add (Gemma 3).
+    pub post_norms: bool,
+    pub activation: Activation,
+    /// Attention scores are `q·k · attn_scale` (usually 1/√head_dim).
+    pub attn_scale: f32,
+    /// Sliding-window attention: a query sees the last `sliding_window` positions (itself
+    /// included) on the layers marked in `swa_layers`; 0 when the model has none.
+    pub sliding_window: usize,
+    pub swa_layers: Vec<bool>,
+    /// RoPE base of the sliding-window layers (their RoPE is never scaled).
+    pub rope_base_swa: f32,
+    /// Logits become `cap · tanh(logits / cap)`.
+    pub final_softcap: Option<f32>,
     /// Bytes of tensor data in the file: what a decoded token must read at least once.
     pub file_weight_bytes: u64,
 }
@@ -62,9 +92,10 @@ impl Config {
         let arch = match arch_name {
             "llama" => Arch::Llama,
             "qwen2" => Arch::Qwen2,
+            "gemma3" => Arch::Gemma3,
             other => {
                 return Err(Error::UnsupportedModel(format!(
-                    "architecture {other:?} is not supported (supported: llama, qwen2)"
+                    "architecture {other:?} is not supported (supported: llama, qwen2, gemma3)"
                 )))
             }
         };
@@ -129,6 +160,35 @@ impl Config {
             )));
         }
         let vocab_size = embd.dims[1] as usize;
+        let gemma = arch == Arch::Gemma3;
+
+        let (sliding_window, swa_layers) = if gemma {
+            let window = g
+                .u64_opt(&key("attention.sliding_window"))?
+                .ok_or_else(|| Error::BadModel(format!("{} is missing", key("attention.sliding_window"))))?;
+            if window == 0 || window > MAX_DIM {
+                return Err(Error::BadModel(format!("{} = {window} is out of range", key("attention.sliding_window"))));
+            }
+            (window as usize, swa_pattern(g, &key("attention.sliding_window_pattern"), n_layers)?)
+        } else {
+            (0, vec![false; n_layers])
+        };
+        let rope_base_swa = match g.f64_opt(&key("rope.freq_base_swa"))? {
+            Some(v) => positive(v, "rope.freq_base_swa")?,
+            None if gemma => 10_000.0,
+            None => rope_base,
+        };
+        // Gemma 3 27B scales by 1/sqrt(d_model / n_heads), the others by 1/sqrt(head_dim)
+        // (llama.cpp and gemma_pytorch tell the 27B by its 62 layers; HF's query_pre_attn_scalar).
+        let attn_scale = match g.f64_opt(&key("attention.scale"))? {
+            Some(v) => positive(v, "attention.scale")?,
+            None if gemma && n_layers == 62 => 1.0 / ((d_model / n_heads) as f32).sqrt(),
+            None => 1.0 / (head_dim as f32).sqrt(),
+        };
+        let final_softcap = match g.f64_opt(&key("final_logit_softcapping"))? {
+            Some(v) => Some(positive(v, "final_logit_softcapping")?),
+            None => None,
+        };
 
         Ok(Config {
             arch,
@@ -146,13 +206,36 @@ impl Config {
             rope_linear_scale,
             rope_style: match arch {
                 Arch::Llama => RopeStyle::Normal,
-                Arch::Qwen2 => RopeStyle::Neox,
+                Arch::Qwen2 | Arch::Gemma3 => RopeStyle::Neox,
             },
             rms_eps,
             tied_embeddings: g.tensor_info("output.weight").is_none(),
             file_weight_bytes: g.tensor_bytes(),
             attn_bias: arch == Arch::Qwen2,
+            embed_scale: if gemma { (d_model as f32).sqrt() } else { 1.0 },
+            qk_norm: gemma,
+            post_norms: gemma,
+            activation: if gemma { Activation::GeluTanh } else { Activation::Silu },
+            attn_scale,
+            sliding_window,
+            swa_layers,
+            rope_base_swa,
+            final_softcap,
         })
+    }
+
+    /// The attention window of layer `li`: `Some(w)` on sliding-window layers.
+    pub fn window(&self, li: usize) -> Option<usize> {
+        self.swa_layers[li].then_some(self.sliding_window)
+    }
+
+    /// RoPE base and linear scale of layer `li`.
+    pub fn rope_of(&self, li: usize) -> (f32, f32) {
+        if self.swa_layers[li] {
+            (self.rope_base_swa, 1.0)
+        } else {
+            (self.rope_base, self.rope_linear_scale)
+        }
     }
 
     /// Width of the K (and V) vectors of one position.
@@ -164,6 +247,30 @@ impl Config {
     pub fn q_dim(&self) -> usize {
         self.n_heads * self.head_dim
     }
+}
+
+/// Which layers use the sliding window. The key, when present, is either a period `n` (layer `i`
+/// slides iff `i % n < n - 1`, llama.cpp's `set_swa_pattern`) or one bool per layer; without it
+/// Gemma 3's fixed pattern applies: five local layers, then a global one.
+fn swa_pattern(g: &Gguf, key: &str, n_layers: usize) -> Result<Vec<bool>> {
+    let period_pattern = |n: usize| (0..n_layers).map(|i| n == 0 || i % n < n - 1).collect();
+    let Some(v) = g.get(key) else {
+        return Ok(period_pattern(6));
+    };
+    if let Some(n) = v.as_u64() {
+        if n as usize > n_layers.max(6) {
+            return Err(Error::BadModel(format!("{key} = {n} does not fit {n_layers} layers")));
+        }
+        return Ok(period_pattern(n as usize));
+    }
+    let items = v.as_array().ok_or_else(|| Error::BadModel(format!("{key} is neither a period nor an array")))?;
+    if items.len() != n_layers {
+        return Err(Error::BadModel(format!("{key} has {} entries for {n_layers} layers", items.len())));
+    }
+    items
+        .iter()
+        .map(|b| b.as_bool().ok_or_else(|| Error::BadModel(format!("{key} holds a value that is not a bool"))))
+        .collect()
 }
 
 fn positive(v: f64, what: &str) -> Result<f32> {

@@ -4,5 +4,5 @@ pub mod catalog;
 mod config;
 mod weights;
 
-pub use config::{Arch, Config, RopeStyle};
+pub use config::{Activation, Arch, Config, RopeStyle};
 pub use weights::{Layer, Weights};

@@ -1,4 +1,4 @@
-//! The tensors of a Llama-family model: their GGUF names, the shapes the config implies, and a
+//! The tensors of a model: their GGUF names, the shapes the config implies, and a
 //! generic container that each backend fills with its own tensor type (CPU: f32 matrices).
 
 use crate::error::{Error, Result};
@@ -20,6 +20,12 @@ pub struct Layer<T> {
     pub w_gate: T,
     pub w_up: T,
     pub w_down: T,
+    /// Per-head RMSNorm weights of q and k (`Config::qk_norm`).
+    pub q_norm: Option<T>,
+    pub k_norm: Option<T>,
+    /// RMSNorm weights of the attention and FFN outputs (`Config::post_norms`).
+    pub post_attn_norm: Option<T>,
+    pub post_ffn_norm: Option<T>,
 }
 
 /// All tensors of the model.
@@ -59,6 +65,13 @@ impl<'a> Weights<TensorView<'a>> {
                     opt(&n(s), &[len])
                 }
             };
+            let when = |needed: bool, s: &str, len: usize| -> Result<Option<TensorView<'a>>> {
+                if needed {
+                    get(&n(s), &[len]).map(Some)
+                } else {
+                    Ok(None)
+                }
+            };
             layers.push(Layer {
                 attn_norm: get(&n("attn_norm.weight"), &[d])?,
                 wq: get(&n("attn_q.weight"), &[d, q])?,
@@ -72,6 +85,10 @@ impl<'a> Weights<TensorView<'a>> {
                 w_gate: get(&n("ffn_gate.weight"), &[d, f])?,
                 w_up: get(&n("ffn_up.weight"), &[d, f])?,
                 w_down: get(&n("ffn_down.weight"), &[f, d])?,
+                q_norm: when(c.qk_norm, "attn_q_norm.weight", c.head_dim)?,
+                k_norm: when(c.qk_norm, "attn_k_norm.weight", c.head_dim)?,
+                post_attn_norm: when(c.post_norms, "post_attention_norm.weight", d)?,
+                post_ffn_norm: when(c.post_norms, "post_ffw_norm.weight", d)?,
             });
         }
         Ok(Weights {
@@ -103,6 +120,10 @@ impl<T> Weights<T> {
                 w_gate: f(&l.w_gate)?,
                 w_up: f(&l.w_up)?,
                 w_down: f(&l.w_down)?,
+                q_norm: opt(&l.q_norm, &mut f)?,
+                k_norm: opt(&l.k_norm, &mut f)?,
+                post_attn_norm: opt(&l.post_attn_norm, &mut f)?,
+                post_ffn_norm: opt(&l.post_ffn_norm, &mut f)?,
             });
         }
         Ok(Weights {

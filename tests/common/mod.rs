@@ -46,3 +46,13 @@ pub const PROMPTS: [&str; 6] = ["chat_capital", "chat_haiku", "chat_math", "raw_
 pub fn ids(v: &serde_json::Value) -> Vec<u32> {
     v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
 }
+
+/// A catalog model's file under `models/` (fetched by `scripts/fetch-model.sh NAME`).
+pub fn catalog_model_bytes(name: &str) -> Vec<u8> {
+    let entry = webgpu_llm::model::catalog::find(name).unwrap_or_else(|| panic!("{name} is not in the catalog"));
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models").join(&entry.file);
+    let bytes =
+        std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e} (run scripts/fetch-model.sh {name})", p.display()));
+    assert_eq!(bytes.len() as u64, entry.size_bytes, "{}: not the catalog's file", p.display());
+    bytes
+}
