@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
+# The tests check every catalog model against llama.cpp, not only the default one.
+./scripts/fetch-model.sh all
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-$(mktemp -d)}
 
 echo "== cargo fmt --check"
@@ -19,6 +21,8 @@ echo "== scripts/build-wasm.sh (the wasm module and its glue, into pkg/wasm)"
 ./scripts/build-wasm.sh
 echo "== browser tests (tests/browser/run.mjs)"
 node tests/browser/run.mjs 2>&1 | tee -a "$log"
+echo "== browser tests of the catalog's models (tests/browser/models.mjs)"
+node tests/browser/models.mjs 2>&1 | tee -a "$log"
 # One closing line for the whole run: the sum of every cargo and browser test summary above.
 awk '/^test result:/ { p += $4; f += $6 } /^browser tests:/ { p += $3; f += $5 }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

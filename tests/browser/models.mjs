@@ -1,0 +1,136 @@
+// Browser tests of the catalog's real models (tests/browser/run.mjs covers the package with the
+// default model): each loads through the npm package in headless Chromium and answers with
+// llama.cpp's greedy tokens — a chat for the Qwen models (the template rendered in the worker,
+// the prompt ids compared too), a raw completion for Gemma 3 (a base model with no template) —
+// on the CPU backend (wasm), and Gemma also on WebGPU (SwiftShader). Only the steps whose golden
+// top-1/top-2 margin is large are compared: the default CPU path quantizes activations as
+// llama.cpp's kernels do, which moves logits by a few tenths.
+// Run by scripts/test.sh; MODELS_TEST_FILTER picks tests by name.
+
+import { readFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { chromium } from "playwright-core";
+import { serve } from "../../scripts/serve.mjs";
+
+const ROOT = resolve(import.meta.dirname, "../..");
+const GOLDEN = resolve(process.env.WEBGPU_LLM_GOLDEN ?? join(ROOT, "tests/golden"));
+const catalog = JSON.parse(readFileSync(join(ROOT, "src/model/catalog.json"), "utf8"));
+const url = (name) => `/models/${catalog.models.find((m) => m.name === name).file}`;
+const golden = (model, prompt) => JSON.parse(readFileSync(join(GOLDEN, model, `${prompt}.json`), "utf8"));
+const FLAGS = ["--no-sandbox", "--disable-quic", "--no-first-run", "--disable-background-networking",
+  "--disable-component-update", "--disable-sync", "--enable-unsafe-webgpu"];
+
+function assert(cond, message) {
+  if (!cond) throw new Error(message);
+}
+function same(a, b, what) {
+  assert(JSON.stringify(a) === JSON.stringify(b), `${what}: ${JSON.stringify(a)} != ${JSON.stringify(b)}`);
+}
+
+/** The golden greedy tokens up to (not including) the first step whose margin is below `margin`, at most `max`. */
+function confident(g, margin, max) {
+  const r = g.f32_reference;
+  const stop = r.top1_top2_margin_per_step.findIndex((m) => m < margin);
+  const n = Math.min(max, stop < 0 ? r.generated_token_ids.length : stop);
+  assert(n >= 3, `only ${n} confident steps`);
+  return r.generated_token_ids.slice(0, n);
+}
+
+const server = await serve(ROOT);
+const browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: FLAGS });
+const tests = [];
+const test = (name, fn) => tests.push({ name, fn });
+
+/** A fresh page with the package as window.llm; `fn(llm, arg)` runs there. */
+async function inFreshPage(fn, arg) {
+  const page = await browser.newPage();
+  page.on("pageerror", (e) => console.log("  page error:", e.message));
+  await page.goto(`${server.url}/tests/browser/page.html`);
+  await page.waitForFunction(() => window.ready === true);
+  try {
+    return await page.evaluate(async ([src, arg]) => {
+      try {
+        return await (0, eval)(`(${src})`)(window.llm, arg);
+      } catch (e) {
+        return { error: { code: e.code, message: e.message } };
+      }
+    }, [fn.toString(), arg]);
+  } finally {
+    await page.close();
+  }
+}
+
+/** A chat through chat.completions on the CPU backend: the prompt ids and the greedy tokens. */
+async function chat(model, prompt, margin, max) {
+  const g = golden(model, prompt);
+  const want = confident(g, margin, max);
+  const r = await inFreshPage(async (llm, [modelUrl, messages, maxTokens]) => {
+    const t0 = performance.now();
+    const engine = await llm.createEngine({ model: modelUrl, backend: "cpu", contextSize: 256 });
+    const loadS = (performance.now() - t0) / 1000;
+    const reply = await engine.chat.completions.create({ messages, temperature: 0, max_tokens: maxTokens });
+    const gen = engine.lastGeneration;
+    const info = await engine.info();
+    await engine.unload();
+    return { reply, prompt: gen.prompt_tokens, tokens: gen.tokens, loadS, info,
+      decode: gen.decode_tokens_per_s, prefill: gen.prefill_tokens_per_s };
+  }, [url(model), g.messages, want.length]);
+  assert(!r.error, JSON.stringify(r.error));
+  same(r.prompt, g.prompt_token_ids, `${model} ${prompt}: prompt ids`);
+  same(r.tokens, want, `${model} ${prompt}: greedy tokens`);
+  same(r.info.backend, "cpu", "backend");
+  console.log(`  ${model}: loaded in ${r.loadS.toFixed(1)} s, weights ${(r.info.weight_bytes / 1e6).toFixed(0)} MB, ` +
+    `wasm memory ${(r.info.wasm_memory_bytes / 1e6).toFixed(0)} MB, prefill ${r.prefill.toFixed(1)} tok/s, ` +
+    `decode ${r.decode.toFixed(1)} tok/s; "${r.reply.choices[0].message.content}"`);
+}
+
+/** A raw completion of the golden prompt's text (BOS added as the model says) on `backend`. */
+async function complete(model, prompt, backend, margin, max) {
+  const g = golden(model, prompt);
+  const want = confident(g, margin, max);
+  const r = await inFreshPage(async (llm, [modelUrl, text, backend, maxTokens]) => {
+    const engine = await llm.createEngine({ model: modelUrl, backend, contextSize: 128 });
+    const it = engine.generate(text, { temperature: 0, max_tokens: maxTokens });
+    const pieces = [];
+    for await (const p of it) pieces.push(p.text);
+    const info = await engine.info();
+    await engine.unload();
+    return { prompt: it.result.prompt_tokens, tokens: it.result.tokens, text: pieces.join(""), info,
+      decode: it.result.decode_tokens_per_s };
+  }, [url(model), g.prompt_text, backend, want.length]);
+  assert(!r.error, JSON.stringify(r.error));
+  same(r.prompt, g.prompt_token_ids, `${model} ${prompt}: prompt ids (with BOS)`);
+  same(r.tokens, want, `${model} ${prompt} on ${backend}: greedy tokens`);
+  same(r.info.backend, backend, "backend");
+  console.log(`  ${model} on ${backend}: weights ${(r.info.weight_bytes / 1e6).toFixed(0)} MB, ` +
+    `decode ${r.decode.toFixed(2)} tok/s; ${JSON.stringify(r.text)}`);
+}
+
+test("Qwen2.5-Coder 0.5B: a chat with a system message gives llama.cpp's prompt ids and greedy tokens (CPU)", () =>
+  chat("qwen2.5-coder-0.5b", "chat_planets_system", 0.5, 8));
+
+test("Qwen2.5-Coder 1.5B: a chat gives llama.cpp's prompt ids and greedy tokens (CPU)", () =>
+  chat("qwen2.5-coder-1.5b", "chat_palindrome", 0.5, 8));
+
+test("Gemma 3 270M: a raw completion gives llama.cpp's greedy tokens (CPU)", () =>
+  complete("gemma3-270m", "raw_code_prime", "cpu", 0.5, 8));
+
+test("Gemma 3 270M: a raw completion gives llama.cpp's greedy tokens (WebGPU)", () =>
+  complete("gemma3-270m", "raw_code_prime", "gpu", 0.1, 6));
+
+let failed = 0;
+const only = process.env.MODELS_TEST_FILTER;
+const chosen = tests.filter((t) => !only || t.name.includes(only));
+for (const { name, fn } of chosen) {
+  const t0 = Date.now();
+  try {
+    await fn();
+    console.log(`ok - ${name} (${((Date.now() - t0) / 1000).toFixed(1)}s)`);
+  } catch (e) {
+    failed++;
+    console.log(`not ok - ${name}\n  ${e.message}`);
+  }
+}
+await browser.close();
+server.close();
+console.log(`browser tests: ${chosen.length - failed} passed, ${failed} failed`);
