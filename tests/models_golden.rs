@@ -271,11 +271,6 @@ fn gemma3_270m_gpu_f16_greedy_matches_llama_cpp() {
     greedy_through_the_gpu_shortlist("gemma3-270m", 2);
 }
 
-#[test]
-fn qwen2_5_coder_0_5b_gpu_f16_greedy_matches_llama_cpp() {
-    greedy_through_the_gpu_shortlist("qwen2.5-coder-0.5b", 1);
-}
-
 /// The 1.5B model on lavapipe: the first position of one prompt (about a minute there).
 #[test]
 fn qwen2_5_coder_1_5b_gpu_f32_first_position_matches_llama_cpp() {
