@@ -182,7 +182,7 @@ fn check_len(dtype: DType, bytes_len: usize, n: usize) -> Result<()> {
 }
 
 /// The little-endian f16 at `b[at..at + 2]`, widened to f32.
-fn f16_at(b: &[u8], at: usize) -> f32 {
+pub(crate) fn f16_at(b: &[u8], at: usize) -> f32 {
     f16::from_bits(u16::from_le_bytes([b[at], b[at + 1]])).to_f32()
 }
 

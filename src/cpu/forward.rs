@@ -34,7 +34,7 @@ impl KvCache {
 pub enum CpuWeight {
     /// Dequantized (vectors always; matrices on the exact path or without an integer kernel).
     F32(Matrix),
-    /// A matrix in its Q4_0 / Q4_1 / Q8_0 blocks.
+    /// A matrix in its file's blocks (any type but F32; `QMatrix::from_tensor`).
     Quantized(QMatrix),
 }
 
@@ -103,9 +103,9 @@ fn zeroed(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
 }
 
 impl CpuModel {
-    /// Keep Q4_0, Q4_1 and Q8_0 matrices in their blocks (integer dot products on 8-bit
-    /// inputs, as llama.cpp computes them); dequantize everything else to f32. `capacity` is the
-    /// KV cache's size in positions.
+    /// Keep quantized and 16-bit matrices in their blocks (integer dot products on 8-bit inputs,
+    /// as llama.cpp computes them; F16/BF16 widened a row at a time); dequantize the vectors and
+    /// F32 matrices to f32. `capacity` is the KV cache's size in positions.
     pub fn new(config: &Config, tensors: &Weights<TensorView>, capacity: usize) -> Result<CpuModel> {
         Self::build(config, tensors, capacity, true)
     }

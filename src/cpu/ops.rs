@@ -46,15 +46,23 @@ const PARALLEL_MIN_WORK: usize = 4 << 20;
 /// natively when the product is large, and each row is visited once for all tokens, so a weight
 /// row is read once per batch.
 pub fn for_row_blocks(rows: usize, cols: usize, n: usize, out: &mut [f32], f: impl Fn(usize, usize) -> f32 + Sync) {
+    for_rows(rows, cols, n, out, |r, dst| {
+        for (t, o) in dst.iter_mut().enumerate() {
+            *o = f(r, t);
+        }
+    });
+}
+
+/// `f(r, dst)` sets `dst[t] = out[t][r]` for every token `t` of row `r`: [`for_row_blocks`] for
+/// products that prepare a row once for all tokens (the 16-bit float rows are widened once).
+pub fn for_rows(rows: usize, cols: usize, n: usize, out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
     debug_assert_eq!(out.len(), n * rows);
     let threads = if rows * cols * n >= PARALLEL_MIN_WORK { threads() } else { 1 };
     let rows_per_task = rows.div_ceil(threads).max(1);
     // Fill `dst`, laid out [row][token], from row r0 on.
     let fill = |(r0, dst): (usize, &mut [f32])| {
         for (r, dst) in dst.chunks_exact_mut(n).enumerate() {
-            for (t, o) in dst.iter_mut().enumerate() {
-                *o = f(r0 + r, t);
-            }
+            f(r0 + r, dst);
         }
     };
     let blocks = |buf: &mut [f32]| {
