@@ -5,7 +5,7 @@
 
 import { execFileSync } from "node:child_process";
 import { request } from "node:http";
-import { mkdtempSync, readFileSync, writeFileSync, cpSync, mkdirSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync, cpSync, mkdirSync, existsSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { chromium } from "playwright-core";
@@ -55,6 +55,25 @@ const test = (name, fn) => tests.push({ name, fn });
 const capital = golden("chat_capital.json");
 const capitalAnswer = capital.f32_reference.generated_token_ids.slice(0, capital.f32_reference.first_eog_index);
 const facts = golden("raw_facts.json");
+const CATALOG = JSON.parse(readFileSync(join(ROOT, "src/model/catalog.json"), "utf8"));
+/** The catalog's models whose files are under models/ here. */
+const presentModels = () => CATALOG.models.filter((m) => existsSync(join(ROOT, "models", m.file)));
+
+/**
+ * In the page: the default model with its chat template's key renamed, so it has none (a base
+ * model, as far as the runtime can tell).
+ */
+async function templateless(model) {
+  const bytes = new Uint8Array(await (await fetch(model)).arrayBuffer());
+  const key = new TextEncoder().encode("tokenizer.chat_template");
+  for (let i = 0; i < 8 << 20; i++) {
+    if (key.every((c, j) => bytes[i + j] === c)) {
+      bytes[i + key.length - 1] = "X".charCodeAt(0);
+      return bytes;
+    }
+  }
+  throw new Error("no chat template in the model");
+}
 
 test("the type declarations compile against an app that uses the whole API", async () => {
   execFileSync(join(import.meta.dirname, "node_modules/.bin/tsc"),
@@ -583,8 +602,113 @@ test("npm pack: the tarball installs into a fresh project and imports in a page"
     return { exports: Object.keys(llm).sort(), n: out.usage.completion_tokens };
   }, MODEL);
   assert(!r.error, JSON.stringify(r.error));
-  same(r.exports, ["WebGpuLlmError", "clearModelCache", "createEngine", "deleteCachedModel", "listCachedModels"], "exports");
+  same(r.exports, ["WebGpuLlmError", "clearModelCache", "createEngine", "deleteCachedModel", "estimateMemory", "listCachedModels", "listModels"], "exports");
   same(r.n, 2, "tokens from the installed package");
+});
+
+test("catalog: listModels gives every catalog model with its URL, presence (HEAD) and size; estimateMemory", async () => {
+  const r = await inPage(page, async (llm) => {
+    const here = await llm.listModels({ baseUrl: "/models/" });
+    const nowhere = await llm.listModels({ baseUrl: "/no/such/folder/" });
+    const memory = llm.estimateMemory(here.find((m) => m.default), 4096);
+    const f16 = llm.estimateMemory(here.find((m) => m.default), 100000, { f16: true });
+    return { here, nowhere, memory, f16 };
+  });
+  assert(!r.error, JSON.stringify(r.error));
+  same(r.here.map((m) => m.name), CATALOG.models.map((m) => m.name), "every catalog model, in order");
+  const present = new Set(presentModels().map((m) => m.name));
+  for (const m of r.here) {
+    same(new URL(m.url).pathname, `/models/${m.file}`, `${m.name}: URL`);
+    same(m.present, present.has(m.name), `${m.name}: present`);
+    if (m.present) same(m.served_bytes, statSync(join(ROOT, "models", m.file)).size, `${m.name}: served size`);
+    same(m.size_bytes, CATALOG.models.find((c) => c.name === m.name).size_bytes, `${m.name}: catalog size`);
+    same(m.default, m.name === CATALOG.default, `${m.name}: default`);
+    assert(!("parts" in m) && m.license && m.n_layers > 0 && m.kv_width > 0, `${m.name}: fields ${Object.keys(m)}`);
+  }
+  assert(present.has(CATALOG.default), "the default model is present");
+  same(r.nowhere.map((m) => m.present), CATALOG.models.map(() => false), "nothing under a missing folder");
+  // SmolLM2-135M: 30 layers × 192 wide × K and V × 4 bytes × 4096 positions, plus the file.
+  const size = CATALOG.models.find((m) => m.name === CATALOG.default).size_bytes;
+  same(r.memory, { weights_bytes: size, kv_cache_bytes: 30 * 192 * 2 * 4 * 4096, total_bytes: size + 30 * 192 * 2 * 4 * 4096, context_size: 4096 }, "estimate");
+  same(r.f16.context_size, 8192, "at most the model's context");
+  same(r.f16.kv_cache_bytes, 30 * 192 * 2 * 2 * 8192, "f16 halves the cache");
+});
+
+test("completions.create: OpenAI text_completion, whole and streamed, with logprobs and abort; a base model refuses chat.completions", async () => {
+  const r = await inPage(page, async (llm, [model, prompt, ids, base]) => {
+    const engine = await llm.createEngine({ model, backend: "cpu", exactCpu: true });
+    const info = await engine.info();
+    const whole = await engine.completions.create({ prompt, max_tokens: 4, temperature: 0, logprobs: 3 });
+    const wholeTokens = engine.lastGeneration.tokens;
+    const byIds = await engine.completions.create({ prompt: ids, max_tokens: 4, temperature: 0 });
+    const chunks = [];
+    for await (const c of await engine.completions.create({ prompt: [prompt], max_tokens: 4, temperature: 0, stream: true, logprobs: 0 })) chunks.push(c);
+    const ctrl = new AbortController();
+    let aborted = null;
+    let seen = 0;
+    try {
+      for await (const c of await engine.completions.create({ prompt, max_tokens: 50, temperature: 0, stream: true, signal: ctrl.signal })) {
+        if (c.choices[0].text && ++seen === 2) ctrl.abort();
+      }
+    } catch (e) {
+      aborted = e.code;
+    }
+    const bad = {};
+    for (const [name, request] of Object.entries({
+      number: { prompt: 42 }, batch: { prompt: ["a", "b"] }, echo: { prompt, echo: true }, logprobsTrue: { prompt, logprobs: true },
+    })) {
+      try {
+        await engine.completions.create(request);
+        bad[name] = "ran";
+      } catch (e) {
+        bad[name] = e.code;
+      }
+    }
+    const after = await engine.completions.create({ prompt, max_tokens: 4, temperature: 0 });
+    await engine.unload();
+    // A model without a chat template: completions only; no catalog entry (bytes have no name).
+    const plain = await llm.createEngine({ model: await (0, eval)(`(${base})`)(model), backend: "cpu" });
+    const plainInfo = await plain.info();
+    let chat;
+    try {
+      await plain.chat.completions.create({ messages: [{ role: "user", content: "Hi" }], max_tokens: 2 });
+      chat = "ran";
+    } catch (e) {
+      chat = [e.code, e.message];
+    }
+    const raw = await plain.completions.create({ prompt, max_tokens: 2, temperature: 0 });
+    await plain.unload();
+    return { info, whole, wholeTokens, byIds, chunks, aborted, seen, bad, after, plainInfo, chat, raw };
+  }, [MODEL, facts.prompt_text, facts.prompt_token_ids, templateless.toString()]);
+  assert(!r.error, JSON.stringify(r.error));
+  const want = facts.f32_reference.generated_token_ids.slice(0, 4);
+  const c = r.whole.choices[0];
+  same([r.whole.object, c.index, c.finish_reason], ["text_completion", 0, "length"], "the completion");
+  same([r.whole.usage.prompt_tokens, r.whole.usage.completion_tokens], [facts.prompt_token_ids.length, 4], "usage");
+  same(c.logprobs.tokens.length, 4, "a logprob per token");
+  same(c.logprobs.tokens.join(""), c.text, "the tokens spell the text");
+  same(c.logprobs.text_offset, c.logprobs.tokens.map((_, i) => c.logprobs.tokens.slice(0, i).join("").length), "text_offset");
+  assert(c.logprobs.top_logprobs.every((t) => Object.keys(t).length <= 3), "at most 3 rivals");
+  same(c.logprobs.content.map((e) => e.logprob), c.logprobs.token_logprobs, "content: the chat-shaped entries");
+  same(r.byIds.choices[0].text, c.text, "token ids as the prompt");
+  same(r.after.choices[0].text, c.text, "the engine answers as before after errors and an abort");
+  const streamed = r.chunks.map((k) => k.choices[0].text).join("");
+  same(streamed, c.text, "streamed text");
+  assert(r.chunks.every((k) => k.object === "text_completion" && k.id === r.chunks[0].id), "chunks");
+  same([r.chunks.at(-1).choices[0].finish_reason, r.chunks.at(-1).usage?.completion_tokens], ["length", 4], "the last chunk");
+  same(r.chunks.filter((k) => k.choices[0].logprobs).length, 4, "a chunk per token with logprobs");
+  same(r.aborted, "aborted", "abort");
+  assert(r.seen <= 3, `aborted after ${r.seen} pieces`);
+  same(r.bad, { number: "invalid_argument", batch: "invalid_argument", echo: "invalid_argument", logprobsTrue: "invalid_argument" }, "bad requests");
+  // The exact CPU path: llama.cpp's f32 reference tokens (the text is those tokens').
+  same(r.info.template.has_chat_template, true, "the default model has a template");
+  same([r.info.catalog.entry?.name, r.info.catalog.matched], [CATALOG.default, true], "recognised by URL name and size");
+  same(r.info.template.eog.map((t) => [t.id, t.text]), [[0, "<|endoftext|>"], [2, "<|im_end|>"]], "EOG facts");
+  same(r.plainInfo.template.has_chat_template, false, "the renamed key: no template");
+  same([r.plainInfo.chat_template, r.plainInfo.catalog.entry], [null, null], "no template source, no catalog entry");
+  assert(r.chat[0] === "invalid_argument" && r.chat[1].includes("base model") && r.chat[1].includes("completions.create"), `chat on a base model: ${r.chat}`);
+  same(r.raw.usage.completion_tokens, 2, "raw completion on it");
+  same(r.wholeTokens, want, "llama.cpp's greedy tokens (exact CPU path)");
 });
 
 test("the demo page loads the model and answers with the sliders' settings, without console errors", async () => {
