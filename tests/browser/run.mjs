@@ -847,6 +847,140 @@ test("demo page: a slider moved mid-reply reaches the engine before the next tok
   await p.close();
 });
 
+test("demo picker: the catalog's present models with sizes, licences and memory; picking the default model loads it; template facts; the phone's bottom sheet", async () => {
+  const shots = join(ROOT, "target", "screenshots", "demo-page");
+  mkdirSync(shots, { recursive: true });
+  const p = await browser.newPage({ viewport: { width: 1280, height: 860 } });
+  const problems = [];
+  p.on("console", (m) => m.type() === "error" && problems.push(m.text()));
+  p.on("pageerror", (e) => problems.push(e.message));
+  await p.goto(`${server.url}/www/`);
+  await p.waitForFunction(() => document.body.dataset.state === "ready", null, { timeout: 60000 });
+  const options = await p.evaluate(() => [...document.querySelectorAll("#model-pick option")].map((o) => [o.value, o.textContent]));
+  const present = presentModels();
+  same(options.map(([v]) => v), [...present.map((m) => m.name), ""], "the present models, then another model");
+  for (const m of present) {
+    const text = options.find(([v]) => v === m.name)[1];
+    const mb = (b) => (b / 1048576).toFixed(1);
+    const kv = 2 * m.n_layers * m.kv_width * Math.min(4096, m.context_length) * 4;
+    for (const part of [m.title, `${mb(m.size_bytes)} MB`, m.license, `≈ ${mb(m.size_bytes + kv)} MB`]) {
+      assert(text.includes(part), `${m.name}: option ${JSON.stringify(text)} lacks ${part}`);
+    }
+  }
+  same(await p.inputValue("#model-pick"), CATALOG.default, "the default model is picked at first");
+  // Pick another model (not loaded), then the default again, at a smaller context, and load.
+  const other = present.find((m) => m.name !== CATALOG.default);
+  if (other) {
+    await p.selectOption("#model-pick", other.name);
+    assert((await p.inputValue("#model-url")).endsWith(`/models/${other.file}`), "picking sets the URL");
+    assert((await p.textContent("#model-about")).includes(other.license), "the picked model's facts");
+  }
+  await p.selectOption("#model-pick", CATALOG.default);
+  await p.selectOption("#context-choice", "1024");
+  const about = await p.textContent("#model-about");
+  assert(about.includes(`${(30 * 192 * 2 * 4 * 1024 / 1048576).toFixed(1)} MB of KV cache for 1024 tokens`), `memory estimate: ${about}`);
+  await p.click("#load");
+  await p.waitForFunction(() => document.body.dataset.state === "ready", null, { timeout: 60000 });
+  const info = await p.evaluate(() => window.demo.engine.info());
+  same([info.context_size, info.catalog.entry?.name, info.catalog.matched], [1024, CATALOG.default, true], "loaded the picked model at the picked context");
+  const factsText = await p.textContent("#facts");
+  for (const part of ["30 layers", "1024 of 8192", "its own", "<|im_start|> (1), not added to prompts", "<|im_end|> (2)", "<|endoftext|> (0)", "file name and size match"]) {
+    assert(factsText.includes(part), `model facts lack ${part}: ${factsText}`);
+  }
+  same(await p.evaluate(() => window.demo.mode), "chat", "a chat model chats");
+  await p.screenshot({ path: join(shots, "desktop-picker.png") });
+
+  // Phone: the sampling panel is a bottom sheet; temperature and top-p stay in view while the
+  // answer streams, at the bottom of the screen.
+  await p.setViewportSize({ width: 390, height: 844 });
+  await p.evaluate(() => {
+    const el = document.getElementById("knob-max_tokens");
+    el.value = 40;
+    el.dispatchEvent(new Event("input"));
+  });
+  await p.fill("#input", "Write a poem about the sea.");
+  await p.press("#input", "Enter");
+  await p.waitForFunction(() => document.querySelectorAll("#messages li.assistant .tok").length >= 3, null, { timeout: 60000 });
+  const inView = await p.evaluate(() => ["knob-temperature", "knob-top_p", "knob-top_k"].map((id) => {
+    const r = document.getElementById(id).getBoundingClientRect();
+    return r.height > 0 && r.top >= 0 && r.bottom <= innerHeight;
+  }));
+  same(inView, [true, true, false], "temperature and top-p in view on a phone (top-k behind All knobs)");
+  await p.screenshot({ path: join(shots, "phone-sheet.png") });
+  // The quick sliders work from the sheet mid-answer.
+  await p.evaluate(() => {
+    const el = document.getElementById("knob-temperature");
+    el.value = 0.3;
+    el.dispatchEvent(new Event("input"));
+  });
+  await p.waitForFunction(() => window.demo.applied.some((a) => a.knobs.temperature === 0.3), null, { timeout: 60000 });
+  await p.click("#sheet-toggle");
+  same(await p.evaluate(() => [document.getElementById("knob-top_k").getBoundingClientRect().height > 0,
+    document.getElementById("sheet-toggle").getAttribute("aria-expanded")]), [true, "true"], "All knobs opens the sheet");
+  await p.screenshot({ path: join(shots, "phone-sheet-open.png") });
+  await p.click("#sheet-toggle");
+  await p.click("#stop");
+  await p.waitForFunction(() => document.body.dataset.state === "ready", null, { timeout: 60000 });
+  assert(problems.length === 0, `console errors: ${problems.join(" | ")}`);
+  await p.close();
+});
+
+test("demo completion: a model without a chat template switches to text completion; the continuation streams into the text box; Regenerate; screenshots", async () => {
+  const shots = join(ROOT, "target", "screenshots", "demo-page");
+  mkdirSync(shots, { recursive: true });
+  const p = await browser.newPage({ viewport: { width: 1280, height: 860 } });
+  const problems = [];
+  p.on("console", (m) => m.type() === "error" && problems.push(m.text()));
+  p.on("pageerror", (e) => problems.push(e.message));
+  await p.goto(`${server.url}/www/`);
+  await p.waitForFunction(() => document.body.dataset.state === "ready", null, { timeout: 60000 });
+  same(await p.isVisible("#completion"), false, "a chat model starts in chat mode");
+  // The default model without its template, dropped on the page.
+  await p.evaluate(async ([model, base]) => {
+    const bytes = await (0, eval)(`(${base})`)(model);
+    const dt = new DataTransfer();
+    dt.items.add(new File([bytes], "base-model.gguf"));
+    document.dispatchEvent(new DragEvent("drop", { dataTransfer: dt, bubbles: true, cancelable: true }));
+  }, [MODEL, templateless.toString()]);
+  await p.waitForFunction(() => document.body.dataset.state === "ready", null, { timeout: 60000 });
+  same(await p.evaluate(() => [window.demo.mode, document.querySelector("input[name=mode][value=chat]").disabled]), ["completion", true], "completion mode, chat disabled");
+  same([await p.isVisible("#completion"), await p.isVisible("#messages"), await p.textContent("#send")], [true, false, "Continue"], "the text box instead of the transcript");
+  const factsText = await p.textContent("#facts");
+  assert(factsText.includes("none: a base model") && factsText.includes("not a catalog model"), `facts: ${factsText}`);
+  assert((await p.textContent("#mode-note")).includes("base model"), "the mode says why");
+  await p.evaluate(() => {
+    for (const [key, v] of [["temperature", 0], ["max_tokens", 10]]) {
+      const el = document.getElementById(`knob-${key}`);
+      el.value = v;
+      el.dispatchEvent(new Event("input"));
+    }
+  });
+  const prompt = "The capital of France is";
+  await p.fill("#document", prompt);
+  await p.press("#document", "Control+Enter");
+  await p.waitForFunction(() => document.body.dataset.state === "ready" && window.demo.engine.lastGeneration, null, { timeout: 60000 });
+  const doc = await p.inputValue("#document");
+  const g = await p.evaluate(() => window.demo.engine.lastGeneration);
+  assert(doc.startsWith(prompt) && doc.length > prompt.length, `the continuation is in the text box: ${JSON.stringify(doc)}`);
+  same(await p.textContent("#continuation"), doc.slice(prompt.length), "the continuation, tinted token by token");
+  same(await p.evaluate(() => document.querySelectorAll("#continuation .tok").length), g.tokens.length, "one span per token");
+  const direct = await p.evaluate(async (prompt) => (await window.demo.engine.completions.create({ prompt, temperature: 0, max_tokens: 10 })).choices[0].text, prompt);
+  same(doc, prompt + direct, "the page's continuation is the engine's greedy one");
+  await p.hover('#continuation .tok[data-step="1"]');
+  await p.waitForSelector("#alts:not([hidden])");
+  same(await p.evaluate(() => document.querySelectorAll("#alts tr").length), 10, "alternatives of a continued token");
+  await p.screenshot({ path: join(shots, "desktop-completion.png") });
+  await p.click("#regenerate");
+  await p.waitForFunction(() => document.body.dataset.state === "ready", null, { timeout: 60000 });
+  same(await p.inputValue("#document"), doc, "Regenerate replaces the last continuation (greedy: the same)");
+  await p.setViewportSize({ width: 390, height: 844 });
+  await p.screenshot({ path: join(shots, "phone-completion.png") });
+  await p.click("#new-chat");
+  same([await p.inputValue("#document"), await p.textContent("#new-chat")], ["", "Clear"], "Clear empties the text");
+  assert(problems.length === 0, `console errors: ${problems.join(" | ")}`);
+  await p.close();
+});
+
 test("the demo server: wasm MIME type, isolation headers, ranges (206/416), HEAD, bad paths", async () => {
   const get = (path, headers = {}, method = "GET") => fetch(`${server.url}${path}`, { headers, method });
   const wasm = await get("/pkg/wasm/webgpu_llm_bg.wasm", {}, "HEAD");
