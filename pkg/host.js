@@ -159,8 +159,10 @@ export class Host {
     this.engine = null;
     const bytes = await readModel(model, { cache, sha256, onProgress });
     onProgress({ stage: "load", loadedBytes: bytes.length, totalBytes: bytes.length });
+    // The file's name (a URL's, a File's) recognises its catalog entry; bytes have none.
+    const name = typeof model === "string" || model instanceof URL ? String(model) : model?.name ?? null;
     try {
-      this.engine = await Engine.load(bytes, { backend, context_size: contextSize ?? null, exact_cpu: exactCpu });
+      this.engine = await Engine.load(bytes, { backend, context_size: contextSize ?? null, exact_cpu: exactCpu }, name);
     } catch (e) {
       throw this.#crashed(e);
     }

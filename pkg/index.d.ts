@@ -197,6 +197,82 @@ export interface WorkStats {
   device_bytes: number;
 }
 
+/** A token as the reports show it. */
+export interface TokenFact {
+  id: number;
+  /** Its vocabulary string. */
+  text: string;
+}
+
+/** How the model expects its input and ends its output. */
+export interface TemplateFacts {
+  /**
+   * The model has its own chat template. Without one it is a base model: `chat.completions`
+   * refuses it (`invalid_argument`); use `completions.create`.
+   */
+  has_chat_template: boolean;
+  /** Prompts start with the BOS token. */
+  add_bos: boolean;
+  bos: TokenFact | null;
+  eos: TokenFact | null;
+  /** The tokens that end a generation. */
+  eog: TokenFact[];
+}
+
+/** An entry of the project's model catalog (src/model/catalog.json). */
+export interface CatalogEntry {
+  /** Short name: "smollm2-135m", "qwen2.5-coder-0.5b", ... */
+  name: string;
+  title: string;
+  /** The file's name under the models folder. */
+  file: string;
+  sha256: string;
+  size_bytes: number;
+  license: string;
+  architecture: string;
+  quant: string;
+  /** "chat" (has a chat template) or "completion" (a base model: raw text). */
+  kind: "chat" | "completion" | string;
+  parameters: string;
+  n_layers: number;
+  /** One position's K (and V) width in one layer: KV heads × head size. */
+  kv_width: number;
+  context_length: number;
+}
+
+/** A catalog entry as `listModels` finds it on the server. */
+export interface CatalogModel extends CatalogEntry {
+  /** Where the file is (under `baseUrl`). */
+  url: string;
+  /** The server has it (a HEAD request answered 2xx). */
+  present: boolean;
+  /** The server's content-length, when present. */
+  served_bytes: number | null;
+  /** The Cache API holds a copy. */
+  cached: boolean;
+  /** The catalog's default model. */
+  default: boolean;
+}
+
+/** How the loaded file compares with the catalog: by file name and size (not the sha256). */
+export interface CatalogMatch {
+  /** The entry of the file's name (null when no entry has it). */
+  entry: (CatalogEntry & { parts: { package: string; member: string }[] }) | null;
+  /** The name and the size are the entry's. */
+  matched: boolean;
+  /** Why it did not match. */
+  note: string | null;
+}
+
+export interface MemoryEstimate {
+  /** About the file's size (the GPU and the CPU's quantized path keep the weights in their blocks). */
+  weights_bytes: number;
+  kv_cache_bytes: number;
+  total_bytes: number;
+  /** The context the KV cache was counted for (at most the model's). */
+  context_size: number;
+}
+
 export interface EngineInfo {
   backend: "gpu" | "cpu";
   adapter: null | {
@@ -211,6 +287,10 @@ export interface EngineInfo {
   context_size: number;
   /** End-of-generation token ids. */
   eog_ids: number[];
+  template: TemplateFacts;
+  /** The model's own chat template (Jinja source); null for a base model. */
+  chat_template: string | null;
+  catalog: CatalogMatch;
   cached_tokens: number;
   weight_bytes: number;
   kv_cache_bytes: number;
@@ -220,12 +300,59 @@ export interface EngineInfo {
   wasm_memory_bytes: number;
 }
 
+/** Usage of a raw completion. */
+export type CompletionUsage = Omit<Usage, "dropped_messages">;
+
+/** OpenAI's legacy completion logprobs, plus `content`: the chat-shaped entries, with `prob`. */
+export interface CompletionLogprobs {
+  tokens: string[];
+  token_logprobs: number[];
+  /** Each step's rivals, token text → log-probability. */
+  top_logprobs: Record<string, number>[];
+  /** Where each token's text starts in the completion's tokens' text. */
+  text_offset: number[];
+  content: LogprobEntry[];
+}
+
+export interface CompletionRequest extends SamplingOptions {
+  /** Text, one text in an array, or token ids. */
+  prompt: string | [string] | number[];
+  stream?: boolean;
+  signal?: AbortSignal;
+  /** Report each token's log-probability and this many rivals (0-20). */
+  logprobs?: number | null;
+}
+
+export interface Completion {
+  id: string;
+  object: "text_completion";
+  created: number;
+  model: string;
+  choices: { index: 0; text: string; finish_reason: FinishReason; logprobs: CompletionLogprobs | null }[];
+  usage: CompletionUsage;
+}
+
+export interface CompletionChunk {
+  id: string;
+  object: "text_completion";
+  created: number;
+  model: string;
+  choices: { index: 0; text: string; finish_reason: FinishReason | null; logprobs: CompletionLogprobs | null }[];
+  /** On the last chunk. */
+  usage?: CompletionUsage;
+}
+
 export interface LlmEngine {
   chat: {
     completions: {
       create(request: ChatCompletionRequest & { stream?: false }): Promise<ChatCompletion>;
       create(request: ChatCompletionRequest & { stream: true }): Promise<AsyncIterable<ChatCompletionChunk>>;
     };
+  };
+  /** OpenAI-shaped raw completion (what a base model does): continue `prompt`. */
+  completions: {
+    create(request: CompletionRequest & { stream?: false }): Promise<Completion>;
+    create(request: CompletionRequest & { stream: true }): Promise<AsyncIterable<CompletionChunk>>;
   };
   /** Raw completion: an async iterable of pieces; `result` is set when it ends. */
   generate(
@@ -251,6 +378,22 @@ export interface CachedModel {
   /** The stored length, or null when the server sent none. */
   bytes: number | null;
 }
+
+/**
+ * The catalog's models with their URLs under `baseUrl` (default "/models/", relative to the
+ * page) and whether the server has each (a HEAD request) and the cache holds it.
+ */
+export function listModels(options?: { baseUrl?: string | URL }): Promise<CatalogModel[]>;
+
+/**
+ * Memory that loading `entry` with a `contextSize`-position KV cache needs (default
+ * min(model context, 4096)): weights ≈ the file's size, plus the cache (f32; f16 with `f16`).
+ */
+export function estimateMemory(
+  entry: Pick<CatalogEntry, "size_bytes" | "n_layers" | "kv_width" | "context_length">,
+  contextSize?: number,
+  options?: { f16?: boolean },
+): MemoryEstimate;
 
 /** The models in the cache. */
 export function listCachedModels(): Promise<CachedModel[]>;

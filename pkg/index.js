@@ -2,7 +2,7 @@
 // the CPU where there is none). The engine runs in a dedicated worker by default, so the page
 // never freezes. See README.md and index.d.ts.
 
-import { Host } from "./host.js";
+import { Host, listCachedModels } from "./host.js";
 
 export { listCachedModels, deleteCachedModel, clearModelCache } from "./host.js";
 
@@ -142,6 +142,50 @@ class Channel {
 
 let completionCount = 0;
 
+/**
+ * The models of the project's catalog (src/model/catalog.json, shipped as wasm/catalog.json),
+ * each with its URL under `baseUrl` (the folder that holds the files, relative to the page;
+ * default "/models/"), whether the server has it (a HEAD request: `present`, `served_bytes`),
+ * whether the Cache API holds it (`cached`), and whether it is the catalog's default.
+ */
+export async function listModels({ baseUrl = "/models/" } = {}) {
+  let catalog;
+  try {
+    const response = await fetch(new URL("./wasm/catalog.json", import.meta.url));
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    catalog = await response.json();
+  } catch (e) {
+    throw new WebGpuLlmError("io", `reading the model catalog failed: ${e.message}`);
+  }
+  const base = new URL(baseUrl, globalThis.location?.href);
+  const cached = new Set((await listCachedModels()).map((m) => m.url));
+  return Promise.all(catalog.models.map(async ({ parts, ...entry }) => {
+    const url = new URL(entry.file, base).href;
+    let present = false;
+    let served = null;
+    try {
+      const head = await fetch(url, { method: "HEAD" });
+      present = head.ok;
+      served = present ? Number(head.headers.get("content-length")) || null : null;
+    } catch {
+      /* unreachable: not present */
+    }
+    return { ...entry, url, present, served_bytes: served, cached: cached.has(url), default: entry.name === catalog.default };
+  }));
+}
+
+/**
+ * What loading `entry` (a listModels entry, or any { size_bytes, n_layers, kv_width,
+ * context_length }) with `contextSize` positions needs: the weights (about the file's size on
+ * the GPU and on the CPU's quantized path) plus the KV cache (K and V of every layer, f32; f16
+ * with `f16: true`, as on a GPU with shader-f16).
+ */
+export function estimateMemory(entry, contextSize = Math.min(entry.context_length, 4096), { f16 = false } = {}) {
+  const context = Math.min(contextSize, entry.context_length);
+  const kv = 2 * entry.n_layers * entry.kv_width * context * (f16 ? 2 : 4);
+  return { weights_bytes: entry.size_bytes, kv_cache_bytes: kv, total_bytes: entry.size_bytes + kv, context_size: context };
+}
+
 /** A token of the engine as an OpenAI logprobs entry (plus `prob`: its probability after the knobs). */
 function logprobEntry(t) {
   return {
@@ -166,10 +210,14 @@ class LlmEngine {
     this.#model = model;
     this.#load = load;
     this.#progress = progress;
-    this.chat = { completions: { create: (request) => this.#create(request) } };
+    this.chat = { completions: { create: (request) => this.#createChat(request) } };
+    this.completions = { create: (request) => this.#createCompletion(request) };
   }
 
-  /** Backend ("gpu" or "cpu"), adapter (name, features, limits), model configuration, memory. */
+  /**
+   * Backend ("gpu" or "cpu"), adapter (name, features, limits), model configuration, memory,
+   * the catalog entry (`catalog`) and the template facts (`template`).
+   */
   async info() {
     return this.#t.call("info");
   }
@@ -252,13 +300,14 @@ class LlmEngine {
   }
 
   /** OpenAI-shaped chat completion: a result, or (stream: true) an async iterable of chunks. */
-  async #create(request) {
-    const { messages, stream = false } = request;
-    // OpenAI: `logprobs: true` reports each token's log-probability, `top_logprobs` (0-20) its rivals.
-    const logprobs = request.logprobs === true;
-    const knobs = { ...request, top_logprobs: logprobs ? request.top_logprobs ?? 0 : 0 };
+  async #createChat(request) {
+    const { messages } = request;
     if (!Array.isArray(messages) || messages.length === 0) {
       throw new WebGpuLlmError("invalid_argument", "messages must be a non-empty array");
+    }
+    if (this.#info.template?.has_chat_template === false) {
+      throw new WebGpuLlmError("invalid_argument", `${this.#model} is a base model: it has no chat template, so there ` +
+        "is no chat format to follow; use engine.completions.create({ prompt }) for a raw completion");
     }
     const plain = messages.map((m) => ({ role: m.role, content: String(m.content ?? "") }));
     // OpenAI's `truncation: "auto"`: drop the oldest turns (never the system prompt or the last
@@ -273,46 +322,113 @@ class LlmEngine {
     } else {
       throw new WebGpuLlmError("invalid_argument", `truncation must be "auto" or "disabled", not ${JSON.stringify(request.truncation)}`);
     }
-    const id = `chatcmpl-${Date.now().toString(36)}-${completionCount++}`;
-    const created = Math.floor(Date.now() / 1000);
-    const base = { id, created, model: this.#model };
+    // OpenAI: `logprobs: true` reports each token's log-probability, `top_logprobs` (0-20) its rivals.
+    const logprobs = request.logprobs === true;
+    const knobs = { ...request, top_logprobs: logprobs ? request.top_logprobs ?? 0 : 0 };
+    return this.#respond(ids, knobs, logprobs, CHAT, { dropped_messages: dropped });
+  }
+
+  /** OpenAI-shaped raw completion (`text_completion`): a result, or (stream: true) chunks. */
+  async #createCompletion(request) {
+    let { prompt } = request;
+    if (Array.isArray(prompt) && prompt.length === 1 && typeof prompt[0] === "string") prompt = prompt[0];
+    const ids = Array.isArray(prompt) && prompt.length > 0 && prompt.every(Number.isInteger) ? prompt : null;
+    if (typeof prompt !== "string" && !ids) {
+      throw new WebGpuLlmError("invalid_argument", "prompt must be a string (or one string, or token ids)");
+    }
+    for (const k of ["echo", "suffix"]) {
+      if (request[k]) throw new WebGpuLlmError("invalid_argument", `${k} is not supported`);
+    }
+    // OpenAI: `logprobs: N` (a number) reports each token's log-probability and its N rivals.
+    const { logprobs } = request;
+    if (logprobs !== undefined && logprobs !== null && !(Number.isInteger(logprobs) && logprobs >= 0)) {
+      throw new WebGpuLlmError("invalid_argument", `logprobs must be a count of rivals (0-20), not ${JSON.stringify(logprobs)}`);
+    }
+    const rated = Number.isInteger(logprobs);
+    const knobs = { ...request, top_logprobs: rated ? logprobs : 0 };
+    return this.#respond(ids ?? await this.#t.call("encodePrompt", [prompt]), knobs, rated, COMPLETION, {});
+  }
+
+  /**
+   * Run `ids` and answer in `shape` (CHAT or COMPLETION): the whole result, or with
+   * `knobs.stream` an async iterable of chunks whose last one carries `usage`.
+   */
+  async #respond(ids, knobs, logprobs, shape, moreUsage) {
+    const id = `${shape.prefix}-${Date.now().toString(36)}-${completionCount++}`;
+    const base = { id, created: Math.floor(Date.now() / 1000), model: this.#model };
     const usage = (g) => ({
       prompt_tokens: g.prompt_tokens.length,
       completion_tokens: g.tokens.length,
       total_tokens: g.prompt_tokens.length + g.tokens.length,
       cached_tokens: g.reused_tokens,
-      dropped_messages: dropped,
+      ...moreUsage,
     });
     const finish = (g) => (g.finish_reason === "abort" ? "stop" : g.finish_reason);
-    if (!stream) {
-      const content = [];
-      const g = await this.#run(ids, knobs, (e) => e.token && content.push(logprobEntry(e.token)));
-      return {
-        ...base,
-        object: "chat.completion",
-        choices: [{
-          index: 0, message: { role: "assistant", content: g.text }, finish_reason: finish(g),
-          logprobs: logprobs ? { content } : null,
-        }],
-        usage: usage(g),
-      };
+    const rated = [];
+    let ratedChars = 0; // the text of the rated tokens so far (legacy logprobs' text_offset)
+    if (!knobs.stream) {
+      const g = await this.#run(ids, knobs, (e) => e.token && rated.push(logprobEntry(e.token)));
+      const choice = { index: 0, ...shape.whole(g.text, logprobs ? rated : null), finish_reason: finish(g) };
+      return { ...base, object: shape.object, choices: [choice], usage: usage(g) };
     }
     const channel = new Channel();
-    const chunk = (delta, finish_reason = null, extra = {}, lp = null) => ({
-      ...base, object: "chat.completion.chunk", choices: [{ index: 0, delta, finish_reason, logprobs: lp }], ...extra,
+    const chunk = (part, finish_reason = null, extra = {}) => ({
+      ...base, object: shape.chunkObject, choices: [{ index: 0, ...part, finish_reason }], ...extra,
     });
-    channel.push(chunk({ role: "assistant", content: "" }));
+    if (shape.opening) channel.push(chunk(shape.opening));
     this.#run(ids, knobs, (e) => {
       // With logprobs every token gets its chunk, even one whose text is still held back.
-      if (logprobs && e.token) channel.push(chunk({ content: e.text }, null, {}, { content: [logprobEntry(e.token)] }));
-      else if (e.text) channel.push(chunk({ content: e.text }));
+      if (logprobs && e.token) {
+        const entry = logprobEntry(e.token);
+        channel.push(chunk(shape.piece(e.text, [entry], ratedChars)));
+        ratedChars += entry.token.length;
+      } else if (e.text) {
+        channel.push(chunk(shape.piece(e.text, null)));
+      }
     }).then((g) => {
-      channel.push(chunk({}, finish(g), { usage: usage(g) }));
+      channel.push(chunk(shape.closing, finish(g), { usage: usage(g) }));
       channel.end();
     }, (e) => channel.end(toError(e)));
     return channel;
   }
 }
+
+/** How chat.completions answers: a message, or deltas after a first one naming the role. */
+const CHAT = {
+  prefix: "chatcmpl",
+  object: "chat.completion",
+  chunkObject: "chat.completion.chunk",
+  opening: { delta: { role: "assistant", content: "" }, logprobs: null },
+  closing: { delta: {}, logprobs: null },
+  whole: (text, entries) => ({ message: { role: "assistant", content: text }, logprobs: entries && { content: entries } }),
+  piece: (text, entries) => ({ delta: { content: text }, logprobs: entries && { content: entries } }),
+};
+
+/**
+ * OpenAI's legacy completion logprobs for `entries` (the first one `offset` characters into the
+ * completion's tokens), plus `content`: the chat-shaped entries, with `prob`.
+ */
+function legacyLogprobs(entries, offset = 0) {
+  const text_offset = entries.map((e) => ((offset += e.token.length), offset - e.token.length));
+  return {
+    tokens: entries.map((e) => e.token),
+    token_logprobs: entries.map((e) => e.logprob),
+    top_logprobs: entries.map((e) => Object.fromEntries(e.top_logprobs.map((t) => [t.token, t.logprob]))),
+    text_offset,
+    content: entries,
+  };
+}
+
+/** How completions answers: text, in every chunk too. */
+const COMPLETION = {
+  prefix: "cmpl",
+  object: "text_completion",
+  chunkObject: "text_completion",
+  opening: null,
+  closing: { text: "", logprobs: null },
+  whole: (text, entries) => ({ text, logprobs: entries && legacyLogprobs(entries) }),
+  piece: (text, entries, offset) => ({ text, logprobs: entries && legacyLogprobs(entries, offset) }),
+};
 
 /**
  * Load a model and return an engine. `model`: a URL, a File or Blob, or an ArrayBuffer.

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build the wasm module and its JavaScript glue into pkg/wasm/ (git-ignored):
+# Build the wasm module and its JavaScript glue into pkg/wasm/ (git-ignored), with a copy of the
+# model catalog:
 # release build → wasm-bindgen --target web → wasm-opt -O (npm's binaryen: Debian's breaks the
 # output, see ../shared/TOOLCHAIN.md). Prints the .wasm size, raw and gzipped.
 set -euo pipefail
@@ -17,6 +18,8 @@ rm -rf pkg/wasm
 wasm-bindgen --target web --out-dir pkg/wasm --out-name webgpu_llm \
   target/wasm32-unknown-unknown/release/webgpu_llm.wasm
 tests/browser/node_modules/.bin/wasm-opt -O pkg/wasm/webgpu_llm_bg.wasm -o pkg/wasm/webgpu_llm_bg.wasm
+# The model catalog, for the package's listModels() (read on the page's thread, without the wasm).
+cp src/model/catalog.json pkg/wasm/catalog.json
 
 wasm=pkg/wasm/webgpu_llm_bg.wasm
 echo "wasm: $(stat -c %s "$wasm") bytes, $(gzip -9 -c "$wasm" | wc -c) gzipped ($wasm)"

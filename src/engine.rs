@@ -251,6 +251,12 @@ impl Engine {
         &self.template
     }
 
+    /// Whether the model brings its own chat template (`tokenizer.chat_template`). Without one
+    /// (a base model) `template()` is ChatML, a format the model was never trained on.
+    pub fn has_chat_template(&self) -> bool {
+        self.template.source() != crate::chat::CHATML_TEMPLATE
+    }
+
     pub fn backend_name(&self) -> &'static str {
         self.backend.name()
     }

@@ -11,6 +11,7 @@
 //! - `sampler`   — `SamplingParams` and the `Sampler` (temperature, top-k/p, min-p, penalties, seed)
 //! - `engine`    — `Engine`: prompt → prefill → decode loop → streamed text, with chat sessions
 //! - `error`     — the one `Error` type, with stable codes
+//! - `facts`     — what a loaded model is: its catalog entry, its template and end-of-generation tokens
 //! - `wasm`      — the JavaScript boundary (wasm32 only)
 
 pub mod backend;
@@ -18,6 +19,7 @@ pub mod chat;
 pub mod cpu;
 pub mod engine;
 pub mod error;
+pub mod facts;
 pub mod gguf;
 pub mod gpu;
 pub mod model;

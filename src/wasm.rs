@@ -96,13 +96,16 @@ impl ModelBytes {
 pub struct WasmEngine {
     engine: Rc<RefCell<Engine>>,
     retune: Retune,
+    /// The file's catalog entry, recognised by its name and size at load.
+    catalog: crate::model::catalog::Recognised,
 }
 
 #[wasm_bindgen(js_class = Engine)]
 impl WasmEngine {
-    /// Parse a GGUF file and load it; `options` is `EngineOptions` (`backend`, `context_size`).
-    /// The file's bytes are freed once the weights are loaded.
-    pub async fn load(bytes: ModelBytes, options: JsValue) -> Result<WasmEngine, JsValue> {
+    /// Parse a GGUF file and load it; `options` is `EngineOptions` (`backend`, `context_size`);
+    /// `name`, the file's name or URL, recognises its catalog entry. The file's bytes are freed
+    /// once the weights are loaded.
+    pub async fn load(bytes: ModelBytes, options: JsValue, name: Option<String>) -> Result<WasmEngine, JsValue> {
         let options: EngineOptions = from_js("options", options)?;
         if bytes.expected.is_some_and(|n| n != bytes.bytes.len()) {
             return Err(js_error(Error::BadModel(format!(
@@ -111,12 +114,14 @@ impl WasmEngine {
                 bytes.expected.unwrap_or(0)
             ))));
         }
+        let catalog = crate::facts::catalog_facts(name.as_deref(), bytes.bytes.len() as u64);
         let engine = Engine::load_async(&bytes.bytes, &options).await.map_err(js_error)?;
         let retune = engine.retune();
-        Ok(WasmEngine { engine: Rc::new(RefCell::new(engine)), retune })
+        Ok(WasmEngine { engine: Rc::new(RefCell::new(engine)), retune, catalog })
     }
 
-    /// What runs the model: backend, adapter, configuration, context and memory.
+    /// What runs the model: backend, adapter, configuration, context and memory; the model's
+    /// catalog entry and template facts.
     pub fn info(&self) -> Result<JsValue, JsValue> {
         let e = self.engine.try_borrow().map_err(|_| busy())?;
         let stats = e.stats();
@@ -126,6 +131,9 @@ impl WasmEngine {
             "config": e.config(),
             "context_size": e.context_size(),
             "eog_ids": e.tokenizer().eog_ids(),
+            "template": crate::facts::template_facts(&e),
+            "chat_template": e.has_chat_template().then(|| e.template().source()),
+            "catalog": self.catalog,
             "cached_tokens": e.cached_tokens().len(),
             "weight_bytes": stats.weight_bytes,
             "kv_cache_bytes": stats.kv_bytes,

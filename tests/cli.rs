@@ -151,3 +151,195 @@ fn errors_are_clear_and_typed() {
     let help = Command::new(env!("CARGO_BIN_EXE_webgpu-llm")).arg("--help").output().unwrap();
     assert!(String::from_utf8_lossy(&help.stdout).contains("usage: webgpu-llm"));
 }
+
+/// The command line with no `--model` added, run in `dir`.
+fn cli_in(dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_webgpu-llm")).args(args).current_dir(dir).output().unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn model_takes_a_catalog_name_and_a_missing_model_says_how_to_fetch_it() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let default = webgpu_llm::model::catalog::default_entry();
+    if std::env::var_os("WEBGPU_LLM_MODEL").is_none() {
+        // By name, from the repository root (where models/ is): the default model's file.
+        let out = json(&cli_in(root, &["info", "--model", &default.name, "--backend", "cpu"]));
+        assert_eq!(out["file"], format!("models/{}", default.file));
+        assert_eq!(out["catalog"]["entry"]["name"], default.name.as_str());
+        assert_eq!(out["catalog"]["matched"], true);
+    }
+    // Where models/ has nothing, each name says which script fetches it.
+    let empty = std::env::temp_dir().join(format!("webgpu-llm-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
+    for name in ["qwen2.5-coder-0.5b", "gemma3-270m"] {
+        let out = cli_in(&empty, &["generate", "--model", name, "--prompt", "hi"]);
+        assert!(!out.status.success());
+        let e = stderr(&out);
+        assert!(e.contains("error [io]") && e.contains(&format!("run scripts/fetch-model.sh {name}")), "{e}");
+    }
+    // Without --model: the default, which is missing there too.
+    let e = stderr(&cli_in(&empty, &["info"]));
+    assert!(e.contains("error [io]") && e.contains(&format!("scripts/fetch-model.sh {}", default.name)), "{e}");
+    // Neither a name nor a file.
+    let e = stderr(&cli_in(&empty, &["info", "--model", "smollm3"]));
+    assert!(e.contains("error [io]") && e.contains("nor a catalog model") && e.contains("gemma3-270m"), "{e}");
+    std::fs::remove_dir_all(&empty).unwrap();
+}
+
+#[test]
+fn info_shows_the_catalog_entry_and_the_template_facts() {
+    let out = json(&cli(&["info", "--backend", "cpu"]));
+    let c = &out["catalog"];
+    assert_eq!((c["entry"]["name"].as_str(), c["matched"].as_bool()), (Some("smollm2-135m"), Some(true)), "{c}");
+    assert_eq!(c["entry"]["license"], "Apache-2.0");
+    let t = &out["template"];
+    assert_eq!(t["has_chat_template"], true);
+    assert_eq!(t["add_bos"], false);
+    assert_eq!(t["bos"], serde_json::json!({ "id": 1, "text": "<|im_start|>" }));
+    assert_eq!(t["eos"], serde_json::json!({ "id": 2, "text": "<|im_end|>" }));
+    let eog: Vec<(u64, &str)> =
+        t["eog"].as_array().unwrap().iter().map(|e| (e["id"].as_u64().unwrap(), e["text"].as_str().unwrap())).collect();
+    assert_eq!(eog, [(0, "<|endoftext|>"), (2, "<|im_end|>")]);
+    assert_eq!(out["eog_ids"], serde_json::json!([0, 2]));
+    assert!(out["chat_template"].as_str().unwrap().contains("<|im_start|>"));
+}
+
+/// The default model with its chat template's key renamed: a model without a template (a base
+/// model, as far as the runtime can tell), saved as `dir/name`.
+fn without_template(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let mut bytes = model_bytes();
+    let key = b"tokenizer.chat_template";
+    let at = bytes.windows(key.len()).position(|w| w == key).unwrap();
+    bytes[at + key.len() - 1] = b'X';
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+#[test]
+fn a_model_without_a_chat_template_completes_text_and_refuses_chats() {
+    let dir = std::env::temp_dir().join(format!("webgpu-llm-base-{}", std::process::id()));
+    let base = without_template(&dir, "base.gguf");
+    let messages = dir.join("messages.json");
+    std::fs::write(&messages, r#"[{"role": "user", "content": "Hi"}]"#).unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_webgpu-llm"))
+            .args(args)
+            .args(["--model", base.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let info = json(&run(&["info", "--backend", "cpu"]));
+    assert_eq!(info["template"]["has_chat_template"], false);
+    assert_eq!(info["chat_template"], serde_json::Value::Null);
+    // Not a catalog file: another name.
+    assert_eq!((info["catalog"]["entry"].is_null(), info["catalog"]["matched"].as_bool()), (true, Some(false)));
+    for args in [&["generate", "--chat", "Hi"][..], &["generate", "--messages", messages.to_str().unwrap()], &["chat"]]
+    {
+        let e = stderr(&run(args));
+        assert!(
+            e.contains("error [invalid_argument]") && e.contains("is a base model") && e.contains("--prompt"),
+            "{e}"
+        );
+    }
+    let out = json(&run(&["generate", "--prompt", "The capital of France is", "--max-tokens", "3", "--json"]));
+    assert_eq!(out["tokens"].as_array().unwrap().len(), 3);
+    // Named like the default model's file and as long as it: recognised by name and size (the
+    // sha256 is not checked).
+    let same_name = without_template(&dir, &webgpu_llm::model::catalog::default_entry().file);
+    let out = Command::new(env!("CARGO_BIN_EXE_webgpu-llm"))
+        .args(["info", "--backend", "cpu", "--model", same_name.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(json(&out)["catalog"]["matched"], true);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn gemma3_is_a_base_model_refused_for_chats() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let entry = webgpu_llm::model::catalog::find("gemma3-270m").unwrap();
+    if !root.join("models").join(&entry.file).is_file() {
+        eprintln!("note: models/{} is absent (scripts/fetch-model.sh gemma3-270m): skipped", entry.file);
+        return;
+    }
+    for args in [&["generate", "--model", "gemma3-270m", "--chat", "Hi"][..], &["chat", "--model", "gemma3-270m"]] {
+        let e = stderr(&cli_in(root, args));
+        assert!(
+            e.contains("error [invalid_argument]") && e.contains("is a base model") && e.contains("--prompt"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn generate_messages_answers_a_conversation_with_a_system_message() {
+    let dir = std::env::temp_dir().join(format!("webgpu-llm-messages-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let conversation = serde_json::json!([
+        { "role": "system", "content": "You are terse. Answer in one word." },
+        { "role": "user", "content": "What is the capital of France?" },
+        { "role": "assistant", "content": "Paris." },
+        { "role": "user", "content": "And of Italy?" },
+    ]);
+    let path = file("conversation.json", &conversation.to_string());
+    let out = json(&cli(&["generate", "--messages", &path, "--temperature", "0", "--max-tokens", "8", "--json"]));
+    // The prompt is the conversation rendered by the model's own template.
+    let bytes = model_bytes();
+    let gguf = webgpu_llm::gguf::Gguf::parse(&bytes).unwrap();
+    let tok = webgpu_llm::tokenizer::Tokenizer::from_gguf(&gguf).unwrap();
+    let template = webgpu_llm::chat::ChatTemplate::from_gguf(&gguf, &tok).unwrap();
+    let messages: Vec<webgpu_llm::chat::Message> = serde_json::from_value(conversation.clone()).unwrap();
+    let want = template.encode(&tok, &messages, true).unwrap();
+    assert_eq!(ids(&out["prompt_tokens"]), want);
+    let text = template.render(&messages, true).unwrap();
+    assert!(
+        text.starts_with("<|im_start|>system\nYou are terse.") && text.ends_with("<|im_start|>assistant\n"),
+        "{text}"
+    );
+    assert!(!out["text"].as_str().unwrap().is_empty());
+    // One user message is --chat.
+    let one = file("one.json", r#"[{"role": "user", "content": "What is the capital of France?"}]"#);
+    let by_file = json(&cli(&["generate", "--messages", &one, "--temperature", "0", "--max-tokens", "8", "--json"]));
+    let by_flag = json(&cli(&[
+        "generate",
+        "--chat",
+        "What is the capital of France?",
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "8",
+        "--json",
+    ]));
+    assert_eq!((&by_file["prompt_tokens"], &by_file["tokens"]), (&by_flag["prompt_tokens"], &by_flag["tokens"]));
+
+    // Bad JSON and wrong shapes are invalid_argument, saying what is wanted.
+    for (name, text) in [
+        ("not-json.json", "[{"),
+        ("object.json", r#"{"role": "user", "content": "Hi"}"#),
+        ("no-content.json", r#"[{"role": "user"}]"#),
+        ("content-parts.json", r#"[{"role": "user", "content": [{"type": "text", "text": "Hi"}]}]"#),
+        ("empty.json", "[]"),
+    ] {
+        let e = stderr(&cli(&["generate", "--messages", &file(name, text)]));
+        assert!(e.contains("error [invalid_argument]") && e.contains(r#"want a JSON array of {"role""#), "{name}: {e}");
+    }
+    let e = stderr(&cli(&["generate", "--messages", &one, "--chat", "Hi"]));
+    assert!(
+        e.contains("error [invalid_argument]") && e.contains("exactly one of --prompt, --chat and --messages"),
+        "{e}"
+    );
+    let e = stderr(&cli(&["generate", "--messages", &dir.join("missing.json").to_string_lossy()]));
+    assert!(e.contains("error [io]"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

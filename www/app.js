@@ -1,14 +1,15 @@
 // The demo chat page: imports the npm package from ../pkg exactly as a user's page would.
-import { createEngine } from "../pkg/index.js";
+import { createEngine, estimateMemory, listModels } from "../pkg/index.js";
 
 const $ = (id) => document.getElementById(id);
 
 // ---- Sampling knobs: sliders + numbers, persisted, applied live through setSampling. ----
 
+// `quick`: kept in view on a phone, where the panel is a bottom sheet.
 const KNOBS = [
-  { key: "temperature", label: "Temperature", min: 0, max: 2, step: 0.05, def: 0.7, hint: "Higher is more random; 0 always takes the most likely token." },
+  { key: "temperature", label: "Temperature", quick: true, min: 0, max: 2, step: 0.05, def: 0.7, hint: "Higher is more random; 0 always takes the most likely token." },
   { key: "top_k", label: "Top-k", min: 0, max: 200, step: 1, def: 40, hint: "Only the k most likely tokens can be drawn; 0 turns it off." },
-  { key: "top_p", label: "Top-p", min: 0.01, max: 1, step: 0.01, def: 0.95, hint: "Only the most likely tokens that make up this much probability." },
+  { key: "top_p", label: "Top-p", quick: true, min: 0.01, max: 1, step: 0.01, def: 0.95, hint: "Only the most likely tokens that make up this much probability." },
   { key: "min_p", label: "Min-p", min: 0, max: 1, step: 0.01, def: 0.05, hint: "Drops tokens less likely than this fraction of the top one." },
   { key: "repetition_penalty", label: "Repetition penalty", min: 0.5, max: 2, step: 0.01, def: 1, hint: "Above 1 discourages repeating recent tokens." },
   { key: "max_tokens", label: "Max tokens", min: 1, max: 2048, step: 1, def: 256, hint: "The longest answer." },
@@ -43,7 +44,7 @@ function buildKnobs() {
   box.replaceChildren();
   for (const k of KNOBS) {
     const div = document.createElement("div");
-    div.className = "knob";
+    div.className = k.quick ? "knob quick" : "knob";
     const label = document.createElement("label");
     label.htmlFor = `knob-${k.key}`;
     label.textContent = k.label;
@@ -85,6 +86,17 @@ function buildKnobs() {
   }
 }
 
+$("sheet-toggle").addEventListener("click", () => {
+  const open = $("controls").classList.toggle("open");
+  $("sheet-toggle").setAttribute("aria-expanded", String(open));
+  $("sheet-toggle").textContent = open ? "Fewer knobs ▾" : "All knobs ▴";
+});
+// On a phone the sheet covers the page's bottom: pad the page by its height.
+new ResizeObserver(() => {
+  const fixed = getComputedStyle($("controls")).position === "fixed";
+  document.body.style.setProperty("--sheet-height", fixed ? `${$("controls").offsetHeight}px` : "0px");
+}).observe($("controls"));
+
 $("reset-all").addEventListener("click", () => {
   for (const k of KNOBS) settings[k.key] = k.def;
   settings.seedLocked = false;
@@ -98,6 +110,80 @@ let engine = null;
 let info = null;
 
 const MB = (b) => (b / 1048576).toFixed(1);
+
+// ---- The model picker: the catalog's models that this server has. ----
+
+/** listModels() entries (every catalog model, `present` or not). */
+let catalog = [];
+const PICK_STORE = "webgpu-llm.demo.model";
+const OTHER = "";
+
+const contextChoice = () => Number($("context-choice").value);
+
+/** What loading `m` needs at the chosen context: weights plus the KV cache (f32; f16 halves it). */
+function memoryText(m) {
+  const e = estimateMemory(m, contextChoice());
+  return `Needs ≈ ${MB(e.total_bytes)} MB: ${MB(e.weights_bytes)} MB of weights + ${MB(e.kv_cache_bytes)} MB of KV cache ` +
+    `for ${e.context_size} tokens (f32; half that on a GPU with f16)`;
+}
+
+function picked() {
+  return catalog.find((m) => m.name === $("model-pick").value && m.present) ?? null;
+}
+
+function showPicked() {
+  const m = picked();
+  $("model-about").textContent = m
+    ? `${m.title}: ${m.parameters} parameters, ${m.architecture}, ${m.quant}, ` +
+      `${m.kind === "chat" ? "chat (instruction-tuned)" : "base model: text completion"}; ${m.license}. ${memoryText(m)}.`
+    : "Load a GGUF file by URL, with the file picker, or by dropping it on the page.";
+  for (const o of $("model-pick").options) {
+    const e = catalog.find((m) => m.name === o.value);
+    if (e) o.textContent = `${e.title} · ${MB(e.size_bytes)} MB · ${e.license} · ≈ ${MB(estimateMemory(e, contextChoice()).total_bytes)} MB`;
+  }
+}
+
+async function fillPicker() {
+  try {
+    catalog = await listModels({ baseUrl: "../models/" });
+  } catch (e) {
+    catalog = [];
+    showError(e);
+  }
+  const option = (value, text) => Object.assign(document.createElement("option"), { value, textContent: text });
+  const present = catalog.filter((m) => m.present);
+  $("model-pick").replaceChildren(...present.map((m) => option(m.name, m.title)), option(OTHER, "another model: a URL or a file (below)"));
+  const saved = localStorage.getItem(PICK_STORE);
+  const first = present.find((m) => m.name === saved) ?? present.find((m) => m.default) ?? present[0];
+  if (first) {
+    $("model-pick").value = first.name;
+    $("model-url").value = first.url;
+  } else {
+    $("model-pick").value = OTHER;
+    $("other-model").open = true;
+  }
+  showPicked();
+}
+
+$("model-pick").addEventListener("change", () => {
+  const m = picked();
+  if (m) {
+    $("model-url").value = m.url;
+    $("model-file").value = "";
+  } else {
+    $("other-model").open = true;
+  }
+  showPicked();
+});
+$("context-choice").addEventListener("change", showPicked);
+$("model-url").addEventListener("input", () => {
+  $("model-pick").value = catalog.find((m) => m.present && m.url === $("model-url").value)?.name ?? OTHER;
+  showPicked();
+});
+$("model-file").addEventListener("change", () => {
+  if ($("model-file").files[0]) $("model-pick").value = OTHER;
+  showPicked();
+});
 
 async function load(model) {
   hideError();
@@ -114,6 +200,7 @@ async function load(model) {
     engine = await createEngine({
       model,
       backend: $("backend-choice").value,
+      contextSize: contextChoice(),
       onProgress: ({ stage, loadedBytes, totalBytes }) => {
         const secs = (performance.now() - t0) / 1000;
         bar.value = totalBytes ? loadedBytes / totalBytes : 0;
@@ -125,7 +212,9 @@ async function load(model) {
     await engine.setSampling(knobs());
     info = await engine.info();
     $("progress-text").textContent = `ready in ${((performance.now() - t0) / 1000).toFixed(1)} s`;
+    if (picked() && model === picked().url) localStorage.setItem(PICK_STORE, picked().name);
     showFacts();
+    setMode(info.template.has_chat_template ? chosenMode : "completion");
     newChat();
   } catch (e) {
     $("progress-text").textContent = "";
@@ -147,7 +236,11 @@ function showFacts() {
     ["Vocabulary", c.vocab_size.toLocaleString()],
     ["Context", `${info.context_size} of ${c.context_length} tokens`],
     ["Weights", `${MB(info.weight_bytes)} MB`],
+    // (The CPU backend allocates its cache as the context fills: 0 at first.)
+    ...(info.kv_cache_bytes > 0 ? [["KV cache", `${MB(info.kv_cache_bytes)} MB`]] : []),
     ["Backend", info.backend === "gpu" ? `WebGPU${a?.name ? ` on ${a.name}` : ""}, ${a?.f16 ? "f16" : "f32"} KV cache` : `CPU (wasm)${why}`],
+    ...templateRows(info),
+    ["Catalog", catalogText(info.catalog)],
   ];
   $("facts").replaceChildren(...rows.flatMap(([k, v]) => {
     const dt = document.createElement("dt");
@@ -157,6 +250,25 @@ function showFacts() {
     return [dt, dd];
   }));
   $("backend").textContent = info.backend === "gpu" ? "WebGPU" : "CPU";
+}
+
+/** The template facts: whether it chats, and the tokens that start and end its text. */
+function templateRows(info) {
+  const t = info.template;
+  const tok = (f) => (f ? `${f.text} (${f.id})` : "none");
+  return [
+    ["Chat template", t.has_chat_template
+      ? `its own (${info.chat_template.length.toLocaleString()} characters of Jinja)`
+      : "none: a base model, so text completion only"],
+    ["BOS", `${tok(t.bos)}, ${t.add_bos ? "added to" : "not added to"} prompts`],
+    ["EOS", tok(t.eos)],
+    ["Stops at", t.eog.length ? t.eog.map(tok).join(", ") : "nothing but the length"],
+  ];
+}
+
+function catalogText(c) {
+  if (!c.entry) return "not a catalog model";
+  return c.matched ? `${c.entry.name} (${c.entry.license}); file name and size match` : `${c.entry.name}? ${c.note}`;
 }
 
 $("model-form").addEventListener("submit", (e) => {
@@ -231,7 +343,7 @@ function fill(box, text, from, to, tokens) {
 
 function bubble(role, text) {
   const li = document.createElement("li");
-  li.className = role;
+  li.className = role === "assistant" ? "assistant answer" : role;
   render(li, text);
   $("messages").append(li);
   li.scrollIntoView({ block: "end" });
@@ -242,7 +354,7 @@ function setBusy(busy, why = "") {
   const ready = !busy && engine !== null;
   $("input").disabled = !ready;
   $("send").disabled = !ready;
-  $("regenerate").disabled = !ready || !messages.some((m) => m.role === "assistant");
+  $("regenerate").disabled = !ready || (mode === "chat" ? !messages.some((m) => m.role === "assistant") : !lastContinuation);
   $("stop").disabled = why !== "generating";
   $("load").disabled = busy;
   document.body.dataset.state = busy ? why : engine ? "ready" : "empty";
@@ -257,26 +369,26 @@ const TOP = 10;
 const DIST_HINT = $("dist-caption").textContent;
 let replyTokens = 0;
 
-async function reply() {
+/**
+ * Stream a generation into `view` (an `.answer` element): `start(signal)` makes the stream,
+ * `part(chunk)` says what a chunk holds (`[text, logprob entry or undefined]`), `onText` sees
+ * each piece of text. Resolves to the whole text; the caller calls setBusy(false).
+ */
+async function streamInto(view, start, part, onText = () => {}) {
   hideError();
   setBusy(true, "generating");
-  const li = bubble("assistant", "");
   const tokens = [];
-  li.tokens = tokens;
-  li.tabIndex = 0;
-  li.setAttribute("aria-label", "Answer: arrow keys step through its tokens and their alternatives");
+  view.tokens = tokens;
+  view.tabIndex = 0;
+  render(view, "");
   controller = new AbortController();
   replyTokens = 0;
   let text = "";
   const t0 = performance.now();
   let first = null;
   try {
-    const stream = await engine.chat.completions.create({
-      messages: conversation(), stream: true, signal: controller.signal, logprobs: true, top_logprobs: TOP, ...knobs(),
-    });
-    for await (const chunk of stream) {
-      const piece = chunk.choices[0].delta.content ?? "";
-      const entry = chunk.choices[0].logprobs?.content[0];
+    for await (const chunk of await start(controller.signal)) {
+      const [piece = "", entry] = part(chunk);
       if (entry) {
         first ??= performance.now();
         replyTokens++;
@@ -288,19 +400,81 @@ async function reply() {
       }
       if (piece || entry) {
         text += piece;
-        render(li, text, tokens);
-        li.scrollIntoView({ block: "end" });
+        onText(piece);
+        render(view, text, tokens);
+        view.scrollIntoView({ block: "nearest" });
       }
     }
   } catch (e) {
     if (e.code !== "aborted") showError(e);
   } finally {
-    messages.push({ role: "assistant", content: text });
     controller = null;
     showStats(engine.lastGeneration, first ? (first - t0) / 1000 : null);
-    setBusy(false);
-    $("input").focus();
   }
+  return text;
+}
+
+async function reply() {
+  const li = bubble("assistant", "");
+  li.setAttribute("aria-label", "Answer: arrow keys step through its tokens and their alternatives");
+  const text = await streamInto(li,
+    (signal) => engine.chat.completions.create({
+      messages: conversation(), stream: true, signal, logprobs: true, top_logprobs: TOP, ...knobs(),
+    }),
+    (chunk) => [chunk.choices[0].delta.content, chunk.choices[0].logprobs?.content[0]]);
+  messages.push({ role: "assistant", content: text });
+  setBusy(false);
+  $("input").focus();
+}
+
+// ---- Text completion: the continuation streams into the text box. ----
+
+/** The last continuation: the text it continued and what it added (for Regenerate). */
+let lastContinuation = null;
+
+async function complete() {
+  const doc = $("document");
+  const before = doc.value;
+  if (!before || !engine || controller) return;
+  doc.readOnly = true;
+  const text = await streamInto($("continuation"),
+    (signal) => engine.completions.create({ prompt: before, stream: true, signal, logprobs: TOP, ...knobs() }),
+    (chunk) => [chunk.choices[0].text, chunk.choices[0].logprobs?.content[0]],
+    (piece) => {
+      doc.value += piece;
+      doc.scrollTop = doc.scrollHeight;
+    });
+  lastContinuation = { before, text };
+  doc.readOnly = false;
+  setBusy(false);
+  doc.focus();
+}
+
+// ---- Chat or completion: a base model (no chat template) only completes text. ----
+
+let mode = "chat";
+/** The mode the user chose (a model without a template overrides it). */
+let chosenMode = "chat";
+
+function setMode(m) {
+  mode = m;
+  document.body.dataset.mode = m;
+  $("completion").hidden = m !== "completion";
+  for (const r of document.querySelectorAll("input[name=mode]")) r.checked = r.value === m;
+  const chats = info?.template.has_chat_template !== false;
+  document.querySelector("input[name=mode][value=chat]").disabled = !chats;
+  $("mode-note").textContent = chats ? "" : "a base model (no chat template): it continues text";
+  $("send").textContent = m === "chat" ? "Send" : "Continue";
+  $("send").title = m === "chat" ? "Enter" : "Ctrl+Enter";
+  $("new-chat").textContent = m === "chat" ? "New chat" : "Clear";
+  setBusy(Boolean(controller), controller ? "generating" : "");
+}
+for (const r of document.querySelectorAll("input[name=mode]")) {
+  r.addEventListener("change", () => {
+    if (!r.checked || controller) return;
+    chosenMode = r.value;
+    setMode(r.value);
+  });
 }
 
 function showStats(g, ttft) {
@@ -356,7 +530,7 @@ function showStep(entry, n) {
 /** The alternatives of a hovered or tapped token, beside it, and its step in the panel. */
 function showAlternatives(span) {
   const n = Number(span.dataset.step);
-  const entry = span.closest("li")?.tokens?.[n]?.entry;
+  const entry = span.closest(".answer")?.tokens?.[n]?.entry;
   if (!entry) return;
   document.querySelector(".tok.current")?.classList.remove("current");
   span.classList.add("current");
@@ -374,23 +548,26 @@ function showAlternatives(span) {
 }
 
 const tokenOf = (e) => e.target.closest?.(".tok");
-$("messages").addEventListener("mouseover", (e) => tokenOf(e) && showAlternatives(tokenOf(e)));
-$("messages").addEventListener("click", (e) => tokenOf(e) && showAlternatives(tokenOf(e)));
-$("messages").addEventListener("mouseleave", () => ($("alts").hidden = true));
-// Keyboard: with an answer focused, Left/Right walk its tokens.
-$("messages").addEventListener("keydown", (e) => {
-  const li = e.target.closest?.("li.assistant");
-  if (!li?.tokens?.length || (e.key !== "ArrowLeft" && e.key !== "ArrowRight")) return;
-  e.preventDefault();
-  const at = Number(li.querySelector(".tok.current")?.dataset.step ?? -1);
-  const next = Math.max(0, Math.min(li.tokens.length - 1, at + (e.key === "ArrowRight" ? 1 : -1)));
-  const span = li.querySelector(`.tok[data-step="${next}"]`);
-  if (span) showAlternatives(span);
-});
+for (const box of [$("messages"), $("continuation")]) {
+  box.addEventListener("mouseover", (e) => tokenOf(e) && showAlternatives(tokenOf(e)));
+  box.addEventListener("click", (e) => tokenOf(e) && showAlternatives(tokenOf(e)));
+  box.addEventListener("mouseleave", () => ($("alts").hidden = true));
+  // Keyboard: with an answer focused, Left/Right walk its tokens.
+  box.addEventListener("keydown", (e) => {
+    const answer = e.target.closest?.(".answer");
+    if (!answer?.tokens?.length || (e.key !== "ArrowLeft" && e.key !== "ArrowRight")) return;
+    e.preventDefault();
+    const at = Number(answer.querySelector(".tok.current")?.dataset.step ?? -1);
+    const next = Math.max(0, Math.min(answer.tokens.length - 1, at + (e.key === "ArrowRight" ? 1 : -1)));
+    const span = answer.querySelector(`.tok[data-step="${next}"]`);
+    if (span) showAlternatives(span);
+  });
+}
 document.addEventListener("click", (e) => !tokenOf(e) && ($("alts").hidden = true));
 
 $("composer").addEventListener("submit", (e) => {
   e.preventDefault();
+  if (mode === "completion") return void complete();
   const text = $("input").value.trim();
   if (!text || !engine || controller) return;
   $("input").value = "";
@@ -404,12 +581,25 @@ $("input").addEventListener("keydown", (e) => {
     $("composer").requestSubmit();
   }
 });
+$("document").addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) {
+    e.preventDefault();
+    complete();
+  }
+});
 $("stop").addEventListener("click", () => controller?.abort());
 document.addEventListener("keydown", (e) => {
   if (e.key === "Escape") controller?.abort();
 });
 $("regenerate").addEventListener("click", () => {
-  if (controller || messages.at(-1)?.role !== "assistant") return;
+  if (controller) return;
+  if (mode === "completion") {
+    // Take the last continuation back (if the text still ends with it) and continue again.
+    const last = lastContinuation;
+    if (last && $("document").value === last.before + last.text) $("document").value = last.before;
+    return void complete();
+  }
+  if (messages.at(-1)?.role !== "assistant") return;
   messages.pop();
   $("messages").lastElementChild?.remove();
   reply();
@@ -419,6 +609,10 @@ function newChat() {
   controller?.abort();
   messages = [];
   $("messages").replaceChildren();
+  if (mode === "completion") $("document").value = "";
+  lastContinuation = null;
+  render($("continuation"), "");
+  $("continuation").tokens = [];
   $("alts").hidden = true;
   $("dist").tBodies[0].replaceChildren();
   $("dist-caption").textContent = DIST_HINT;
@@ -466,6 +660,7 @@ function hideError() {
 }
 
 buildKnobs();
-setBusy(false);
-window.demo = { get engine() { return engine; }, settings, knobs, applied };
+setMode("chat");
+window.demo = { get engine() { return engine; }, get catalog() { return catalog; }, get mode() { return mode; }, settings, knobs, applied };
+await fillPicker();
 load($("model-url").value);

@@ -1,24 +1,31 @@
 //! `webgpu-llm`: the native command line over the same Engine the browser uses.
 
 use std::collections::HashMap;
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use web_time::Instant;
 use webgpu_llm::chat::Message;
 use webgpu_llm::engine::{BackendKind, Chat, Engine, EngineOptions, Generation};
+use webgpu_llm::gguf::Gguf;
 use webgpu_llm::gpu::{Gpu, GpuOptions};
+use webgpu_llm::model::catalog;
 use webgpu_llm::sampler::SamplingParams;
 use webgpu_llm::{Error, Result};
 
-const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+/// Where `scripts/fetch-model.sh` puts the catalog's models, relative to the current directory.
+const MODELS_DIR: &str = "models";
 
-const USAGE: &str = "\
-usage: webgpu-llm <command> [options]
+const USAGE: &str = r#"usage: webgpu-llm <command> [options]
 
 commands:
-  generate  (--prompt TEXT | --chat TEXT) [sampling] [--json]
-                                  continue raw text, or answer TEXT as one chat message
+  generate  (--prompt TEXT | --chat TEXT | --messages FILE.json) [sampling] [--json]
+                                  continue raw text; answer TEXT as one chat message; or answer
+                                  a conversation: an OpenAI-style JSON array of messages,
+                                  [{"role": "system", "content": "..."}, {"role": "user", ...},
+                                  {"role": "assistant", ...}, ...] (FILE - reads stdin).
+                                  A base model (no chat template) takes --prompt only
   chat      [--system TEXT] [sampling]
                                   interactive chat that keeps its context (/reset, /quit)
   tokenize  --text TEXT [--no-parse-special]
@@ -26,10 +33,16 @@ commands:
   bench     [--prompt-tokens 128] [--gen-tokens 64] [--sample [--seed S]] [--json]
                                   prefill and decode speed and work per token; greedy, or
                                   the default sampling knobs with --sample
-  info                            print the model's configuration and the GPU adapter as JSON
+  info                            print as JSON the model's configuration, its catalog entry
+                                  (recognised by file name and size), its template facts (own
+                                  chat template or none, BOS/EOS, end-of-generation tokens) and
+                                  the GPU adapter
 
 common options:
-  --model PATH          GGUF file (default models/SmolLM2-135M-Instruct.Q4_1.gguf)
+  --model NAME|PATH     a catalog model by name (its file under models/; fetch it with
+                        scripts/fetch-model.sh NAME) or a GGUF file's path. Names:
+                        {names}
+                        (default {default})
   --tokenizer PATH      a HF tokenizer.json to use instead of the GGUF vocabulary
   --backend auto|gpu|cpu
                         forward-pass backend (default auto: the GPU if it is real hardware,
@@ -44,7 +57,7 @@ sampling options (applied in this order; see src/sampler.rs):
   --repeat-penalty R    --repeat-last-n N   --frequency-penalty F   --presence-penalty P
   --top-k K             --temperature T (0 = greedy)   --top-p P   --min-p M
   --seed S              --max-tokens N      --stop TEXT (repeatable)
-";
+"#;
 
 /// Options that take no value.
 const SWITCHES: &[&str] = &["--json", "--no-parse-special", "--no-f16", "--exact-cpu", "--sample", "--help"];
@@ -145,8 +158,87 @@ const SAMPLING_FLAGS: &[&str] = &[
     "--logit-bias",
 ];
 
-fn load(args: &Args) -> Result<(Engine, f64)> {
-    let path = args.str("--model").unwrap_or(DEFAULT_MODEL);
+/// `--model`: a catalog name (its file under models/, which must have been fetched) or a path;
+/// the catalog's default model without it.
+fn model_path(args: &Args) -> Result<PathBuf> {
+    let entry = match args.str("--model") {
+        None => Some(catalog::default_entry()),
+        Some(name) => catalog::find(name),
+    };
+    match (entry, args.str("--model")) {
+        (Some(e), _) => {
+            let path = Path::new(MODELS_DIR).join(&e.file);
+            match path.is_file() {
+                true => Ok(path),
+                false => Err(Error::Io(format!(
+                    "model {} is not fetched ({} is missing): run scripts/fetch-model.sh {}",
+                    e.name,
+                    path.display(),
+                    e.name
+                ))),
+            }
+        }
+        (None, Some(path)) => Ok(PathBuf::from(path)),
+        (None, None) => unreachable!("the default model is in the catalog"),
+    }
+}
+
+fn read_model(args: &Args) -> Result<(PathBuf, Vec<u8>)> {
+    let path = model_path(args)?;
+    let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            let names: Vec<&str> = catalog::entries().iter().map(|e| e.name.as_str()).collect();
+            Error::Io(format!("{}: no such file, nor a catalog model ({})", path.display(), names.join(", ")))
+        }
+        _ => Error::Io(format!("{}: {e}", path.display())),
+    })?;
+    Ok((path, bytes))
+}
+
+/// What a command asks of the model.
+#[derive(Clone, Copy, PartialEq)]
+enum Use {
+    Any,
+    /// A chat: the model must have its own chat template.
+    Chat,
+}
+
+/// A base model has no chat template. Rather than make one up (ChatML, which it was never
+/// trained on), chat commands refuse it before its weights are loaded. The same test as
+/// `Engine::has_chat_template`, on the file's metadata.
+fn check_chat_template(path: &Path, bytes: &[u8]) -> Result<()> {
+    let gguf = Gguf::parse(bytes)?;
+    if gguf.get("tokenizer.chat_template").is_some() {
+        return Ok(());
+    }
+    let name = gguf.get("general.name").and_then(|v| v.as_str()).unwrap_or("the model");
+    Err(Error::InvalidArgument(format!(
+        "{} ({name}) is a base model: it has no chat template, so there is no chat format to follow; \
+         use --prompt TEXT for a raw completion",
+        path.display()
+    )))
+}
+
+/// A conversation from `--messages FILE` (`-`: stdin): an OpenAI-style array of
+/// `{"role", "content"}` objects.
+fn read_messages(file: &str) -> Result<Vec<Message>> {
+    let text = if file == "-" {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text)?;
+        text
+    } else {
+        std::fs::read_to_string(file).map_err(|e| Error::Io(format!("{file}: {e}")))?
+    };
+    let want = r#"want a JSON array of {"role": "...", "content": "..."} objects"#;
+    let messages: Vec<Message> =
+        serde_json::from_str(&text).map_err(|e| Error::InvalidArgument(format!("--messages {file}: {e}; {want}")))?;
+    if messages.is_empty() {
+        return Err(Error::InvalidArgument(format!("--messages {file}: the array is empty; {want}")));
+    }
+    Ok(messages)
+}
+
+fn load(args: &Args, purpose: Use) -> Result<(Engine, f64)> {
     let backend = match args.str("--backend").unwrap_or("auto") {
         "auto" => BackendKind::Auto,
         "cpu" => BackendKind::Cpu,
@@ -154,7 +246,10 @@ fn load(args: &Args) -> Result<(Engine, f64)> {
         other => return Err(Error::InvalidArgument(format!("--backend {other:?}: want auto, gpu or cpu"))),
     };
     let started = Instant::now();
-    let bytes = std::fs::read(path).map_err(|e| Error::Io(format!("{path}: {e}")))?;
+    let (path, bytes) = read_model(args)?;
+    if purpose == Use::Chat {
+        check_chat_template(&path, &bytes)?;
+    }
     let tokenizer_json = match args.str("--tokenizer") {
         Some(p) => Some(std::fs::read(p).map_err(|e| Error::Io(format!("{p}: {e}")))?),
         None => None,
@@ -184,7 +279,9 @@ fn main() -> ExitCode {
 fn run() -> Result<()> {
     let args = Args::parse()?;
     if args.flag("--help") || matches!(args.command.as_str(), "--help" | "-h" | "help") {
-        print!("{USAGE}");
+        let names: Vec<&str> = catalog::entries().iter().map(|e| e.name.as_str()).collect();
+        let usage = USAGE.replace("{names}", &names.join(", ")).replace("{default}", &catalog::default_entry().name);
+        print!("{usage}");
         return Ok(());
     }
     match args.command.as_str() {
@@ -198,13 +295,20 @@ fn run() -> Result<()> {
 }
 
 fn generate(args: &Args) -> Result<()> {
-    args.only(&[SAMPLING_FLAGS, &["--prompt", "--chat", "--json"]].concat())?;
+    args.only(&[SAMPLING_FLAGS, &["--prompt", "--chat", "--messages", "--json"]].concat())?;
     let params = args.sampling()?;
-    let (mut engine, _) = load(args)?;
-    let prompt = match (args.str("--prompt"), args.str("--chat")) {
-        (Some(text), None) => engine.encode_prompt(text)?,
-        (None, Some(text)) => engine.encode_chat(&[Message { role: "user".into(), content: text.into() }])?,
-        _ => return Err(Error::InvalidArgument("generate needs exactly one of --prompt and --chat".into())),
+    let messages = match (args.str("--prompt"), args.str("--chat"), args.str("--messages")) {
+        (Some(_), None, None) => None,
+        (None, Some(text), None) => Some(vec![Message { role: "user".into(), content: text.into() }]),
+        (None, None, Some(file)) => Some(read_messages(file)?),
+        _ => {
+            return Err(Error::InvalidArgument("generate needs exactly one of --prompt, --chat and --messages".into()))
+        }
+    };
+    let (mut engine, _) = load(args, if messages.is_some() { Use::Chat } else { Use::Any })?;
+    let prompt = match (&messages, args.str("--prompt")) {
+        (Some(m), _) => engine.encode_chat(m)?,
+        (None, text) => engine.encode_prompt(text.unwrap_or_default())?,
     };
     let json = args.flag("--json");
     let mut out = std::io::stdout();
@@ -235,7 +339,7 @@ fn generate(args: &Args) -> Result<()> {
 fn chat(args: &Args) -> Result<()> {
     args.only(&[SAMPLING_FLAGS, &["--system"]].concat())?;
     let params = args.sampling()?;
-    let (mut engine, secs) = load(args)?;
+    let (mut engine, secs) = load(args, Use::Chat)?;
     eprintln!(
         "{} loaded in {secs:.1}s on the {} backend; {} tokens of context. /reset starts over, /quit leaves.",
         engine.config().name,
@@ -281,9 +385,8 @@ fn chat(args: &Args) -> Result<()> {
 fn tokenize(args: &Args) -> Result<()> {
     args.only(&["--text", "--no-parse-special"])?;
     let text = args.str("--text").ok_or_else(|| Error::InvalidArgument("tokenize needs --text".into()))?;
-    let path = args.str("--model").unwrap_or(DEFAULT_MODEL);
-    let bytes = std::fs::read(path).map_err(|e| Error::Io(format!("{path}: {e}")))?;
-    let gguf = webgpu_llm::gguf::Gguf::parse(&bytes)?;
+    let (_, bytes) = read_model(args)?;
+    let gguf = Gguf::parse(&bytes)?;
     let tokenizer = match args.str("--tokenizer") {
         Some(p) => webgpu_llm::tokenizer::Tokenizer::from_json(&std::fs::read(p)?, &gguf)?,
         None => webgpu_llm::tokenizer::Tokenizer::from_gguf(&gguf)?,
@@ -300,7 +403,7 @@ fn bench(args: &Args) -> Result<()> {
     if prompt_tokens == 0 || gen_tokens == 0 {
         return Err(Error::InvalidArgument("--prompt-tokens and --gen-tokens must be at least 1".into()));
     }
-    let (mut engine, load_secs) = load(args)?;
+    let (mut engine, load_secs) = load(args, Use::Any)?;
     // A fixed English text, repeated as needed and cut to exactly the asked length.
     let text = "The quick brown fox jumps over the lazy dog while the river runs past the old mill. ";
     let unit = engine.encode_prompt(text)?;
@@ -375,7 +478,9 @@ fn per_token(count: u64, tokens: usize) -> f64 {
 
 fn info(args: &Args) -> Result<()> {
     args.only(&[])?;
-    let (engine, _) = load(args)?;
+    let path = model_path(args)?;
+    let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+    let (engine, _) = load(args, Use::Any)?;
     // The adapter wgpu finds, even when the model runs on the CPU (auto on a software adapter).
     let adapter = match engine.adapter() {
         Some(a) => serde_json::to_value(a).expect("report serializes"),
@@ -385,6 +490,9 @@ fn info(args: &Args) -> Result<()> {
         },
     };
     let report = serde_json::json!({
+        "file": path,
+        "catalog": webgpu_llm::facts::catalog_facts(path.to_str(), size),
+        "template": webgpu_llm::facts::template_facts(&engine),
         "config": engine.config(),
         "backend": engine.backend_name(),
         "adapter": adapter,
@@ -392,7 +500,8 @@ fn info(args: &Args) -> Result<()> {
         "weight_bytes": engine.stats().weight_bytes,
         "kv_cache_bytes": engine.stats().kv_bytes,
         "eog_ids": engine.tokenizer().eog_ids(),
-        "chat_template": engine.template().source(),
+        // The model's own template; null for a base model (which has none).
+        "chat_template": engine.has_chat_template().then(|| engine.template().source()),
     });
     println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
     Ok(())

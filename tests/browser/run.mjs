@@ -5,7 +5,7 @@
 
 import { execFileSync } from "node:child_process";
 import { request } from "node:http";
-import { mkdtempSync, readFileSync, writeFileSync, cpSync, mkdirSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync, cpSync, mkdirSync, existsSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { chromium } from "playwright-core";
@@ -55,6 +55,25 @@ const test = (name, fn) => tests.push({ name, fn });
 const capital = golden("chat_capital.json");
 const capitalAnswer = capital.f32_reference.generated_token_ids.slice(0, capital.f32_reference.first_eog_index);
 const facts = golden("raw_facts.json");
+const CATALOG = JSON.parse(readFileSync(join(ROOT, "src/model/catalog.json"), "utf8"));
+/** The catalog's models whose files are under models/ here. */
+const presentModels = () => CATALOG.models.filter((m) => existsSync(join(ROOT, "models", m.file)));
+
+/**
+ * In the page: the default model with its chat template's key renamed, so it has none (a base
+ * model, as far as the runtime can tell).
+ */
+async function templateless(model) {
+  const bytes = new Uint8Array(await (await fetch(model)).arrayBuffer());
+  const key = new TextEncoder().encode("tokenizer.chat_template");
+  for (let i = 0; i < 8 << 20; i++) {
+    if (key.every((c, j) => bytes[i + j] === c)) {
+      bytes[i + key.length - 1] = "X".charCodeAt(0);
+      return bytes;
+    }
+  }
+  throw new Error("no chat template in the model");
+}
 
 test("the type declarations compile against an app that uses the whole API", async () => {
   execFileSync(join(import.meta.dirname, "node_modules/.bin/tsc"),
@@ -583,8 +602,113 @@ test("npm pack: the tarball installs into a fresh project and imports in a page"
     return { exports: Object.keys(llm).sort(), n: out.usage.completion_tokens };
   }, MODEL);
   assert(!r.error, JSON.stringify(r.error));
-  same(r.exports, ["WebGpuLlmError", "clearModelCache", "createEngine", "deleteCachedModel", "listCachedModels"], "exports");
+  same(r.exports, ["WebGpuLlmError", "clearModelCache", "createEngine", "deleteCachedModel", "estimateMemory", "listCachedModels", "listModels"], "exports");
   same(r.n, 2, "tokens from the installed package");
+});
+
+test("catalog: listModels gives every catalog model with its URL, presence (HEAD) and size; estimateMemory", async () => {
+  const r = await inPage(page, async (llm) => {
+    const here = await llm.listModels({ baseUrl: "/models/" });
+    const nowhere = await llm.listModels({ baseUrl: "/no/such/folder/" });
+    const memory = llm.estimateMemory(here.find((m) => m.default), 4096);
+    const f16 = llm.estimateMemory(here.find((m) => m.default), 100000, { f16: true });
+    return { here, nowhere, memory, f16 };
+  });
+  assert(!r.error, JSON.stringify(r.error));
+  same(r.here.map((m) => m.name), CATALOG.models.map((m) => m.name), "every catalog model, in order");
+  const present = new Set(presentModels().map((m) => m.name));
+  for (const m of r.here) {
+    same(new URL(m.url).pathname, `/models/${m.file}`, `${m.name}: URL`);
+    same(m.present, present.has(m.name), `${m.name}: present`);
+    if (m.present) same(m.served_bytes, statSync(join(ROOT, "models", m.file)).size, `${m.name}: served size`);
+    same(m.size_bytes, CATALOG.models.find((c) => c.name === m.name).size_bytes, `${m.name}: catalog size`);
+    same(m.default, m.name === CATALOG.default, `${m.name}: default`);
+    assert(!("parts" in m) && m.license && m.n_layers > 0 && m.kv_width > 0, `${m.name}: fields ${Object.keys(m)}`);
+  }
+  assert(present.has(CATALOG.default), "the default model is present");
+  same(r.nowhere.map((m) => m.present), CATALOG.models.map(() => false), "nothing under a missing folder");
+  // SmolLM2-135M: 30 layers × 192 wide × K and V × 4 bytes × 4096 positions, plus the file.
+  const size = CATALOG.models.find((m) => m.name === CATALOG.default).size_bytes;
+  same(r.memory, { weights_bytes: size, kv_cache_bytes: 30 * 192 * 2 * 4 * 4096, total_bytes: size + 30 * 192 * 2 * 4 * 4096, context_size: 4096 }, "estimate");
+  same(r.f16.context_size, 8192, "at most the model's context");
+  same(r.f16.kv_cache_bytes, 30 * 192 * 2 * 2 * 8192, "f16 halves the cache");
+});
+
+test("completions.create: OpenAI text_completion, whole and streamed, with logprobs and abort; a base model refuses chat.completions", async () => {
+  const r = await inPage(page, async (llm, [model, prompt, ids, base]) => {
+    const engine = await llm.createEngine({ model, backend: "cpu", exactCpu: true });
+    const info = await engine.info();
+    const whole = await engine.completions.create({ prompt, max_tokens: 4, temperature: 0, logprobs: 3 });
+    const wholeTokens = engine.lastGeneration.tokens;
+    const byIds = await engine.completions.create({ prompt: ids, max_tokens: 4, temperature: 0 });
+    const chunks = [];
+    for await (const c of await engine.completions.create({ prompt: [prompt], max_tokens: 4, temperature: 0, stream: true, logprobs: 0 })) chunks.push(c);
+    const ctrl = new AbortController();
+    let aborted = null;
+    let seen = 0;
+    try {
+      for await (const c of await engine.completions.create({ prompt, max_tokens: 50, temperature: 0, stream: true, signal: ctrl.signal })) {
+        if (c.choices[0].text && ++seen === 2) ctrl.abort();
+      }
+    } catch (e) {
+      aborted = e.code;
+    }
+    const bad = {};
+    for (const [name, request] of Object.entries({
+      number: { prompt: 42 }, batch: { prompt: ["a", "b"] }, echo: { prompt, echo: true }, logprobsTrue: { prompt, logprobs: true },
+    })) {
+      try {
+        await engine.completions.create(request);
+        bad[name] = "ran";
+      } catch (e) {
+        bad[name] = e.code;
+      }
+    }
+    const after = await engine.completions.create({ prompt, max_tokens: 4, temperature: 0 });
+    await engine.unload();
+    // A model without a chat template: completions only; no catalog entry (bytes have no name).
+    const plain = await llm.createEngine({ model: await (0, eval)(`(${base})`)(model), backend: "cpu" });
+    const plainInfo = await plain.info();
+    let chat;
+    try {
+      await plain.chat.completions.create({ messages: [{ role: "user", content: "Hi" }], max_tokens: 2 });
+      chat = "ran";
+    } catch (e) {
+      chat = [e.code, e.message];
+    }
+    const raw = await plain.completions.create({ prompt, max_tokens: 2, temperature: 0 });
+    await plain.unload();
+    return { info, whole, wholeTokens, byIds, chunks, aborted, seen, bad, after, plainInfo, chat, raw };
+  }, [MODEL, facts.prompt_text, facts.prompt_token_ids, templateless.toString()]);
+  assert(!r.error, JSON.stringify(r.error));
+  const want = facts.f32_reference.generated_token_ids.slice(0, 4);
+  const c = r.whole.choices[0];
+  same([r.whole.object, c.index, c.finish_reason], ["text_completion", 0, "length"], "the completion");
+  same([r.whole.usage.prompt_tokens, r.whole.usage.completion_tokens], [facts.prompt_token_ids.length, 4], "usage");
+  same(c.logprobs.tokens.length, 4, "a logprob per token");
+  same(c.logprobs.tokens.join(""), c.text, "the tokens spell the text");
+  same(c.logprobs.text_offset, c.logprobs.tokens.map((_, i) => c.logprobs.tokens.slice(0, i).join("").length), "text_offset");
+  assert(c.logprobs.top_logprobs.every((t) => Object.keys(t).length <= 3), "at most 3 rivals");
+  same(c.logprobs.content.map((e) => e.logprob), c.logprobs.token_logprobs, "content: the chat-shaped entries");
+  same(r.byIds.choices[0].text, c.text, "token ids as the prompt");
+  same(r.after.choices[0].text, c.text, "the engine answers as before after errors and an abort");
+  const streamed = r.chunks.map((k) => k.choices[0].text).join("");
+  same(streamed, c.text, "streamed text");
+  assert(r.chunks.every((k) => k.object === "text_completion" && k.id === r.chunks[0].id), "chunks");
+  same([r.chunks.at(-1).choices[0].finish_reason, r.chunks.at(-1).usage?.completion_tokens], ["length", 4], "the last chunk");
+  same(r.chunks.filter((k) => k.choices[0].logprobs).length, 4, "a chunk per token with logprobs");
+  same(r.aborted, "aborted", "abort");
+  assert(r.seen <= 3, `aborted after ${r.seen} pieces`);
+  same(r.bad, { number: "invalid_argument", batch: "invalid_argument", echo: "invalid_argument", logprobsTrue: "invalid_argument" }, "bad requests");
+  // The exact CPU path: llama.cpp's f32 reference tokens (the text is those tokens').
+  same(r.info.template.has_chat_template, true, "the default model has a template");
+  same([r.info.catalog.entry?.name, r.info.catalog.matched], [CATALOG.default, true], "recognised by URL name and size");
+  same(r.info.template.eog.map((t) => [t.id, t.text]), [[0, "<|endoftext|>"], [2, "<|im_end|>"]], "EOG facts");
+  same(r.plainInfo.template.has_chat_template, false, "the renamed key: no template");
+  same([r.plainInfo.chat_template, r.plainInfo.catalog.entry], [null, null], "no template source, no catalog entry");
+  assert(r.chat[0] === "invalid_argument" && r.chat[1].includes("base model") && r.chat[1].includes("completions.create"), `chat on a base model: ${r.chat}`);
+  same(r.raw.usage.completion_tokens, 2, "raw completion on it");
+  same(r.wholeTokens, want, "llama.cpp's greedy tokens (exact CPU path)");
 });
 
 test("the demo page loads the model and answers with the sliders' settings, without console errors", async () => {
@@ -719,6 +843,140 @@ test("demo page: a slider moved mid-reply reaches the engine before the next tok
   assert(error.includes("not a model this page can read") && error.includes("bad_model"), `error shown: ${error}`);
   same([await p.textContent("#backend"), await p.textContent("#facts")], ["no model", ""], "no stale model facts");
   await p.screenshot({ path: join(shots, "desktop-bad-file.png") });
+  assert(problems.length === 0, `console errors: ${problems.join(" | ")}`);
+  await p.close();
+});
+
+test("demo picker: the catalog's present models with sizes, licences and memory; picking the default model loads it; template facts; the phone's bottom sheet", async () => {
+  const shots = join(ROOT, "target", "screenshots", "demo-page");
+  mkdirSync(shots, { recursive: true });
+  const p = await browser.newPage({ viewport: { width: 1280, height: 860 } });
+  const problems = [];
+  p.on("console", (m) => m.type() === "error" && problems.push(m.text()));
+  p.on("pageerror", (e) => problems.push(e.message));
+  await p.goto(`${server.url}/www/`);
+  await p.waitForFunction(() => document.body.dataset.state === "ready", null, { timeout: 60000 });
+  const options = await p.evaluate(() => [...document.querySelectorAll("#model-pick option")].map((o) => [o.value, o.textContent]));
+  const present = presentModels();
+  same(options.map(([v]) => v), [...present.map((m) => m.name), ""], "the present models, then another model");
+  for (const m of present) {
+    const text = options.find(([v]) => v === m.name)[1];
+    const mb = (b) => (b / 1048576).toFixed(1);
+    const kv = 2 * m.n_layers * m.kv_width * Math.min(4096, m.context_length) * 4;
+    for (const part of [m.title, `${mb(m.size_bytes)} MB`, m.license, `≈ ${mb(m.size_bytes + kv)} MB`]) {
+      assert(text.includes(part), `${m.name}: option ${JSON.stringify(text)} lacks ${part}`);
+    }
+  }
+  same(await p.inputValue("#model-pick"), CATALOG.default, "the default model is picked at first");
+  // Pick another model (not loaded), then the default again, at a smaller context, and load.
+  const other = present.find((m) => m.name !== CATALOG.default);
+  if (other) {
+    await p.selectOption("#model-pick", other.name);
+    assert((await p.inputValue("#model-url")).endsWith(`/models/${other.file}`), "picking sets the URL");
+    assert((await p.textContent("#model-about")).includes(other.license), "the picked model's facts");
+  }
+  await p.selectOption("#model-pick", CATALOG.default);
+  await p.selectOption("#context-choice", "1024");
+  const about = await p.textContent("#model-about");
+  assert(about.includes(`${(30 * 192 * 2 * 4 * 1024 / 1048576).toFixed(1)} MB of KV cache for 1024 tokens`), `memory estimate: ${about}`);
+  await p.click("#load");
+  await p.waitForFunction(() => document.body.dataset.state === "ready", null, { timeout: 60000 });
+  const info = await p.evaluate(() => window.demo.engine.info());
+  same([info.context_size, info.catalog.entry?.name, info.catalog.matched], [1024, CATALOG.default, true], "loaded the picked model at the picked context");
+  const factsText = await p.textContent("#facts");
+  for (const part of ["30 layers", "1024 of 8192", "its own", "<|im_start|> (1), not added to prompts", "<|im_end|> (2)", "<|endoftext|> (0)", "file name and size match"]) {
+    assert(factsText.includes(part), `model facts lack ${part}: ${factsText}`);
+  }
+  same(await p.evaluate(() => window.demo.mode), "chat", "a chat model chats");
+  await p.screenshot({ path: join(shots, "desktop-picker.png") });
+
+  // Phone: the sampling panel is a bottom sheet; temperature and top-p stay in view while the
+  // answer streams, at the bottom of the screen.
+  await p.setViewportSize({ width: 390, height: 844 });
+  await p.evaluate(() => {
+    const el = document.getElementById("knob-max_tokens");
+    el.value = 40;
+    el.dispatchEvent(new Event("input"));
+  });
+  await p.fill("#input", "Write a poem about the sea.");
+  await p.press("#input", "Enter");
+  await p.waitForFunction(() => document.querySelectorAll("#messages li.assistant .tok").length >= 3, null, { timeout: 60000 });
+  const inView = await p.evaluate(() => ["knob-temperature", "knob-top_p", "knob-top_k"].map((id) => {
+    const r = document.getElementById(id).getBoundingClientRect();
+    return r.height > 0 && r.top >= 0 && r.bottom <= innerHeight;
+  }));
+  same(inView, [true, true, false], "temperature and top-p in view on a phone (top-k behind All knobs)");
+  await p.screenshot({ path: join(shots, "phone-sheet.png") });
+  // The quick sliders work from the sheet mid-answer.
+  await p.evaluate(() => {
+    const el = document.getElementById("knob-temperature");
+    el.value = 0.3;
+    el.dispatchEvent(new Event("input"));
+  });
+  await p.waitForFunction(() => window.demo.applied.some((a) => a.knobs.temperature === 0.3), null, { timeout: 60000 });
+  await p.click("#sheet-toggle");
+  same(await p.evaluate(() => [document.getElementById("knob-top_k").getBoundingClientRect().height > 0,
+    document.getElementById("sheet-toggle").getAttribute("aria-expanded")]), [true, "true"], "All knobs opens the sheet");
+  await p.screenshot({ path: join(shots, "phone-sheet-open.png") });
+  await p.click("#sheet-toggle");
+  await p.click("#stop");
+  await p.waitForFunction(() => document.body.dataset.state === "ready", null, { timeout: 60000 });
+  assert(problems.length === 0, `console errors: ${problems.join(" | ")}`);
+  await p.close();
+});
+
+test("demo completion: a model without a chat template switches to text completion; the continuation streams into the text box; Regenerate; screenshots", async () => {
+  const shots = join(ROOT, "target", "screenshots", "demo-page");
+  mkdirSync(shots, { recursive: true });
+  const p = await browser.newPage({ viewport: { width: 1280, height: 860 } });
+  const problems = [];
+  p.on("console", (m) => m.type() === "error" && problems.push(m.text()));
+  p.on("pageerror", (e) => problems.push(e.message));
+  await p.goto(`${server.url}/www/`);
+  await p.waitForFunction(() => document.body.dataset.state === "ready", null, { timeout: 60000 });
+  same(await p.isVisible("#completion"), false, "a chat model starts in chat mode");
+  // The default model without its template, dropped on the page.
+  await p.evaluate(async ([model, base]) => {
+    const bytes = await (0, eval)(`(${base})`)(model);
+    const dt = new DataTransfer();
+    dt.items.add(new File([bytes], "base-model.gguf"));
+    document.dispatchEvent(new DragEvent("drop", { dataTransfer: dt, bubbles: true, cancelable: true }));
+  }, [MODEL, templateless.toString()]);
+  await p.waitForFunction(() => document.body.dataset.state === "ready", null, { timeout: 60000 });
+  same(await p.evaluate(() => [window.demo.mode, document.querySelector("input[name=mode][value=chat]").disabled]), ["completion", true], "completion mode, chat disabled");
+  same([await p.isVisible("#completion"), await p.isVisible("#messages"), await p.textContent("#send")], [true, false, "Continue"], "the text box instead of the transcript");
+  const factsText = await p.textContent("#facts");
+  assert(factsText.includes("none: a base model") && factsText.includes("not a catalog model"), `facts: ${factsText}`);
+  assert((await p.textContent("#mode-note")).includes("base model"), "the mode says why");
+  await p.evaluate(() => {
+    for (const [key, v] of [["temperature", 0], ["max_tokens", 10]]) {
+      const el = document.getElementById(`knob-${key}`);
+      el.value = v;
+      el.dispatchEvent(new Event("input"));
+    }
+  });
+  const prompt = "The capital of France is";
+  await p.fill("#document", prompt);
+  await p.press("#document", "Control+Enter");
+  await p.waitForFunction(() => document.body.dataset.state === "ready" && window.demo.engine.lastGeneration, null, { timeout: 60000 });
+  const doc = await p.inputValue("#document");
+  const g = await p.evaluate(() => window.demo.engine.lastGeneration);
+  assert(doc.startsWith(prompt) && doc.length > prompt.length, `the continuation is in the text box: ${JSON.stringify(doc)}`);
+  same(await p.textContent("#continuation"), doc.slice(prompt.length), "the continuation, tinted token by token");
+  same(await p.evaluate(() => document.querySelectorAll("#continuation .tok").length), g.tokens.length, "one span per token");
+  const direct = await p.evaluate(async (prompt) => (await window.demo.engine.completions.create({ prompt, temperature: 0, max_tokens: 10 })).choices[0].text, prompt);
+  same(doc, prompt + direct, "the page's continuation is the engine's greedy one");
+  await p.hover('#continuation .tok[data-step="1"]');
+  await p.waitForSelector("#alts:not([hidden])");
+  same(await p.evaluate(() => document.querySelectorAll("#alts tr").length), 10, "alternatives of a continued token");
+  await p.screenshot({ path: join(shots, "desktop-completion.png") });
+  await p.click("#regenerate");
+  await p.waitForFunction(() => document.body.dataset.state === "ready", null, { timeout: 60000 });
+  same(await p.inputValue("#document"), doc, "Regenerate replaces the last continuation (greedy: the same)");
+  await p.setViewportSize({ width: 390, height: 844 });
+  await p.screenshot({ path: join(shots, "phone-completion.png") });
+  await p.click("#new-chat");
+  same([await p.inputValue("#document"), await p.textContent("#new-chat")], ["", "Clear"], "Clear empties the text");
   assert(problems.length === 0, `console errors: ${problems.join(" | ")}`);
   await p.close();
 });

@@ -1,7 +1,7 @@
 // Compiled (never run) by run.mjs with `tsc --noEmit --strict`: the package's declarations
 // describe the API the way an app uses it.
-import { createEngine, WebGpuLlmError, listCachedModels, deleteCachedModel, clearModelCache } from "../../pkg/index.js";
-import type { ChatCompletion, ChatCompletionChunk, EngineInfo, Generation, TokenPiece } from "../../pkg/index.js";
+import { createEngine, WebGpuLlmError, listCachedModels, deleteCachedModel, clearModelCache, listModels, estimateMemory } from "../../pkg/index.js";
+import type { CatalogModel, ChatCompletion, ChatCompletionChunk, Completion, CompletionChunk, EngineInfo, Generation, MemoryEstimate, TokenPiece } from "../../pkg/index.js";
 
 export async function app(file: File, signal: AbortSignal): Promise<string> {
   const engine = await createEngine({
@@ -11,6 +11,17 @@ export async function app(file: File, signal: AbortSignal): Promise<string> {
     onProgress: ({ stage, loadedBytes, totalBytes }) => console.log(stage, loadedBytes / totalBytes),
   });
   const info: EngineInfo = await engine.info();
+  const eog: string = info.template.eog.map((t) => `${t.id}:${t.text}`).join() + String(info.template.has_chat_template);
+  const known: string = info.catalog.matched ? info.catalog.entry?.license ?? "" : info.catalog.note ?? "";
+  const models: CatalogModel[] = await listModels({ baseUrl: "/models/" });
+  const need: MemoryEstimate = estimateMemory(models[0], 2048, { f16: true });
+  const done: Completion = await engine.completions.create({ prompt: "Once upon a time", max_tokens: 4, logprobs: 2 });
+  let raw = done.choices[0].text + (done.choices[0].logprobs?.text_offset.join() ?? "") + done.usage.completion_tokens;
+  for await (const chunk of await engine.completions.create({ prompt: [1, 2, 3], stream: true, signal })) {
+    const c: CompletionChunk = chunk;
+    raw += c.choices[0].text + (c.choices[0].finish_reason ?? "");
+  }
+  raw += eog + known + need.total_bytes + models.filter((m) => m.present && !m.cached).map((m) => m.url).join();
   const whole: ChatCompletion = await engine.chat.completions.create({
     messages: [{ role: "user", content: "Hi" }],
     temperature: 0.2,
@@ -49,5 +60,5 @@ export async function app(file: File, signal: AbortSignal): Promise<string> {
   }
   const cached: number = (await listCachedModels()).reduce((n, m) => n + (m.bytes ?? 0), 0);
   const gone: boolean = (await deleteCachedModel("/model.gguf")) || (await clearModelCache());
-  return text + String(result?.tokens.length) + cached + gone;
+  return text + raw + String(result?.tokens.length) + cached + gone;
 }
