@@ -68,8 +68,8 @@ fn special_ids_of_the_default_model() {
     let bytes = model_bytes();
     let tok = tokenizer(&bytes);
     assert_eq!((tok.vocab_size(), tok.bos_id(), tok.eos_id(), tok.add_bos()), (49152, Some(1), Some(2), false));
-    // <|endoftext|> and <|im_end|>.
-    assert_eq!(tok.eog_ids(), &[0, 2]);
+    // <|endoftext|>, <|im_end|> and <reponame> (a FIM repository token, for llama.cpp).
+    assert_eq!(tok.eog_ids(), &[0, 2, 4]);
     assert!(tok.is_control(1) && !tok.is_control(100));
     assert_eq!(tok.token_text(1), Some("<|im_start|>"));
     assert!(tok.token_bytes(1).is_empty());
