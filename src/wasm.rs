@@ -126,6 +126,8 @@ impl WasmEngine {
             "config": e.config(),
             "context_size": e.context_size(),
             "eog_ids": e.tokenizer().eog_ids(),
+            // A base model has no chat template: offer raw completion (encodePrompt) instead.
+            "has_chat_template": e.has_chat_template(),
             "cached_tokens": e.cached_tokens().len(),
             "weight_bytes": stats.weight_bytes,
             "kv_cache_bytes": stats.kv_bytes,

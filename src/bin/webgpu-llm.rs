@@ -203,7 +203,7 @@ fn generate(args: &Args) -> Result<()> {
     let (mut engine, _) = load(args)?;
     let prompt = match (args.str("--prompt"), args.str("--chat")) {
         (Some(text), None) => engine.encode_prompt(text)?,
-        (None, Some(text)) => engine.encode_chat(&[Message { role: "user".into(), content: text.into() }])?,
+        (None, Some(text)) => engine.encode_chat(&[Message::new("user", text)])?,
         _ => return Err(Error::InvalidArgument("generate needs exactly one of --prompt and --chat".into())),
     };
     let json = args.flag("--json");
@@ -392,7 +392,8 @@ fn info(args: &Args) -> Result<()> {
         "weight_bytes": engine.stats().weight_bytes,
         "kv_cache_bytes": engine.stats().kv_bytes,
         "eog_ids": engine.tokenizer().eog_ids(),
-        "chat_template": engine.template().source(),
+        "has_chat_template": engine.has_chat_template(),
+        "chat_template": engine.template().map(|t| t.source()),
     });
     println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
     Ok(())
