@@ -178,7 +178,8 @@ pub type Pause = Box<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Outpu
 pub struct Engine {
     config: Config,
     tokenizer: Tokenizer,
-    template: ChatTemplate,
+    /// `None` for a base model, whose file has no template (unless one is set explicitly).
+    template: Option<ChatTemplate>,
     backend: Box<dyn Backend>,
     adapter: Option<AdapterReport>,
     /// The tokens whose K/V are in the backend's cache, in order.
@@ -247,14 +248,22 @@ impl Engine {
         &self.tokenizer
     }
 
-    pub fn template(&self) -> &ChatTemplate {
-        &self.template
+    /// The chat template [`Engine::encode_chat`] renders with: the model's own, or the one set
+    /// with [`Engine::set_chat_template`]; `None` for a base model.
+    pub fn template(&self) -> Option<&ChatTemplate> {
+        self.template.as_ref()
     }
 
-    /// Whether the model brings its own chat template (`tokenizer.chat_template`). Without one
-    /// (a base model) `template()` is ChatML, a format the model was never trained on.
+    /// Whether conversations can be rendered: the file has a chat template (or one was set). A
+    /// base model has none; give it raw text ([`Engine::encode_prompt`]) instead.
     pub fn has_chat_template(&self) -> bool {
-        self.template.source() != crate::chat::CHATML_TEMPLATE
+        self.template.is_some()
+    }
+
+    /// Render conversations with `template`, such as [`ChatTemplate::chatml`] for a model without
+    /// one of its own (an explicit choice: nothing falls back to it by itself).
+    pub fn set_chat_template(&mut self, template: Option<ChatTemplate>) {
+        self.template = template;
     }
 
     pub fn backend_name(&self) -> &'static str {
@@ -311,7 +320,22 @@ impl Engine {
     /// assistant's answer. Control tokens come only from the template: a message that spells
     /// one gets it as plain text ([`ChatTemplate::encode`]).
     pub fn encode_chat(&self, messages: &[Message]) -> Result<Vec<u32>> {
-        let mut ids = self.template.encode(&self.tokenizer, messages, true)?;
+        self.encode_chat_with_tools(messages, None)
+    }
+
+    /// [`Engine::encode_chat`] with the tools the model may call (JSON schemas; see
+    /// [`ChatTemplate::render_with_tools`]).
+    pub fn encode_chat_with_tools(
+        &self,
+        messages: &[Message],
+        tools: Option<&[serde_json::Value]>,
+    ) -> Result<Vec<u32>> {
+        let template = self.template.as_ref().ok_or_else(|| {
+            Error::InvalidArgument(
+                "the model has no chat template (a base model): give it raw text, or set a template".into(),
+            )
+        })?;
+        let mut ids = template.encode_with_tools(&self.tokenizer, messages, tools, true)?;
         // Templates usually write the BOS text themselves; add it only when they did not.
         if let (true, Some(bos)) = (self.tokenizer.add_bos(), self.tokenizer.bos_id()) {
             if ids.first() != Some(&bos) {
@@ -638,7 +662,7 @@ pub struct Chat {
 
 impl Chat {
     pub fn new(system: Option<&str>) -> Chat {
-        let messages = system.map(|s| vec![Message { role: "system".into(), content: s.into() }]).unwrap_or_default();
+        let messages = system.map(|s| vec![Message::new("system", s)]).unwrap_or_default();
         Chat { messages }
     }
 
@@ -662,14 +686,14 @@ impl Chat {
         params: &SamplingParams,
         on_token: &mut dyn FnMut(&TokenEvent) -> bool,
     ) -> Result<Generation> {
-        self.messages.push(Message { role: "user".into(), content: user.into() });
+        self.messages.push(Message::new("user", user));
         let result = match engine.encode_chat(&self.messages) {
             Ok(prompt) => engine.generate_async(&prompt, params, on_token).await,
             Err(e) => Err(e),
         };
         match result {
             Ok(gen) => {
-                self.messages.push(Message { role: "assistant".into(), content: gen.text.clone() });
+                self.messages.push(Message::new("assistant", gen.text.clone()));
                 Ok(gen)
             }
             Err(e) => {

@@ -132,7 +132,9 @@ impl WasmEngine {
             "context_size": e.context_size(),
             "eog_ids": e.tokenizer().eog_ids(),
             "template": crate::facts::template_facts(&e),
-            "chat_template": e.has_chat_template().then(|| e.template().source()),
+            "chat_template": e.template().map(|t| t.source()),
+            // A base model has no chat template: offer raw completion (encodePrompt) instead.
+            "has_chat_template": e.has_chat_template(),
             "catalog": self.catalog,
             "cached_tokens": e.cached_tokens().len(),
             "weight_bytes": stats.weight_bytes,

@@ -3,7 +3,7 @@
 
 mod common;
 use common::*;
-use webgpu_llm::chat::Message;
+use webgpu_llm::chat::{ChatTemplate, Message};
 use webgpu_llm::engine::{BackendKind, Chat, Engine, EngineOptions, FinishReason};
 use webgpu_llm::sampler::SamplingParams;
 use webgpu_llm::Error;
@@ -20,7 +20,7 @@ fn greedy(max_tokens: usize) -> SamplingParams {
 }
 
 fn user(text: &str) -> Message {
-    Message { role: "user".into(), content: text.into() }
+    Message::new("user", text)
 }
 
 #[test]
@@ -59,6 +59,25 @@ fn chat_answer_matches_llama_cpp_and_stops_at_end_of_turn() {
 
 /// A second turn runs only its new tokens, and gives exactly what a fresh engine computes from
 /// scratch for the same conversation.
+/// Chats render with the model's own template; without one (a base model's file has none) a
+/// chat is an error until a template is chosen explicitly, and raw prompts work either way.
+#[test]
+fn chats_need_a_template_and_none_is_made_up() {
+    let mut e = engine(None);
+    assert!(e.has_chat_template());
+    let own = e.encode_chat(&[user("Hi")]).unwrap();
+    e.set_chat_template(None);
+    assert!(!e.has_chat_template() && e.template().is_none());
+    let refused = e.encode_chat(&[user("Hi")]);
+    assert!(matches!(&refused, Err(Error::InvalidArgument(m)) if m.contains("no chat template")), "{refused:?}");
+    assert!(!e.encode_prompt("Hi").unwrap().is_empty());
+    e.set_chat_template(Some(ChatTemplate::chatml(e.tokenizer())));
+    let chatml = e.encode_chat(&[user("Hi")]).unwrap();
+    // Plain ChatML, without SmolLM's default system turn.
+    assert_eq!(e.tokenizer().decode(&chatml, true), "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+    assert!(own.len() > chatml.len());
+}
+
 #[test]
 fn chat_turns_reuse_the_kv_cache() {
     let mut e = engine(None);
@@ -267,7 +286,7 @@ fn a_pause_between_tokens_can_stop_the_generation() {
 #[test]
 fn long_conversations_drop_their_oldest_turns() {
     let e = engine(Some(96));
-    let msg = |role: &str, content: &str| Message { role: role.into(), content: content.into() };
+    let msg = |role: &str, content: &str| Message::new(role, content);
     let mut messages = vec![msg("system", "Be brief.")];
     for i in 0..6 {
         messages.push(msg("user", &format!("Question {i}: tell me something about the number {i}, please.")));

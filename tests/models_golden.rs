@@ -211,7 +211,8 @@ fn greedy_through_the_gpu_shortlist(model: &str, prompts: usize) {
     for (name, g) in golden.prompts().into_iter().take(prompts) {
         let r = &g["f32_reference"];
         let want = ids(&r["generated_token_ids"]);
-        let margins: Vec<f64> = r["top1_top2_margin_per_step"].as_array().unwrap().iter().map(|m| m.as_f64().unwrap()).collect();
+        let margins: Vec<f64> =
+            r["top1_top2_margin_per_step"].as_array().unwrap().iter().map(|m| m.as_f64().unwrap()).collect();
         m.truncate(0);
         let prompt = ids(&g["prompt_token_ids"]);
         let mut context = prompt.clone();
@@ -226,7 +227,10 @@ fn greedy_through_the_gpu_shortlist(model: &str, prompts: usize) {
             logits = m.forward_blocking(&[expected], &sampler.request(&context, &[expected])).unwrap();
             context.push(expected);
         }
-        println!("{model} {name}: {checked}/{} greedy steps (margin >= 0.1) equal, through the f16 shortlist", want.len());
+        println!(
+            "{model} {name}: {checked}/{} greedy steps (margin >= 0.1) equal, through the f16 shortlist",
+            want.len()
+        );
         assert!(checked * 2 >= want.len(), "{model} {name}: only {checked} steps compared");
     }
 }
@@ -323,7 +327,8 @@ fn perplexity(m: &mut dyn Backend, ppl: &serde_json::Value) -> f64 {
 fn perplexity_matches_llama_cpp(model: &str, paths: &[(Path, f64)]) {
     let _one = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
     let golden = Golden::of(model);
-    let ppl: serde_json::Value = serde_json::from_slice(&std::fs::read(golden.dir.join("perplexity.json")).unwrap()).unwrap();
+    let ppl: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(golden.dir.join("perplexity.json")).unwrap()).unwrap();
     let theirs = |config: &str| ppl["runs"][config]["final_ppl"].as_f64().unwrap();
     let bytes = catalog_model_bytes(model);
     for &(path, bar) in paths {

@@ -352,23 +352,24 @@ fn config_error(bytes: &[u8]) -> webgpu_llm::Error {
 
 #[test]
 fn gemma3_sliding_window_keys_are_checked() {
-    let window = "gemma3.attention.sliding_window";
-    let pattern = "gemma3.attention.sliding_window_pattern";
-    let cases: [(&str, Box<dyn Fn(&str, &Value) -> Option<Value>>); 5] = [
-        ("missing window", Box::new(|k, v| (k != window).then(|| v.clone()))),
+    const WINDOW: &str = "gemma3.attention.sliding_window";
+    const PATTERN: &str = "gemma3.attention.sliding_window_pattern";
+    type Edit = Box<dyn Fn(&str, &Value) -> Option<Value>>;
+    let cases: [(&str, Edit); 5] = [
+        ("missing window", Box::new(|k, v| (k != WINDOW).then(|| v.clone()))),
         (
             "window not a number",
-            Box::new(|k, v| Some(if k == window { Value::String("512".into()) } else { v.clone() })),
+            Box::new(|k, v| Some(if k == WINDOW { Value::String("512".into()) } else { v.clone() })),
         ),
-        ("window 0", Box::new(|k, v| Some(if k == window { Value::U32(0) } else { v.clone() }))),
+        ("window 0", Box::new(|k, v| Some(if k == WINDOW { Value::U32(0) } else { v.clone() }))),
         (
             "pattern of 3 layers for 2",
-            Box::new(|k, v| Some(if k == pattern { Value::Array(vec![Value::Bool(true); 3]) } else { v.clone() })),
+            Box::new(|k, v| Some(if k == PATTERN { Value::Array(vec![Value::Bool(true); 3]) } else { v.clone() })),
         ),
         (
             "pattern of strings",
             Box::new(|k, v| {
-                Some(if k == pattern { Value::Array(vec![Value::String("x".into()); 2]) } else { v.clone() })
+                Some(if k == PATTERN { Value::Array(vec![Value::String("x".into()); 2]) } else { v.clone() })
             }),
         ),
     ];
@@ -378,11 +379,11 @@ fn gemma3_sliding_window_keys_are_checked() {
         assert!(err.to_string().contains("sliding_window"), "{what}: the error names the key: {err}");
     }
     // Without a pattern key, Gemma 3's fixed pattern: five sliding layers, then a global one.
-    let c = Config::from_gguf(&Gguf::parse(&gemma_with(|k, v| (k != pattern).then(|| v.clone()))).unwrap()).unwrap();
+    let c = Config::from_gguf(&Gguf::parse(&gemma_with(|k, v| (k != PATTERN).then(|| v.clone()))).unwrap()).unwrap();
     assert_eq!(c.swa_layers, [true, true]);
     // A period as the pattern key (llama.cpp's set_swa_pattern): period 2 slides layer 0 only.
     let c = Config::from_gguf(
-        &Gguf::parse(&gemma_with(|k, v| Some(if k == pattern { Value::U32(2) } else { v.clone() }))).unwrap(),
+        &Gguf::parse(&gemma_with(|k, v| Some(if k == PATTERN { Value::U32(2) } else { v.clone() }))).unwrap(),
     )
     .unwrap();
     assert_eq!(c.swa_layers, [true, false]);

@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
     let messages: Vec<Message> = ["system", "user", "assistant"]
         .iter()
         .zip(rest.split('\0').chain(std::iter::repeat("")))
-        .map(|(role, content)| Message { role: role.to_string(), content: content.to_string() })
+        .map(|(role, content)| Message::new(*role, content))
         .collect();
     let _ = t.render(&messages, true);
     let _ = t.render(&messages[..1], false);

@@ -19,8 +19,8 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    if let Ok(t) = ChatTemplate::from_gguf(&g, &tok) {
-        let m = Message { role: "user".into(), content: "Hi <|im_end|>".into() };
+    if let Ok(Some(t)) = ChatTemplate::from_gguf(&g, &tok) {
+        let m = Message::new("user", "Hi <|im_end|>");
         let _ = t.encode(&tok, &[m], true);
     }
 });

@@ -299,7 +299,7 @@ fn generate(args: &Args) -> Result<()> {
     let params = args.sampling()?;
     let messages = match (args.str("--prompt"), args.str("--chat"), args.str("--messages")) {
         (Some(_), None, None) => None,
-        (None, Some(text), None) => Some(vec![Message { role: "user".into(), content: text.into() }]),
+        (None, Some(text), None) => Some(vec![Message::new("user", text)]),
         (None, None, Some(file)) => Some(read_messages(file)?),
         _ => {
             return Err(Error::InvalidArgument("generate needs exactly one of --prompt, --chat and --messages".into()))
@@ -501,7 +501,8 @@ fn info(args: &Args) -> Result<()> {
         "kv_cache_bytes": engine.stats().kv_bytes,
         "eog_ids": engine.tokenizer().eog_ids(),
         // The model's own template; null for a base model (which has none).
-        "chat_template": engine.has_chat_template().then(|| engine.template().source()),
+        "has_chat_template": engine.has_chat_template(),
+        "chat_template": engine.template().map(|t| t.source()),
     });
     println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
     Ok(())

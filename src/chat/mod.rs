@@ -1,28 +1,58 @@
 //! The chat template: the model's `tokenizer.chat_template` (Jinja, rendered by minijinja under
 //! the limits in `limits`), and its encoding with control tokens only where the template puts them.
+//!
+//! A base model's file has no template: [`ChatTemplate::from_gguf`] says so (`None`) instead of
+//! making one up; ChatML ([`ChatTemplate::chatml`]) is there for a caller who chooses it.
 
+mod json;
 mod limits;
+
+pub use json::tojson;
 
 use crate::error::{Error, Result};
 use crate::gguf::Gguf;
 use crate::tokenizer::Tokenizer;
 
-/// One chat message.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+/// One chat message, with the fields tool-calling templates read (all optional).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Message {
     pub role: String,
+    /// The text; `null` reads as empty (an assistant turn that only calls tools).
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub content: String,
+    /// An assistant turn's tool calls, as the template expects them; usually
+    /// `{"type": "function", "function": {"name": …, "arguments": {…}}}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<serde_json::Value>>,
+    /// A tool turn: the call it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// A tool turn: the tool's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl Message {
+    /// A message with a role and text, and no tool fields.
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Message {
+        Message { role: role.into(), content: content.into(), ..Message::default() }
+    }
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
+    Ok(<Option<String> as serde::Deserialize>::deserialize(d)?.unwrap_or_default())
 }
 
 /// Instructions a render may run (what it may build is bounded in `limits`).
 const TEMPLATE_FUEL: u64 = 5_000_000;
 
-/// ChatML, used when a model has no `tokenizer.chat_template`.
+/// ChatML: a caller's choice for a model without a template of its own ([`ChatTemplate::chatml`]).
 pub const CHATML_TEMPLATE: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
 /// The model's chat template, rendered the way HF transformers renders it (jinja2 with
-/// trim_blocks and lstrip_blocks; `messages`, `add_generation_prompt`, `bos_token`, `eos_token`,
-/// `raise_exception`, python string methods).
+/// trim_blocks and lstrip_blocks; `messages`, `tools`, `documents`, `add_generation_prompt`,
+/// `bos_token`, `eos_token`, `raise_exception`, `strftime_now`, python string methods, and
+/// `tojson` as Python's `json.dumps`).
 pub struct ChatTemplate {
     env: minijinja::Environment<'static>,
     source: String,
@@ -31,18 +61,20 @@ pub struct ChatTemplate {
 }
 
 impl ChatTemplate {
-    /// `tokenizer.chat_template` from the file, or ChatML when there is none.
-    pub fn from_gguf(g: &Gguf, tok: &Tokenizer) -> Result<ChatTemplate> {
-        let text = |id: Option<u32>| id.and_then(|i| tok.token_text(i)).unwrap_or_default().to_string();
-        let (bos, eos) = (text(tok.bos_id()), text(tok.eos_id()));
-        match g.get("tokenizer.chat_template") {
-            Some(v) => {
-                let src =
-                    v.as_str().ok_or_else(|| Error::BadModel("tokenizer.chat_template is not a string".into()))?;
-                Self::new(src, &bos, &eos)
-            }
-            None => Self::new(CHATML_TEMPLATE, &bos, &eos),
-        }
+    /// The file's `tokenizer.chat_template`, or `None` when it has none (a base model: give it
+    /// raw text, or choose a template such as [`ChatTemplate::chatml`] explicitly).
+    pub fn from_gguf(g: &Gguf, tok: &Tokenizer) -> Result<Option<ChatTemplate>> {
+        let Some(v) = g.get("tokenizer.chat_template") else { return Ok(None) };
+        let src = v.as_str().ok_or_else(|| Error::BadModel("tokenizer.chat_template is not a string".into()))?;
+        let (bos, eos) = special_texts(tok);
+        Self::new(src, &bos, &eos).map(Some)
+    }
+
+    /// ChatML with the tokenizer's BOS and EOS texts: for a model without a template, when the
+    /// caller chooses it.
+    pub fn chatml(tok: &Tokenizer) -> ChatTemplate {
+        let (bos, eos) = special_texts(tok);
+        Self::new(CHATML_TEMPLATE, &bos, &eos).expect("ChatML compiles")
     }
 
     /// Compile a template; errors are `BadModel` (the template comes with the model).
@@ -61,6 +93,7 @@ impl ChatTemplate {
             Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
         });
         env.add_function("strftime_now", strftime_now);
+        env.add_filter("tojson", tojson);
         limits::install(&mut env);
         let bad = |e: minijinja::Error| Error::BadModel(format!("chat template: {e}"));
         env.add_template_owned("chat", limits::unfold_constants(source).map_err(bad)?).map_err(bad)?;
@@ -74,9 +107,22 @@ impl ChatTemplate {
     /// Render `messages`; with `add_generation_prompt` the text ends where the assistant's answer
     /// begins.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        self.render_with_tools(messages, None, add_generation_prompt)
+    }
+
+    /// [`ChatTemplate::render`] with the tools the model may call (JSON schemas, as transformers'
+    /// `apply_chat_template(tools=…)` takes them); `None` renders as transformers' `tools=None`.
+    pub fn render_with_tools(
+        &self,
+        messages: &[Message],
+        tools: Option<&[serde_json::Value]>,
+        add_generation_prompt: bool,
+    ) -> Result<String> {
         let tmpl = self.env.get_template("chat").expect("added in new()");
         let context = minijinja::context! {
             messages => messages,
+            tools => tools,
+            documents => (),
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos,
             eos_token => self.eos,
@@ -88,6 +134,11 @@ impl ChatTemplate {
         }
         Ok(out)
     }
+}
+
+fn special_texts(tok: &Tokenizer) -> (String, String) {
+    let text = |id: Option<u32>| id.and_then(|i| tok.token_text(i)).unwrap_or_default().to_string();
+    (text(tok.bos_id()), text(tok.eos_id()))
 }
 
 /// Around the index of a message whose text stands in for it in a rendered template (Unicode
@@ -105,22 +156,48 @@ impl ChatTemplate {
     /// text around the markers is tokenized with control tokens, the message's text without.
     /// A role that spells a control token, or a template that cuts a marker apart, is an error.
     pub fn encode(&self, tok: &Tokenizer, messages: &[Message], add_generation_prompt: bool) -> Result<Vec<u32>> {
+        self.encode_with_tools(tok, messages, None, add_generation_prompt)
+    }
+
+    /// [`ChatTemplate::encode`] with tools ([`ChatTemplate::render_with_tools`]). Tools, tool
+    /// calls, names and ids that spell a control token are an error (only a message's text is
+    /// carried through as plain text).
+    pub fn encode_with_tools(
+        &self,
+        tok: &Tokenizer,
+        messages: &[Message],
+        tools: Option<&[serde_json::Value]>,
+        add_generation_prompt: bool,
+    ) -> Result<Vec<u32>> {
         let hostile = |t: &str| tok.spells_control(t) || t.contains([MARK_OPEN, MARK_CLOSE]);
-        if let Some(m) = messages.iter().find(|m| hostile(&m.role)) {
-            return Err(Error::InvalidArgument(format!("the role {:?} spells a control token", m.role)));
+        for m in messages {
+            if hostile(&m.role) {
+                return Err(Error::InvalidArgument(format!("the role {:?} spells a control token", m.role)));
+            }
+            let fields = [m.name.as_deref(), m.tool_call_id.as_deref()];
+            let calls = m.tool_calls.iter().flatten();
+            if fields.into_iter().flatten().any(hostile) || calls.clone().any(|c| json_spells(c, &hostile)) {
+                return Err(Error::InvalidArgument(format!(
+                    "a {} message's name, tool call id or tool calls spell a control token",
+                    m.role
+                )));
+            }
+        }
+        if tools.into_iter().flatten().any(|t| json_spells(t, &hostile)) {
+            return Err(Error::InvalidArgument("a tool definition spells a control token".into()));
         }
         if !messages.iter().any(|m| hostile(&m.content)) {
-            return tok.encode(&self.render(messages, add_generation_prompt)?, true);
+            return tok.encode(&self.render_with_tools(messages, tools, add_generation_prompt)?, true);
         }
         let marked: Vec<Message> = messages
             .iter()
             .enumerate()
             .map(|(i, m)| match hostile(&m.content) {
-                true => Message { role: m.role.clone(), content: format!("{MARK_OPEN}{i}{MARK_CLOSE}") },
+                true => Message { content: format!("{MARK_OPEN}{i}{MARK_CLOSE}"), ..m.clone() },
                 false => m.clone(),
             })
             .collect();
-        let text = self.render(&marked, add_generation_prompt)?;
+        let text = self.render_with_tools(&marked, tools, add_generation_prompt)?;
         let cut = || Error::InvalidArgument("the chat template cuts a message's text apart".into());
         let mut ids = Vec::new();
         let mut rest = text.as_str();
@@ -134,6 +211,16 @@ impl ChatTemplate {
         }
         ids.extend(tok.encode(rest, true)?);
         Ok(ids)
+    }
+}
+
+/// Whether a string anywhere in `v` (a key or a value) is `hostile`.
+fn json_spells(v: &serde_json::Value, hostile: &dyn Fn(&str) -> bool) -> bool {
+    match v {
+        serde_json::Value::String(s) => hostile(s),
+        serde_json::Value::Array(a) => a.iter().any(|x| json_spells(x, hostile)),
+        serde_json::Value::Object(m) => m.iter().any(|(k, x)| hostile(k) || json_spells(x, hostile)),
+        _ => false,
     }
 }
 
