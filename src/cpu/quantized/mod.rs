@@ -5,13 +5,13 @@
 //! reads 0.6 bytes per weight (Q4_K) instead of 4, and the arithmetic is integer SIMD. F16 and
 //! BF16 matrices stay 16-bit and are widened a row at a time.
 //!
-//! - [`input`]: the quantized inputs, llama.cpp's Q8_0/Q8_1 (`Q8Vec`) and Q8_K (`Q8KVec`).
-//! - [`legacy`]: the 32-value blocks' products (its `ggml_vec_dot_q{4,5,8}_{0,1}_q8_{0,1}`).
-//! - [`kquants`]: the K-quants' products (its `ggml_vec_dot_q{4,5,6}_K_q8_K`).
-//! - [`float`]: F16 / BF16 rows.
+//! - `input`: the quantized inputs, llama.cpp's Q8_0/Q8_1 (`Q8Vec`) and Q8_K (`Q8KVec`).
+//! - `legacy`: the 32-value blocks' products (its `ggml_vec_dot_q{4,5,8}_{0,1}_q8_{0,1}`).
+//! - `kquants`: the K-quants' products (its `ggml_vec_dot_q{4,5,6}_K_q8_K`).
+//! - `float`: F16 / BF16 rows.
 //!
 //! Each product has a plain loop and SIMD versions of the same integer arithmetic: SSE2 on every
-//! x86-64, AVX2 where the CPU has it (chosen at run time), SIMD128 in wasm ([`Isa`]).
+//! x86-64, AVX2 where the CPU has it (chosen at run time), SIMD128 in wasm (`Isa`).
 //!
 //! Scales are rounded as llama.cpp rounds them (f16 for the 32-value blocks' `d` and `s`, f32 for
 //! Q8_K's `d`). This is llama.cpp's computation (its `q4_1_*` golden runs), not the exact f32 one;
