@@ -73,7 +73,7 @@ async function chat(model, prompt, margin, max) {
     const info = await engine.info();
     await engine.unload();
     return { reply, prompt: gen.prompt_tokens, tokens: gen.tokens, loadS, info,
-      decode: gen.decode_tokens_per_s, prefill: gen.prefill_tokens_per_s };
+      decode: gen.decoded_tokens / gen.decode_secs, prefill: gen.prefill_tokens / gen.prefill_secs };
   }, [url(model), g.messages, want.length]);
   assert(!r.error, JSON.stringify(r.error));
   same(r.prompt, g.prompt_token_ids, `${model} ${prompt}: prompt ids`);
@@ -95,8 +95,9 @@ async function complete(model, prompt, backend, margin, max) {
     for await (const p of it) pieces.push(p.text);
     const info = await engine.info();
     await engine.unload();
-    return { prompt: it.result.prompt_tokens, tokens: it.result.tokens, text: pieces.join(""), info,
-      decode: it.result.decode_tokens_per_s };
+    const g = it.result;
+    return { prompt: g.prompt_tokens, tokens: g.tokens, text: pieces.join(""), info,
+      decode: g.decoded_tokens / g.decode_secs };
   }, [url(model), g.prompt_text, backend, want.length]);
   assert(!r.error, JSON.stringify(r.error));
   same(r.prompt, g.prompt_token_ids, `${model} ${prompt}: prompt ids (with BOS)`);
