@@ -11,21 +11,14 @@ import { readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { chromium } from "playwright-core";
 import { serve } from "../../scripts/serve.mjs";
+import { FLAGS, assert, runTests, same } from "./harness.mjs";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 const GOLDEN = resolve(process.env.WEBGPU_LLM_GOLDEN ?? join(ROOT, "tests/golden"));
 const catalog = JSON.parse(readFileSync(join(ROOT, "src/model/catalog.json"), "utf8"));
 const url = (name) => `/models/${catalog.models.find((m) => m.name === name).file}`;
 const golden = (model, prompt) => JSON.parse(readFileSync(join(GOLDEN, model, `${prompt}.json`), "utf8"));
-const FLAGS = ["--no-sandbox", "--disable-quic", "--no-first-run", "--disable-background-networking",
-  "--disable-component-update", "--disable-sync", "--enable-unsafe-webgpu"];
 
-function assert(cond, message) {
-  if (!cond) throw new Error(message);
-}
-function same(a, b, what) {
-  assert(JSON.stringify(a) === JSON.stringify(b), `${what}: ${JSON.stringify(a)} != ${JSON.stringify(b)}`);
-}
 
 /** The golden greedy tokens up to (not including) the first step whose margin is below `margin`, at most `max`. */
 function confident(g, margin, max) {
@@ -37,7 +30,7 @@ function confident(g, margin, max) {
 }
 
 const server = await serve(ROOT);
-const browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: FLAGS });
+const browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: ["--enable-unsafe-webgpu", ...FLAGS] });
 const tests = [];
 const test = (name, fn) => tests.push({ name, fn });
 
@@ -119,19 +112,7 @@ test("Gemma 3 270M: a raw completion gives llama.cpp's greedy tokens (CPU)", () 
 test("Gemma 3 270M: a raw completion gives llama.cpp's greedy tokens (WebGPU)", () =>
   complete("gemma3-270m", "raw_code_prime", "gpu", 0.1, 6));
 
-let failed = 0;
-const only = process.env.MODELS_TEST_FILTER;
-const chosen = tests.filter((t) => !only || t.name.includes(only));
-for (const { name, fn } of chosen) {
-  const t0 = Date.now();
-  try {
-    await fn();
-    console.log(`ok - ${name} (${((Date.now() - t0) / 1000).toFixed(1)}s)`);
-  } catch (e) {
-    failed++;
-    console.log(`not ok - ${name}\n  ${e.message}`);
-  }
-}
+const failed = await runTests(tests, process.env.MODELS_TEST_FILTER);
 await browser.close();
 server.close();
-console.log(`browser tests: ${chosen.length - failed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);

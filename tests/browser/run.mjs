@@ -10,21 +10,14 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { chromium } from "playwright-core";
 import { serve } from "../../scripts/serve.mjs";
+import { FLAGS, assert, runTests, same } from "./harness.mjs";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 const MODEL = "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
 const GOLDEN_ROOT = resolve(process.env.WEBGPU_LLM_GOLDEN ?? join(ROOT, "tests/golden"));
 const GOLDEN = join(GOLDEN_ROOT, "smollm2-135m");
 const golden = (name) => JSON.parse(readFileSync(join(GOLDEN, name), "utf8"));
-const FLAGS = ["--no-sandbox", "--disable-quic", "--no-first-run", "--disable-background-networking",
-  "--disable-component-update", "--disable-sync"];
 
-function assert(cond, message) {
-  if (!cond) throw new Error(message);
-}
-function same(a, b, what) {
-  assert(JSON.stringify(a) === JSON.stringify(b), `${what}: ${JSON.stringify(a)} != ${JSON.stringify(b)}`);
-}
 
 async function openPage(browser, url) {
   const page = await browser.newPage();
@@ -51,6 +44,19 @@ const browser = await chromium.launch({ executablePath: "/usr/bin/chromium", arg
 const page = await openPage(browser, base);
 const tests = [];
 const test = (name, fn) => tests.push({ name, fn });
+
+/** The demo page at desktop size, its default model loaded; `problems` collects console errors. */
+async function openDemo() {
+  const shots = join(ROOT, "target", "screenshots", "demo-page");
+  mkdirSync(shots, { recursive: true });
+  const p = await browser.newPage({ viewport: { width: 1280, height: 860 } });
+  const problems = [];
+  p.on("console", (m) => m.type() === "error" && problems.push(m.text()));
+  p.on("pageerror", (e) => problems.push(e.message));
+  await p.goto(`${server.url}/www/`);
+  await p.waitForFunction(() => document.body.dataset.state === "ready", null, { timeout: 60000 });
+  return { p, problems, shots };
+}
 
 const capital = golden("chat_capital.json");
 const capitalAnswer = capital.f32_reference.generated_token_ids.slice(0, capital.f32_reference.first_eog_index);
@@ -755,14 +761,7 @@ test("the demo page loads the model and answers with the sliders' settings, with
 });
 
 test("demo page: a slider moved mid-reply reaches the engine before the next token; Stop; token alternatives match the engine; New chat; a dropped corrupt file; screenshots", async () => {
-  const shots = join(ROOT, "target", "screenshots", "demo-page");
-  mkdirSync(shots, { recursive: true });
-  const p = await browser.newPage({ viewport: { width: 1280, height: 860 } });
-  const problems = [];
-  p.on("console", (m) => m.type() === "error" && problems.push(m.text()));
-  p.on("pageerror", (e) => problems.push(e.message));
-  await p.goto(`${server.url}/www/`);
-  await p.waitForFunction(() => document.body.dataset.state === "ready", null, { timeout: 60000 });
+  const { p, problems, shots } = await openDemo();
   const setKnob = (key, v) => p.evaluate(([key, v]) => {
     const el = document.getElementById(`knob-${key}`);
     el.value = v;
@@ -848,14 +847,7 @@ test("demo page: a slider moved mid-reply reaches the engine before the next tok
 });
 
 test("demo picker: the catalog's present models with sizes, licences and memory; picking the default model loads it; template facts; the phone's bottom sheet", async () => {
-  const shots = join(ROOT, "target", "screenshots", "demo-page");
-  mkdirSync(shots, { recursive: true });
-  const p = await browser.newPage({ viewport: { width: 1280, height: 860 } });
-  const problems = [];
-  p.on("console", (m) => m.type() === "error" && problems.push(m.text()));
-  p.on("pageerror", (e) => problems.push(e.message));
-  await p.goto(`${server.url}/www/`);
-  await p.waitForFunction(() => document.body.dataset.state === "ready", null, { timeout: 60000 });
+  const { p, problems, shots } = await openDemo();
   const options = await p.evaluate(() => [...document.querySelectorAll("#model-pick option")].map((o) => [o.value, o.textContent]));
   const present = presentModels();
   same(options.map(([v]) => v), [...present.map((m) => m.name), ""], "the present models, then another model");
@@ -926,14 +918,7 @@ test("demo picker: the catalog's present models with sizes, licences and memory;
 });
 
 test("demo completion: a model without a chat template switches to text completion; the continuation streams into the text box; Regenerate; screenshots", async () => {
-  const shots = join(ROOT, "target", "screenshots", "demo-page");
-  mkdirSync(shots, { recursive: true });
-  const p = await browser.newPage({ viewport: { width: 1280, height: 860 } });
-  const problems = [];
-  p.on("console", (m) => m.type() === "error" && problems.push(m.text()));
-  p.on("pageerror", (e) => problems.push(e.message));
-  await p.goto(`${server.url}/www/`);
-  await p.waitForFunction(() => document.body.dataset.state === "ready", null, { timeout: 60000 });
+  const { p, problems, shots } = await openDemo();
   same(await p.isVisible("#completion"), false, "a chat model starts in chat mode");
   // The default model without its template, dropped on the page.
   await p.evaluate(async ([model, base]) => {
@@ -1026,20 +1011,7 @@ test("the benchmark page reports the native bench's fields, for webgpu-llm and f
   assert(theirs.prompt_tokens >= 12 && theirs.decode_tokens_per_s > 0, JSON.stringify(theirs));
 });
 
-let failed = 0;
-const only = process.env.BROWSER_TEST_FILTER;
-for (const { name, fn } of tests.filter((t) => !only || t.name.includes(only))) {
-  const t0 = Date.now();
-  try {
-    await fn();
-    console.log(`ok - ${name} (${((Date.now() - t0) / 1000).toFixed(1)}s)`);
-  } catch (e) {
-    failed++;
-    console.log(`not ok - ${name}\n  ${e.message}`);
-  }
-}
+const failed = await runTests(tests, process.env.BROWSER_TEST_FILTER);
 await browser.close();
 server.close();
-const ran = tests.filter((t) => !only || t.name.includes(only)).length;
-console.log(`browser tests: ${ran - failed} passed, ${failed} failed`);
 process.exit(failed ? 1 : 0);
