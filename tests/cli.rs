@@ -203,8 +203,9 @@ fn info_shows_the_catalog_entry_and_the_template_facts() {
     assert_eq!(t["eos"], serde_json::json!({ "id": 2, "text": "<|im_end|>" }));
     let eog: Vec<(u64, &str)> =
         t["eog"].as_array().unwrap().iter().map(|e| (e["id"].as_u64().unwrap(), e["text"].as_str().unwrap())).collect();
-    assert_eq!(eog, [(0, "<|endoftext|>"), (2, "<|im_end|>")]);
-    assert_eq!(out["eog_ids"], serde_json::json!([0, 2]));
+    // llama.cpp's rules make `<reponame>` (a FIM token) end generation too.
+    assert_eq!(eog, [(0, "<|endoftext|>"), (2, "<|im_end|>"), (4, "<reponame>")]);
+    assert_eq!(out["eog_ids"], serde_json::json!([0, 2, 4]));
     assert!(out["chat_template"].as_str().unwrap().contains("<|im_start|>"));
 }
 

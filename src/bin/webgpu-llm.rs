@@ -230,8 +230,16 @@ fn read_messages(file: &str) -> Result<Vec<Message>> {
         std::fs::read_to_string(file).map_err(|e| Error::Io(format!("{file}: {e}")))?
     };
     let want = r#"want a JSON array of {"role": "...", "content": "..."} objects"#;
-    let messages: Vec<Message> =
-        serde_json::from_str(&text).map_err(|e| Error::InvalidArgument(format!("--messages {file}: {e}; {want}")))?;
+    let bad = |e: String| Error::InvalidArgument(format!("--messages {file}: {e}; {want}"));
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    // Only an assistant turn that calls tools may leave its content out.
+    if let Some(i) = value
+        .as_array()
+        .and_then(|a| a.iter().position(|m| m.get("content").is_none() && m.get("tool_calls").is_none()))
+    {
+        return Err(bad(format!("message {i} has no content")));
+    }
+    let messages: Vec<Message> = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
     if messages.is_empty() {
         return Err(Error::InvalidArgument(format!("--messages {file}: the array is empty; {want}")));
     }
