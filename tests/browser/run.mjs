@@ -709,7 +709,7 @@ test("completions.create: OpenAI text_completion, whole and streamed, with logpr
   // The exact CPU path: llama.cpp's f32 reference tokens (the text is those tokens').
   same(r.info.template.has_chat_template, true, "the default model has a template");
   same([r.info.catalog.entry?.name, r.info.catalog.matched], [CATALOG.default, true], "recognised by URL name and size");
-  same(r.info.template.eog.map((t) => [t.id, t.text]), [[0, "<|endoftext|>"], [2, "<|im_end|>"]], "EOG facts");
+  same(r.info.template.eog.map((t) => [t.id, t.text]), [[0, "<|endoftext|>"], [2, "<|im_end|>"], [4, "<reponame>"]], "EOG facts");
   same(r.plainInfo.template.has_chat_template, false, "the renamed key: no template");
   same([r.plainInfo.chat_template, r.plainInfo.catalog.entry], [null, null], "no template source, no catalog entry");
   assert(r.chat[0] === "invalid_argument" && r.chat[1].includes("base model") && r.chat[1].includes("completions.create"), `chat on a base model: ${r.chat}`);
