@@ -2,7 +2,8 @@
 # Build the wasm module and its JavaScript glue into pkg/wasm/ (git-ignored), with a copy of the
 # model catalog:
 # release build → wasm-bindgen --target web → wasm-opt -O (npm's binaryen: Debian's breaks the
-# output, see ../shared/TOOLCHAIN.md). Prints the .wasm size, raw and gzipped.
+# output of wasm-bindgen 0.2.130: `WebAssembly.Table.set(): Argument 1 is invalid` at load).
+# Prints the .wasm size, raw and gzipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
