@@ -2,9 +2,9 @@
 //!
 //! Where things live:
 //! - `gguf`      — the GGUF file reader (metadata, tensor table, zero-copy tensor views; a header
-//!                 from a file's first bytes)
+//!   from a file's first bytes)
 //! - `load`      — a model loaded as a stream (network, cache, file, split parts): fit check at the
-//!                 header, then each byte placed on the backend as it arrives
+//!   header, then each byte placed on the backend as it arrives
 //! - `quant`     — GGML block formats and their CPU dequantization
 //! - `model`     — hyper-parameters (`Config`) and CPU weights (`Weights`) of the Llama family
 //! - `tokenizer` — text ↔ token ids (HF `tokenizers`)

@@ -197,7 +197,12 @@ fn finished() -> JsValue {
 /// prefix is too short for the header, else the estimate (`fits`, `reason`, the byte counts).
 /// `limits`: the adapter's `{ max_buffer_size, max_storage_buffer_binding_size, f16 }`, or null.
 #[wasm_bindgen(js_name = estimateModel)]
-pub fn estimate_model(prefix: &[u8], part_sizes: Vec<f64>, options: JsValue, limits: JsValue) -> Result<JsValue, JsValue> {
+pub fn estimate_model(
+    prefix: &[u8],
+    part_sizes: Vec<f64>,
+    options: JsValue,
+    limits: JsValue,
+) -> Result<JsValue, JsValue> {
     let options: EngineOptions = from_js("options", options)?;
     let limits: crate::load::fit::Limits = from_js("limits", limits)?;
     let parts: Vec<u64> = part_sizes.iter().map(|&s| s as u64).collect();

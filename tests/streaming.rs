@@ -91,7 +91,10 @@ fn a_split_model_gives_the_same_tokens_as_its_whole_file() {
     let gpu_parts = {
         let _heavy = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
         let g = options(BackendKind::Gpu);
-        (Engine::load_file(&first, &g).map(|mut e| greedy(&mut e, 2)), greedy(&mut Engine::load(&bytes, &g).unwrap(), 2))
+        (
+            Engine::load_file(&first, &g).map(|mut e| greedy(&mut e, 2)),
+            greedy(&mut Engine::load(&bytes, &g).unwrap(), 2),
+        )
     };
     // A part missing, or given in the wrong order, is refused.
     let missing = Engine::load_file(&dir.join(format!("smol-00001-of-{:05}.gguf", n + 1)), &o).err();

@@ -382,9 +382,9 @@ impl CpuLoad {
     pub fn finish(mut self) -> Result<CpuModel> {
         let weights = self.layout.try_map(|&i| {
             let t = &self.tensors[i];
-            self.done[i]
-                .take()
-                .ok_or_else(|| Error::BadModel(format!("tensor {}: {} of its {} bytes arrived", t.name, self.got[i], t.size)))
+            self.done[i].take().ok_or_else(|| {
+                Error::BadModel(format!("tensor {}: {} of its {} bytes arrived", t.name, self.got[i], t.size))
+            })
         })?;
         let cache = KvCache::new(self.config.n_layers, self.capacity);
         Ok(CpuModel { config: self.config, weights, cache, act: Activations::default(), steps: 0 })

@@ -214,7 +214,7 @@ impl Gpu {
         #[cfg(target_arch = "wasm32")]
         {
             let (send, done) = futures_oneshot();
-            self.queue.on_submitted_work_done(move || send());
+            self.queue.on_submitted_work_done(send);
             done.await;
         }
         self.wait()

@@ -149,7 +149,8 @@ impl GpuLoad {
         self.placer.flush(&self.gpu).await?;
         let GpuLoad { gpu, config: c, weights, placer, cache, act, capacity } = self;
         let kernels = Kernels::new(&gpu, &weights.formats()).await?;
-        let table = gpu.scoped("the RoPE tables", || RopeTables::new(&gpu, &c, placer.host_bytes(), capacity)).await??;
+        let table =
+            gpu.scoped("the RoPE tables", || RopeTables::new(&gpu, &c, placer.host_bytes(), capacity)).await??;
         let step = gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("step"),
             size: 16,

@@ -113,7 +113,10 @@ impl GpuWeights {
                 _ => {
                     let rows = [l.wq, l.wk, l.wv].map(|t| rows_cols(t).0);
                     let buffer = storage(gpu, &format!("blk.{i}.qkv_bias"), rows.iter().sum::<usize>() as u64 * 4);
-                    let at = |k: usize| Dest::Vector { buffer: buffer.clone(), offset: rows[..k].iter().sum::<usize>() as u64 * 4 };
+                    let at = |k: usize| Dest::Vector {
+                        buffer: buffer.clone(),
+                        offset: rows[..k].iter().sum::<usize>() as u64 * 4,
+                    };
                     let dests = [l.bq.map(|_| at(0)), l.bk.map(|_| at(1)), l.bv.map(|_| at(2))];
                     (Some(buffer), dests)
                 }
@@ -159,7 +162,7 @@ impl GpuWeights {
         }
         let (embed, embed_dest) = matrix(w.embed)?;
         let (out_norm, out_norm_dest) = vector(w.out_norm);
-        let output = w.output.map(|t| matrix(t)).transpose()?;
+        let output = w.output.map(matrix).transpose()?;
         let plan = Weights {
             embed: embed_dest,
             layers: dests,
@@ -317,7 +320,11 @@ impl Placer {
 
     /// The first tensor that has not received all its bytes, if any.
     pub fn incomplete(&self) -> Option<(&str, u64, u64)> {
-        self.dests.iter().zip(&self.got).find(|((_, t), &got)| got != t.size).map(|((_, t), &got)| (t.name.as_str(), got, t.size))
+        self.dests
+            .iter()
+            .zip(&self.got)
+            .find(|((_, t), &got)| got != t.size)
+            .map(|((_, t), &got)| (t.name.as_str(), got, t.size))
     }
 
     /// The RoPE frequency factors' format and bytes, when the model has them.

@@ -59,8 +59,15 @@ fn host_overhead(header_bytes: u64, vocab: usize) -> u64 {
 pub const WASM32_BYTES: u64 = 4 << 30;
 
 /// The estimate on the GPU backend.
-pub fn gpu(c: &Config, w: &Weights<&TensorInfo>, capacity: usize, header_bytes: u64, limits: &Limits) -> MemoryEstimate {
-    let binding = limits.max_storage_buffer_binding_size.unwrap_or(u64::MAX).min(limits.max_buffer_size.unwrap_or(u64::MAX));
+pub fn gpu(
+    c: &Config,
+    w: &Weights<&TensorInfo>,
+    capacity: usize,
+    header_bytes: u64,
+    limits: &Limits,
+) -> MemoryEstimate {
+    let binding =
+        limits.max_storage_buffer_binding_size.unwrap_or(u64::MAX).min(limits.max_buffer_size.unwrap_or(u64::MAX));
     let mut reason = None;
     let mut unsupported = false;
     let mut weights = 0u64;

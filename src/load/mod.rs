@@ -8,9 +8,9 @@
 //! - `fit`   — what a model needs on a backend, from its header, against the device's limits
 //! - `file`  — native: memory-mapped files fed through the same stream
 
-pub mod fit;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod file;
+pub mod fit;
 pub mod split;
 
 use sha2::Digest;
@@ -43,7 +43,10 @@ pub struct Loader {
 
 enum Stage {
     /// Gathering the first part's header; `want` is how many bytes the next parse needs.
-    Header { bytes: Vec<u8>, want: u64 },
+    Header {
+        bytes: Vec<u8>,
+        want: u64,
+    },
     Loading(Box<Loading>),
     /// A push failed: the loader is unusable.
     Failed,
@@ -201,7 +204,10 @@ impl Loader {
         let mut base = self.parts[0];
         for k in 1..n {
             let (h, bytes) = self.given[k].take().ok_or_else(|| {
-                Error::InvalidArgument(format!("part {} of {n}'s header must be given before the stream (part_header)", k + 1))
+                Error::InvalidArgument(format!(
+                    "part {} of {n}'s header must be given before the stream (part_header)",
+                    k + 1
+                ))
             })?;
             checks.push((base, bytes));
             base += self.parts[k];
@@ -255,7 +261,8 @@ impl Loading {
         let end = start + chunk.len() as u64;
         for (at, bytes) in &self.headers {
             let (a, b) = (start.max(*at), end.min(at + bytes.len() as u64));
-            if a < b && chunk[(a - start) as usize..(b - start) as usize] != bytes[(a - at) as usize..(b - at) as usize] {
+            if a < b && chunk[(a - start) as usize..(b - start) as usize] != bytes[(a - at) as usize..(b - at) as usize]
+            {
                 return Err(Error::BadModel(format!("the part at byte {at} is not the one whose header was given")));
             }
         }
@@ -362,7 +369,8 @@ pub fn estimate(
         1 => Weights::from_table(&header.tensors, &config)?,
         _ => return Ok(Ok(split_estimate(&header, parts, &config, capacity, options, limits))),
     };
-    let limits = Limits { memory_limit_bytes: limits.memory_limit_bytes.or(options.memory_limit_bytes), ..limits.clone() };
+    let limits =
+        Limits { memory_limit_bytes: limits.memory_limit_bytes.or(options.memory_limit_bytes), ..limits.clone() };
     Ok(Ok(match options.backend {
         BackendKind::Cpu => fit::cpu(&config, &infos, capacity, header.data_start, !options.exact_cpu, &limits),
         _ => fit::gpu(&config, &infos, capacity, header.data_start, &limits),

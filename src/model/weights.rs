@@ -188,10 +188,7 @@ impl<T> Weights<T> {
 fn check_shape(t: &TensorInfo, shape: &[usize]) -> Result<()> {
     let dims = &t.dims;
     if dims.len() != shape.len() || dims.iter().zip(shape).any(|(&a, &b)| a != b as u64) {
-        return Err(Error::BadModel(format!(
-            "tensor {} has shape {dims:?}, the config implies {shape:?}",
-            t.name
-        )));
+        return Err(Error::BadModel(format!("tensor {} has shape {dims:?}, the config implies {shape:?}", t.name)));
     }
     Ok(())
 }
