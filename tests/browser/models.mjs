@@ -77,8 +77,12 @@ async function chat(model, prompt, margin, max) {
     `decode ${r.decode.toFixed(1)} tok/s; "${r.reply.choices[0].message.content}"`);
 }
 
-/** A raw completion of the golden prompt's text (BOS added as the model says) on `backend`. */
-async function complete(model, prompt, backend, margin, max) {
+/**
+ * A raw completion of the golden prompt's text (BOS added as the model says) on `backend`.
+ * `maxWasmMB`: the most wasm memory the engine may hold after the load (the streamed load keeps
+ * no copy of the file: on the GPU backend the weights never pass through wasm memory whole).
+ */
+async function complete(model, prompt, backend, margin, max, maxWasmMB = Infinity) {
   const g = golden(model, prompt);
   const want = confident(g, margin, max);
   const r = await inFreshPage(async (llm, [modelUrl, text, backend, maxTokens]) => {
@@ -96,8 +100,10 @@ async function complete(model, prompt, backend, margin, max) {
   same(r.prompt, g.prompt_token_ids, `${model} ${prompt}: prompt ids (with BOS)`);
   same(r.tokens, want, `${model} ${prompt} on ${backend}: greedy tokens`);
   same(r.info.backend, backend, "backend");
+  const wasmMB = r.info.wasm_memory_bytes / 2 ** 20;
   console.log(`  ${model} on ${backend}: weights ${(r.info.weight_bytes / 1e6).toFixed(0)} MB, ` +
-    `decode ${r.decode.toFixed(2)} tok/s; ${JSON.stringify(r.text)}`);
+    `wasm memory ${wasmMB.toFixed(0)} MiB, decode ${r.decode.toFixed(2)} tok/s; ${JSON.stringify(r.text)}`);
+  assert(wasmMB < maxWasmMB, `${model} on ${backend}: ${wasmMB.toFixed(0)} MiB of wasm memory, more than ${maxWasmMB}`);
 }
 
 test("Qwen2.5-Coder 0.5B: a chat with a system message gives llama.cpp's prompt ids and greedy tokens (CPU)", () =>
@@ -111,6 +117,17 @@ test("Gemma 3 270M: a raw completion gives llama.cpp's greedy tokens (CPU)", () 
 
 test("Gemma 3 270M: a raw completion gives llama.cpp's greedy tokens (WebGPU)", () =>
   complete("gemma3-270m", "raw_code_prime", "gpu", 0.1, 6));
+
+// The streamed load: on the GPU backend a 1.1 GB model leaves the tab's wasm memory small.
+test("Qwen2.5-Coder 1.5B on WebGPU: streamed to the GPU, under 128 MiB of wasm memory, llama.cpp's greedy tokens", () =>
+  complete("qwen2.5-coder-1.5b", "raw_story", "gpu", 0.5, 3, 128));
+
+test("SmolLM2-135M on WebGPU: streamed to the GPU, under 128 MiB of wasm memory, llama.cpp's greedy tokens", () =>
+  complete("smollm2-135m", "raw_story", "gpu", 0.5, 3, 128));
+
+// The CPU backend's peak (wasm memory never shrinks): the weights and one tensor, not the file twice.
+test("Qwen2.5-Coder 1.5B on the CPU: streamed into the weights, peak under 1.5 GiB of wasm memory", () =>
+  complete("qwen2.5-coder-1.5b", "raw_story", "cpu", 0.5, 3, 1536));
 
 const failed = await runTests(tests, process.env.MODELS_TEST_FILTER);
 await browser.close();
