@@ -457,7 +457,13 @@ export async function loadModel(model, { cache = true, sha256, onProgress = () =
       const engine = await loader.finish();
       return { engine, estimate };
     } catch (e) {
-      if (!consumed) loader.free();
+      if (!consumed) {
+        try {
+          loader.free();
+        } catch {
+          /* a trapped module: nothing to free */
+        }
+      }
       if (e instanceof Restart && attempt < 2) continue;
       if (e instanceof Restart) throw codedError("io", "the model's server kept ignoring ranges or changing the file");
       // A corrupt copy must not be read again.

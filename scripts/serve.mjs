@@ -98,7 +98,10 @@ export function serve(root, { port = 0, host = "127.0.0.1", brokenPaths = false 
       return;
     }
     if (truncated) {
-      createReadStream(file, { end: Math.floor(size / 2) }).on("end", () => res.destroy()).pipe(res, { end: false });
+      // The file's first half as asked for (a range within it is served whole), then a break.
+      const half = Math.floor(size / 2);
+      if (end <= half) return createReadStream(file, { start, end }).pipe(res);
+      createReadStream(file, { start, end: half }).on("end", () => res.destroy()).pipe(res, { end: false });
       return;
     }
     const body = createReadStream(file, { start, end });
