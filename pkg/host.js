@@ -32,6 +32,8 @@ export async function clearModelCache() {
 
 /** How many first bytes of the (first) file the fit check reads, unless the header needs more. */
 const PROBE_BYTES = 8 << 20;
+/** How many first bytes of a split model's later parts are read first for their headers. */
+const PART_PROBE_BYTES = 1 << 20;
 /** llama.cpp's gguf-split names: `name-00001-of-00003.gguf`. */
 const SPLIT = /^(.*)-(\d{5})-of-(\d{5})\.gguf$/;
 
@@ -195,24 +197,28 @@ function formatBytes(n) {
   return n >= 1 << 30 ? `${(n / 2 ** 30).toFixed(2)} GiB` : `${(n / 2 ** 20).toFixed(1)} MiB`;
 }
 
-/** The adapter's limits for the fit check, or null without WebGPU (or on the CPU backend). */
-async function adapterLimits(backend) {
-  if (backend === "cpu" || !globalThis.navigator?.gpu) return null;
-  try {
-    const adapter = await navigator.gpu.requestAdapter();
-    if (!adapter) return null;
-    return { max_buffer_size: adapter.limits.maxBufferSize, max_storage_buffer_binding_size: adapter.limits.maxStorageBufferBindingSize };
-  } catch {
-    return null;
+/**
+ * The limits for the fit check: the adapter's (null fields without WebGPU, or on the CPU
+ * backend), lowered by the caller's `gpuLimits` and `memoryLimitBytes`.
+ */
+async function fitLimits({ backend = "auto", gpuLimits, memoryLimitBytes }) {
+  const limits = { max_buffer_size: null, max_storage_buffer_binding_size: null, memory_limit_bytes: memoryLimitBytes ?? null, f16: false };
+  if (backend !== "cpu" && globalThis.navigator?.gpu) {
+    try {
+      const adapter = await navigator.gpu.requestAdapter();
+      if (adapter) {
+        limits.max_buffer_size = adapter.limits.maxBufferSize;
+        limits.max_storage_buffer_binding_size = adapter.limits.maxStorageBufferBindingSize;
+        limits.f16 = adapter.features.has("shader-f16");
+      }
+    } catch {
+      /* no adapter: no GPU limits */
+    }
   }
-}
-
-/** The engine's options (EngineOptions of src/wasm.rs) from the package's. */
-function engineOptions({ backend = "auto", contextSize, exactCpu = false, gpuLimits, memoryLimitBytes }) {
-  const options = { backend, context_size: contextSize ?? null, exact_cpu: exactCpu };
-  if (gpuLimits) options.gpu = { max_binding_bytes: gpuLimits.maxBindingBytes ?? null, max_buffer_bytes: gpuLimits.maxBufferBytes ?? null };
-  if (memoryLimitBytes !== undefined && memoryLimitBytes !== null) options.memory_limit_bytes = memoryLimitBytes;
-  return options;
+  const lower = (a, b) => (b === undefined || b === null ? a : a === null ? b : Math.min(a, b));
+  limits.max_buffer_size = lower(limits.max_buffer_size, gpuLimits?.maxBufferBytes);
+  limits.max_storage_buffer_binding_size = lower(limits.max_storage_buffer_binding_size, gpuLimits?.maxBindingBytes);
+  return limits;
 }
 
 /**
@@ -220,9 +226,9 @@ function engineOptions({ backend = "auto", contextSize, exactCpu = false, gpuLim
  * and the adapter's limits give the estimate; one that does not fit is `out_of_memory` before
  * anything more is downloaded.
  */
-async function fitCheck(parts, options) {
+async function fitCheck(parts, options, opts) {
   const sizes = Float64Array.from(parts.map((p) => p.size));
-  const limits = await adapterLimits(options.backend);
+  const limits = await fitLimits(opts);
   let want = PROBE_BYTES;
   for (let round = 0; round < 8; round++) {
     const prefix = await prefixOf(parts[0], want);
@@ -433,8 +439,8 @@ export async function loadModel(model, { cache = true, sha256, onProgress = () =
   const forget = () => Promise.all(urls.map((p) => deleteStored(p.url).catch(() => {})));
   let estimate;
   try {
-    for (const [i, part] of parts.entries()) if (part.kind === "url") await survey(part, readable, i === 0 ? PROBE_BYTES : 1);
-    estimate = await fitCheck(parts, options);
+    for (const [i, part] of parts.entries()) if (part.kind === "url") await survey(part, readable, i === 0 ? PROBE_BYTES : PART_PROBE_BYTES);
+    estimate = await fitCheck(parts, options, opts);
   } catch (e) {
     if (e?.code === "bad_model") await forget();
     throw e;
@@ -444,8 +450,8 @@ export async function loadModel(model, { cache = true, sha256, onProgress = () =
   const name = parts[0].name;
   for (let attempt = 0; ; attempt++) {
     const loader = new ModelLoader(options, name, Float64Array.from(parts.map((p) => p.size)));
-    let consumed = false;
     try {
+      await partHeaders(loader, parts);
       const feed = new Feed(loader, total, onProgress);
       for (const part of parts) await feedPart(feed, part, store);
       if (sha256) {
@@ -453,22 +459,40 @@ export async function loadModel(model, { cache = true, sha256, onProgress = () =
         if (actual !== sha256.toLowerCase()) throw codedError("bad_model", `the model's sha256 is ${actual}, not ${sha256}`);
       }
       onProgress({ stage: "load", loadedBytes: total, totalBytes: total, placedBytes: loader.placed });
-      consumed = true;
+      const used = loader.estimate?.() ?? estimate;
       const engine = await loader.finish();
-      return { engine, estimate };
+      return { engine, estimate: used };
     } catch (e) {
-      if (!consumed) {
-        try {
-          loader.free();
-        } catch {
-          /* a trapped module: nothing to free */
-        }
-      }
       if (e instanceof Restart && attempt < 2) continue;
       if (e instanceof Restart) throw codedError("io", "the model's server kept ignoring ranges or changing the file");
       // A corrupt copy must not be read again.
       if (e?.code === "bad_model") await forget();
       throw e;
+    } finally {
+      try {
+        loader.free();
+      } catch {
+        /* a trapped module: nothing to free */
+      }
+    }
+  }
+}
+
+/**
+ * A split model's later parts' headers, given to the loader ahead of their bytes (it needs every
+ * part's tensor table before it can place the weights).
+ */
+async function partHeaders(loader, parts) {
+  for (let k = 1; k < parts.length; k++) {
+    let want = PART_PROBE_BYTES;
+    for (let round = 0; ; round++) {
+      const prefix = await prefixOf(parts[k], want);
+      const need = loader.partHeader(k, prefix);
+      if (!need) break;
+      if (need <= prefix.length || prefix.length >= parts[k].size || round >= 8) {
+        throw codedError("bad_model", `part ${k + 1}'s header asks for ${need} bytes of its ${parts[k].size}`);
+      }
+      want = need;
     }
   }
 }
@@ -484,9 +508,9 @@ export async function estimateModelMemory(model, opts = {}) {
   const parts = partsOf(model);
   const { opfs, cache } = await openStores();
   const readable = opts.cache === false ? [] : [opfs, cache].filter(Boolean);
-  for (const [i, part] of parts.entries()) if (part.kind === "url") await survey(part, readable, i === 0 ? PROBE_BYTES : 1);
+  for (const [i, part] of parts.entries()) if (part.kind === "url") await survey(part, readable, i === 0 ? PROBE_BYTES : PART_PROBE_BYTES);
   try {
-    return await fitCheck(parts, options);
+    return await fitCheck(parts, options, opts);
   } catch (e) {
     // Not fitting is an answer here, not a failure.
     if (e.code !== "out_of_memory") throw e;
@@ -548,7 +572,10 @@ export class Host {
   }
 
   info() {
-    return this.#guard(() => ({ ...this.#live().info(), estimate: this.#estimate }));
+    return this.#guard(() => {
+      const info = this.#live().info();
+      return info.estimate ? info : { ...info, estimate: this.#estimate };
+    });
   }
 
   encodeChat(messages) {
