@@ -195,8 +195,10 @@ export class OpfsStore {
 
   /** Forget everything; true when there was something. */
   async clear() {
+    const names = [];
+    for await (const [name] of this.#dir.entries()) names.push(name);
     let any = false;
-    for await (const [name] of this.#dir.entries()) any = (await removeQuietly(this.#dir, name)) || any;
+    for (const name of names) any = (await removeQuietly(this.#dir, name)) || any;
     return any;
   }
 }
