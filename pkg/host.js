@@ -221,6 +221,15 @@ async function fitLimits({ backend = "auto", gpuLimits, memoryLimitBytes }) {
   return limits;
 }
 
+/** The engine's options (EngineOptions of src/engine.rs) from the package's. */
+function engineOptions({ backend = "auto", contextSize, exactCpu = false, gpuLimits, memoryLimitBytes }) {
+  const options = { backend, context_size: contextSize ?? null, exact_cpu: exactCpu };
+  // (the buffer limit also lowers the adapter's in the fit check: see fitLimits)
+  if (gpuLimits) options.gpu = { max_binding_bytes: gpuLimits.maxBindingBytes ?? null, max_buffer_bytes: gpuLimits.maxBufferBytes ?? null };
+  if (memoryLimitBytes !== undefined && memoryLimitBytes !== null) options.memory_limit_bytes = memoryLimitBytes;
+  return options;
+}
+
 /**
  * The fit check: the header of the first part (grown as estimateModel asks), the sizes of all,
  * and the adapter's limits give the estimate; one that does not fit is `out_of_memory` before
