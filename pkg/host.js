@@ -278,15 +278,18 @@ class Restart extends Error {}
 /** A store writer whose failures (quota, a lock held by another tab) stop the storing, not the load. */
 async function safeWriter(store, part, offset) {
   if (!store) return null;
+  // The OPFS writer records `meta` as it is at each checkpoint: a full download updates its validators.
+  const meta = { totalBytes: part.size, etag: part.etag, lastModified: part.lastModified };
   let w;
   try {
-    w = await store.writer(part.url, { totalBytes: part.size, etag: part.etag, lastModified: part.lastModified }, offset);
+    w = await store.writer(part.url, meta, offset);
   } catch {
     return null;
   }
   let dead = false;
   return {
     store,
+    meta,
     write: (chunk) => (dead ? null : Promise.resolve(w.write(chunk)).catch(() => (dead = true))),
     async close(complete) {
       try {
@@ -398,7 +401,11 @@ async function feedPart(feed, part, store) {
       if (!response.ok) throw codedError("io", `fetching ${part.url}: HTTP ${response.status}`);
       const etag = response.headers.get("etag");
       const length = Number(response.headers.get("content-length")) || null;
-      const changed = (part.etag && etag && etag !== part.etag) || (length !== null && length !== part.size - pos);
+      const changed = (pos > 0 && part.etag && etag && etag !== part.etag) || (length !== null && length !== part.size - pos);
+      if (pos === 0) {
+        Object.assign(part, { etag, lastModified: response.headers.get("last-modified") });
+        if (writer) Object.assign(writer.meta, { etag: part.etag, lastModified: part.lastModified });
+      }
       if (pos > 0 && (response.status !== 206 || changed)) {
         // The server ignored the Range (200), or the file changed: start this part over from 0.
         response.body?.cancel().catch(() => {});
