@@ -11,11 +11,10 @@ use web_time::Instant;
 
 use crate::backend::{Backend, BackendStats};
 use crate::chat::{ChatTemplate, Message};
-use crate::cpu::CpuModel;
 use crate::error::{Error, Result};
-use crate::gguf::Gguf;
-use crate::gpu::{AdapterReport, Gpu, GpuModel, GpuOptions};
-use crate::model::{Config, Weights};
+use crate::gpu::{AdapterReport, GpuOptions};
+use crate::load::fit::MemoryEstimate;
+use crate::model::Config;
 use crate::sampler::{Alternative, Logits, LogitsRequest, Sampler, SamplingParams};
 use crate::tokenizer::{Detokenizer, Tokenizer};
 
@@ -42,8 +41,11 @@ pub struct EngineOptions {
     /// blocks (the default, which moves logits as much as llama.cpp's own kernels do).
     pub exact_cpu: bool,
     /// GPU set-up (f16 use, binding size cap).
-    #[serde(skip)]
     pub gpu: GpuOptions,
+    /// A budget in bytes for the backend's memory (GPU memory, or CPU memory on the CPU): a model
+    /// that needs more is refused at its header with `out_of_memory`. `None`: the device's own
+    /// limits only (wasm32's 4 GiB on the CPU in a browser).
+    pub memory_limit_bytes: Option<u64>,
     /// A HF `tokenizer.json` to use instead of the GGUF vocabulary.
     #[serde(skip)]
     pub tokenizer_json: Option<Vec<u8>>,
@@ -182,6 +184,7 @@ pub struct Engine {
     template: Option<ChatTemplate>,
     backend: Box<dyn Backend>,
     adapter: Option<AdapterReport>,
+    estimate: MemoryEstimate,
     /// The tokens whose K/V are in the backend's cache, in order.
     context: Vec<u32>,
     retune: Retune,
@@ -195,39 +198,48 @@ impl Engine {
         pollster::block_on(Engine::load_async(bytes, options))
     }
 
-    /// Parse a GGUF file and load the model onto the chosen backend.
+    /// Load a model whose whole file is in memory, through the same streamed load as a download
+    /// ([`crate::load::Loader`]): the bytes are placed on the backend piece by piece.
     pub async fn load_async(bytes: &[u8], options: &EngineOptions) -> Result<Engine> {
-        let gguf = Gguf::parse(bytes)?;
-        let config = Config::from_gguf(&gguf)?;
-        let tokenizer = match &options.tokenizer_json {
-            Some(json) => Tokenizer::from_json(json, &gguf)?,
-            None => Tokenizer::from_gguf(&gguf)?,
-        };
-        if tokenizer.vocab_size() > config.vocab_size {
-            return Err(Error::BadModel(format!(
-                "the tokenizer has {} tokens but the embedding only {}",
-                tokenizer.vocab_size(),
-                config.vocab_size
-            )));
+        let mut loader = crate::load::Loader::new(options.clone(), vec![bytes.len() as u64])?;
+        for piece in bytes.chunks(16 << 20) {
+            loader.push(piece).await?;
         }
-        let template = ChatTemplate::from_gguf(&gguf, &tokenizer)?;
-        let capacity = match options.context_size {
-            Some(0) => return Err(Error::InvalidArgument("context_size must be at least 1".into())),
-            Some(n) => n.min(config.context_length),
-            None => config.context_length.min(4096),
-        };
-        let tensors = Weights::from_gguf(&gguf, &config)?;
-        let (backend, adapter) = load_backend(options, &config, &tensors, capacity).await?;
-        Ok(Engine {
+        loader.finish().await
+    }
+
+    /// Load the model at `path` (a whole file, or a split model's first part), memory-mapped
+    /// rather than read (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn load_file(path: &std::path::Path, options: &EngineOptions) -> Result<Engine> {
+        crate::load::file::load(path, options)
+    }
+
+    /// An engine over a loaded backend (what [`crate::load::Loader::finish`] builds).
+    pub(crate) fn from_parts(
+        config: Config,
+        tokenizer: Tokenizer,
+        template: Option<ChatTemplate>,
+        backend: Box<dyn Backend>,
+        adapter: Option<AdapterReport>,
+        estimate: MemoryEstimate,
+    ) -> Engine {
+        Engine {
             config,
             tokenizer,
             template,
             backend,
             adapter,
+            estimate,
             context: Vec::new(),
             retune: Retune::default(),
             pause: None,
-        })
+        }
+    }
+
+    /// What the header said the model would need, as it was checked at load.
+    pub fn estimate(&self) -> &MemoryEstimate {
+        &self.estimate
     }
 
     /// The GPU adapter the model runs on (`None` on the CPU backend).
@@ -563,36 +575,6 @@ async fn run(
             Err(e)
         }
     }
-}
-
-/// The backend `options` ask for, with the adapter it runs on.
-async fn load_backend(
-    options: &EngineOptions,
-    config: &Config,
-    tensors: &Weights<crate::gguf::TensorView<'_>>,
-    capacity: usize,
-) -> Result<(Box<dyn Backend>, Option<AdapterReport>)> {
-    let cpu = || -> Result<(Box<dyn Backend>, Option<AdapterReport>)> {
-        let model = match options.exact_cpu {
-            true => CpuModel::reference(config, tensors, capacity)?,
-            false => CpuModel::new(config, tensors, capacity)?,
-        };
-        Ok((Box::new(model), None))
-    };
-    if options.backend == BackendKind::Cpu {
-        return cpu();
-    }
-    let gpu = match Gpu::new(&options.gpu).await {
-        Ok(gpu) => gpu,
-        Err(Error::NoWebGpu(_)) if options.backend == BackendKind::Auto => return cpu(),
-        Err(e) => return Err(e),
-    };
-    if gpu.software && options.backend == BackendKind::Auto {
-        return cpu();
-    }
-    let report = gpu.report.clone();
-    let model = GpuModel::load(gpu, config, tensors, capacity).await?;
-    Ok((Box::new(model), Some(report)))
 }
 
 fn common_prefix(a: &[u32], b: &[u32]) -> usize {

@@ -131,14 +131,42 @@ impl TensorInfo {
     }
 }
 
-/// A parsed GGUF file borrowing its bytes.
-#[derive(Debug)]
-pub struct Gguf<'a> {
+/// A GGUF file's header: metadata and tensor table, owned, without the tensor data. It can be
+/// parsed from the first bytes of a file whose size is known ([`Header::parse_prefix`]), which is
+/// how a streamed model is checked and planned before its weights arrive.
+#[derive(Clone, Debug)]
+pub struct Header {
     pub version: u32,
     pub alignment: u64,
     pub metadata: BTreeMap<String, Value>,
+    /// Offsets are absolute within the file.
     pub tensors: Vec<TensorInfo>,
+    /// Where the tensor data starts (the header's length, aligned).
+    pub data_start: u64,
+    /// The whole file's size.
+    pub file_size: u64,
+}
+
+/// What the first bytes of a file gave.
+#[derive(Debug)]
+pub enum Prefix {
+    Header(Header),
+    /// The header runs past the bytes given: at least this many are needed.
+    NeedBytes(u64),
+}
+
+/// A parsed GGUF file borrowing its bytes.
+#[derive(Debug)]
+pub struct Gguf<'a> {
+    pub header: Header,
     bytes: &'a [u8],
+}
+
+impl std::ops::Deref for Gguf<'_> {
+    type Target = Header;
+    fn deref(&self) -> &Header {
+        &self.header
+    }
 }
 
 /// A tensor's description with its raw bytes, borrowed from the file.
@@ -151,7 +179,41 @@ pub struct TensorView<'a> {
 impl<'a> Gguf<'a> {
     /// Parse the header, metadata and tensor table, and check every tensor lies inside the file.
     pub fn parse(bytes: &'a [u8]) -> Result<Gguf<'a>> {
-        let mut r = Reader { bytes, pos: 0 };
+        let header = Header::parse(bytes, bytes.len() as u64)?;
+        Ok(Gguf { header, bytes })
+    }
+
+    /// The tensor with its bytes, or `None` when the file has no tensor of that name.
+    pub fn tensor(&self, name: &str) -> Option<TensorView<'_>> {
+        let info = self.tensor_info(name)?;
+        // Bounds were checked in parse().
+        let data = &self.bytes[info.offset as usize..(info.offset + info.size) as usize];
+        Some(TensorView { info, data })
+    }
+}
+
+impl Header {
+    /// Parse a header from `prefix`, the first bytes of a file of `file_size` bytes; when the
+    /// header is longer than the prefix, say how many bytes it needs (at least).
+    pub fn parse_prefix(prefix: &[u8], file_size: u64) -> Result<Prefix> {
+        if (prefix.len() as u64) > file_size {
+            return Err(bad("the prefix is longer than the file"));
+        }
+        match Header::parse(prefix, file_size) {
+            Ok(h) => Ok(Prefix::Header(h)),
+            Err(Error::BadModel(m)) if m.starts_with(NEED_MORE) => {
+                let need: u64 = m[NEED_MORE.len()..].parse().unwrap_or(file_size);
+                // Ask for twice as much: strings and arrays come in many small reads.
+                Ok(Prefix::NeedBytes(need.max(2 * prefix.len() as u64).min(file_size)))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Parse from `bytes`, the start of a file of `file_size` bytes (all of it, or a prefix:
+    /// running past a prefix is a [`NEED_MORE`] error, past the file a truncation).
+    fn parse(bytes: &[u8], file_size: u64) -> Result<Header> {
+        let mut r = Reader { bytes, pos: 0, file_size };
         let magic = r.take(4, "magic")?;
         if magic != MAGIC {
             return Err(bad("not a GGUF file (wrong magic bytes)"));
@@ -207,9 +269,9 @@ impl<'a> Gguf<'a> {
         }
 
         let data_start = align_up(r.pos as u64, alignment)
-            .filter(|&s| s <= bytes.len() as u64)
+            .filter(|&s| s <= file_size)
             .ok_or_else(|| bad("file ends before the tensor data"))?;
-        let data_len = bytes.len() as u64 - data_start;
+        let data_len = file_size - data_start;
 
         let mut tensors = Vec::with_capacity(raw.len());
         for (name, dims, ty, offset) in raw {
@@ -261,7 +323,7 @@ impl<'a> Gguf<'a> {
             return Err(bad(format!("tensor {:?} appears twice", w[0])));
         }
 
-        Ok(Gguf { version, alignment, metadata, tensors, bytes })
+        Ok(Header { version, alignment, metadata, tensors, data_start, file_size })
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
@@ -311,14 +373,6 @@ impl<'a> Gguf<'a> {
         self.tensors.iter().find(|t| t.name == name)
     }
 
-    /// The tensor with its bytes, or `None` when the file has no tensor of that name.
-    pub fn tensor(&self, name: &str) -> Option<TensorView<'_>> {
-        let info = self.tensor_info(name)?;
-        // Bounds were checked in parse().
-        let data = &self.bytes[info.offset as usize..(info.offset + info.size) as usize];
-        Some(TensorView { info, data })
-    }
-
     /// Total bytes of tensor data.
     pub fn tensor_bytes(&self) -> u64 {
         self.tensors.iter().map(|t| t.size).sum()
@@ -341,24 +395,32 @@ fn align_up(pos: u64, alignment: u64) -> Option<u64> {
     pos.checked_add(alignment - 1).map(|p| p / alignment * alignment)
 }
 
-/// A bounds-checked little-endian cursor.
+/// How a parse over a prefix says it ran out of bytes (followed by the bytes it needs).
+const NEED_MORE: &str = "header needs more bytes: ";
+
+/// A bounds-checked little-endian cursor over the first bytes of a file of `file_size` bytes.
 struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
+    file_size: u64,
 }
 
 impl<'a> Reader<'a> {
-    fn remaining(&self) -> usize {
-        self.bytes.len() - self.pos
+    /// Bytes left in the file (not only in the prefix).
+    fn remaining(&self) -> u64 {
+        self.file_size - self.pos as u64
     }
 
     fn take(&mut self, n: u64, what: &str) -> Result<&'a [u8]> {
-        if n > self.remaining() as u64 {
+        if n > self.remaining() {
             return Err(bad(format!(
                 "file truncated: {what} needs {n} bytes at offset {}, {} left",
                 self.pos,
                 self.remaining()
             )));
+        }
+        if n > (self.bytes.len() - self.pos) as u64 {
+            return Err(bad(format!("{NEED_MORE}{}", self.pos as u64 + n)));
         }
         let s = &self.bytes[self.pos..self.pos + n as usize];
         self.pos += n as usize;
@@ -379,7 +441,7 @@ impl<'a> Reader<'a> {
 
     /// Reject a count whose elements (each at least `min_size` bytes) cannot fit in what is left.
     fn check_count(&self, count: u64, min_size: u64, what: &str) -> Result<()> {
-        if count.saturating_mul(min_size) > self.remaining() as u64 {
+        if count.saturating_mul(min_size) > self.remaining() {
             return Err(bad(format!("{count} {what} cannot fit in the {} bytes left of the file", self.remaining())));
         }
         Ok(())

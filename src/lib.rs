@@ -1,7 +1,10 @@
 //! webgpu-llm: run Llama-family GGUF language models in the browser (WebGPU or CPU) and natively.
 //!
 //! Where things live:
-//! - `gguf`      — the GGUF file reader (metadata, tensor table, zero-copy tensor views)
+//! - `gguf`      — the GGUF file reader (metadata, tensor table, zero-copy tensor views; a header
+//!                 from a file's first bytes)
+//! - `load`      — a model loaded as a stream (network, cache, file, split parts): fit check at the
+//!                 header, then each byte placed on the backend as it arrives
 //! - `quant`     — GGML block formats and their CPU dequantization
 //! - `model`     — hyper-parameters (`Config`) and CPU weights (`Weights`) of the Llama family
 //! - `tokenizer` — text ↔ token ids (HF `tokenizers`)
@@ -22,6 +25,7 @@ pub mod error;
 pub mod facts;
 pub mod gguf;
 pub mod gpu;
+pub mod load;
 pub mod model;
 pub mod quant;
 pub mod sampler;

@@ -39,7 +39,7 @@ use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{AddedToken, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior};
 
 use crate::error::{Error, Result};
-use crate::gguf::{Gguf, Value};
+use crate::gguf::{Header, Value};
 
 /// What a token is (GGUF `tokenizer.ggml.token_type`, after llama.cpp's overrides).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -206,7 +206,7 @@ pub struct Tokenizer {
 
 impl Tokenizer {
     /// Build the tokenizer from the GGUF vocabulary.
-    pub fn from_gguf(g: &Gguf) -> Result<Tokenizer> {
+    pub fn from_gguf(g: &Header) -> Result<Tokenizer> {
         let model_name = g.str("tokenizer.ggml.model")?;
         let token_values = g
             .array_opt("tokenizer.ggml.tokens")?
@@ -280,7 +280,7 @@ impl Tokenizer {
     }
 
     /// Build the tokenizer from a HF `tokenizer.json`; special ids still come from the GGUF.
-    pub fn from_json(json: &[u8], g: &Gguf) -> Result<Tokenizer> {
+    pub fn from_json(json: &[u8], g: &Header) -> Result<Tokenizer> {
         let bad = |e: String| Error::BadModel(format!("tokenizer.json: {e}"));
         let with_special = tokenizers::Tokenizer::from_bytes(json).map_err(|e| bad(e.to_string()))?;
         // The same tokenizer without its special added tokens treats control-token text as plain
@@ -329,7 +329,7 @@ impl Tokenizer {
 
     #[allow(clippy::too_many_arguments)]
     fn finish(
-        g: &Gguf,
+        g: &Header,
         model: Model,
         tokens: Packed<String>,
         bytes: Packed<Vec<u8>>,
@@ -498,7 +498,7 @@ fn hf(e: impl std::fmt::Display) -> Error {
 }
 
 /// An optional token id from the metadata; one outside the vocabulary is a bad file.
-fn special_id(g: &Gguf, key: &str, n: u64) -> Result<Option<u32>> {
+fn special_id(g: &Header, key: &str, n: u64) -> Result<Option<u32>> {
     match g.u64_opt(key)? {
         Some(i) if i < n => Ok(Some(i as u32)),
         Some(i) => Err(Error::BadModel(format!("{key} = {i} is outside the vocabulary of {n}"))),
@@ -508,7 +508,7 @@ fn special_id(g: &Gguf, key: &str, n: u64) -> Result<Option<u32>> {
 
 /// The end-of-generation ids, as llama.cpp finds them; the tokens it finds by their text become
 /// control tokens.
-fn end_of_generation(g: &Gguf, tokens: &Packed<String>, kinds: &mut [Kind]) -> Result<Vec<u32>> {
+fn end_of_generation(g: &Header, tokens: &Packed<String>, kinds: &mut [Kind]) -> Result<Vec<u32>> {
     let n = tokens.len() as u64;
     let mut eog = Vec::new();
     for key in ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"] {
@@ -829,7 +829,7 @@ impl Spm {
 }
 
 /// The byte-level BPE of a `gpt2` vocabulary, with the pre-tokenizer `tokenizer.ggml.pre` names.
-fn byte_level_bpe(g: &Gguf, tokens: &Packed<String>) -> Result<tokenizers::Tokenizer> {
+fn byte_level_bpe(g: &Header, tokens: &Packed<String>) -> Result<tokenizers::Tokenizer> {
     let vocab: tokenizers::models::bpe::Vocab =
         (0..tokens.len()).rev().map(|i| (tokens.get(i).to_string(), i as u32)).collect();
     let merges = g

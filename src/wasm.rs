@@ -91,6 +91,122 @@ impl ModelBytes {
     }
 }
 
+/// A model loading from a stream of bytes ([`crate::load::Loader`]): `push` each chunk in
+/// order (awaiting each), across all parts of a split model, then `finish`. Once the header is in,
+/// the model is checked against the device and its buffers made; later bytes go straight to the
+/// GPU (or, on the CPU, into the weights a tensor at a time): no copy of the file is ever held.
+#[wasm_bindgen]
+pub struct ModelLoader {
+    loader: Rc<RefCell<Option<crate::load::Loader>>>,
+    name: Option<String>,
+}
+
+#[wasm_bindgen]
+impl ModelLoader {
+    /// `options`: `EngineOptions`; `name`: the file's name or URL (recognises its catalog
+    /// entry); `part_sizes`: each part's length in bytes (one for a whole file).
+    #[wasm_bindgen(constructor)]
+    pub fn new(options: JsValue, name: Option<String>, part_sizes: Vec<f64>) -> Result<ModelLoader, JsValue> {
+        let options: EngineOptions = from_js("options", options)?;
+        let parts = part_sizes.iter().map(|&s| s as u64).collect();
+        let loader = crate::load::Loader::new(options, parts).map_err(js_error)?;
+        Ok(ModelLoader { loader: Rc::new(RefCell::new(Some(loader))), name })
+    }
+
+    /// Part `k`'s first bytes, ahead of the stream (every part after the first of a split
+    /// model): 0 once its header is parsed, else the bytes it needs.
+    #[wasm_bindgen(js_name = partHeader)]
+    pub fn part_header(&self, k: usize, prefix: &[u8]) -> Result<f64, JsValue> {
+        let mut slot = self.loader.try_borrow_mut().map_err(|_| busy())?;
+        let loader = slot.as_mut().ok_or_else(finished)?;
+        loader.part_header(k, prefix).map(|n| n as f64).map_err(js_error)
+    }
+
+    /// The next bytes of the stream; await it before the next push.
+    // The loader stays borrowed across the await on purpose: a push before this one ends is
+    // "busy".
+    #[allow(clippy::await_holding_refcell_ref)]
+    pub fn push(&self, chunk: Vec<u8>) -> js_sys::Promise {
+        let loader = self.loader.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let mut slot = loader.try_borrow_mut().map_err(|_| busy())?;
+            let l = slot.as_mut().ok_or_else(finished)?;
+            l.push(&chunk).await.map_err(js_error)?;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
+    #[wasm_bindgen(getter)]
+    pub fn received(&self) -> f64 {
+        self.peek(|l| l.received() as f64)
+    }
+
+    /// Bytes placed into the backend's weights so far.
+    #[wasm_bindgen(getter)]
+    pub fn placed(&self) -> f64 {
+        self.peek(|l| l.placed() as f64)
+    }
+
+    #[wasm_bindgen(getter)]
+    pub fn total(&self) -> f64 {
+        self.peek(|l| l.total() as f64)
+    }
+
+    #[wasm_bindgen(getter, js_name = headerParsed)]
+    pub fn header_parsed(&self) -> bool {
+        self.peek(|l| l.header_parsed())
+    }
+
+    /// The estimate the model was checked with (`null` before the header is in).
+    pub fn estimate(&self) -> Result<JsValue, JsValue> {
+        let slot = self.loader.try_borrow().map_err(|_| busy())?;
+        match slot.as_ref().and_then(|l| l.estimate()) {
+            Some(e) => to_js(e),
+            None => Ok(JsValue::NULL),
+        }
+    }
+
+    /// Lowercase hex SHA-256 of every byte pushed.
+    pub fn sha256(&self) -> Result<String, JsValue> {
+        let slot = self.loader.try_borrow().map_err(|_| busy())?;
+        Ok(slot.as_ref().ok_or_else(finished)?.sha256())
+    }
+
+    /// Every byte is in: the loaded `Engine`.
+    pub fn finish(&self) -> js_sys::Promise {
+        let (loader, name) = (self.loader.clone(), self.name.clone());
+        wasm_bindgen_futures::future_to_promise(async move {
+            let l = loader.try_borrow_mut().map_err(|_| busy())?.take().ok_or_else(finished)?;
+            let catalog = crate::facts::catalog_facts(name.as_deref(), l.total());
+            let engine = l.finish().await.map_err(js_error)?;
+            let retune = engine.retune();
+            Ok(WasmEngine { engine: Rc::new(RefCell::new(engine)), retune, catalog }.into())
+        })
+    }
+
+    fn peek<T: Default>(&self, f: impl FnOnce(&crate::load::Loader) -> T) -> T {
+        self.loader.try_borrow().ok().and_then(|s| s.as_ref().map(f)).unwrap_or_default()
+    }
+}
+
+fn finished() -> JsValue {
+    js_error(Error::InvalidArgument("this load has finished (or failed)".into()))
+}
+
+/// What a model needs, from the first bytes of its (first) file: `{ need_bytes }` when the
+/// prefix is too short for the header, else the estimate (`fits`, `reason`, the byte counts).
+/// `limits`: the adapter's `{ max_buffer_size, max_storage_buffer_binding_size, f16 }`, or null.
+#[wasm_bindgen(js_name = estimateModel)]
+pub fn estimate_model(prefix: &[u8], part_sizes: Vec<f64>, options: JsValue, limits: JsValue) -> Result<JsValue, JsValue> {
+    let options: EngineOptions = from_js("options", options)?;
+    let limits: crate::load::fit::Limits = from_js("limits", limits)?;
+    let parts: Vec<u64> = part_sizes.iter().map(|&s| s as u64).collect();
+    match crate::load::estimate(prefix, &parts, &options, &limits).map_err(js_error)? {
+        Err(need) => to_js(&serde_json::json!({ "need_bytes": need })),
+        Ok(e) => to_js(&e),
+    }
+}
+
 /// A loaded model.
 #[wasm_bindgen(js_name = Engine)]
 pub struct WasmEngine {
@@ -140,6 +256,7 @@ impl WasmEngine {
             "weight_bytes": stats.weight_bytes,
             "kv_cache_bytes": stats.kv_bytes,
             "gpu_memory_bytes": stats.device_bytes,
+            "estimate": e.estimate(),
             // Linear memory never shrinks: its size is the most this engine's thread has held.
             "wasm_memory_bytes": core::arch::wasm32::memory_size(0) * 65536,
         }))

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use web_time::Instant;
 use webgpu_llm::chat::Message;
 use webgpu_llm::engine::{BackendKind, Chat, Engine, EngineOptions, Generation};
-use webgpu_llm::gguf::Gguf;
+use webgpu_llm::gguf::Header;
 use webgpu_llm::gpu::{Gpu, GpuOptions};
 use webgpu_llm::model::catalog;
 use webgpu_llm::sampler::SamplingParams;
@@ -33,6 +33,10 @@ commands:
   bench     [--prompt-tokens 128] [--gen-tokens 64] [--sample [--seed S]] [--json]
                                   prefill and decode speed and work per token; greedy, or
                                   the default sampling knobs with --sample
+  split     --max-size BYTES --out PREFIX
+                                  split the model at tensor boundaries the way llama.cpp's
+                                  gguf-split does, into PREFIX-00001-of-0000N.gguf, ... (BYTES
+                                  may end in K, M or G); load it by its first part's path
   info                            print as JSON the model's configuration, its catalog entry
                                   (recognised by file name and size), its template facts (own
                                   chat template or none, BOS/EOS, end-of-generation tokens) and
@@ -183,16 +187,15 @@ fn model_path(args: &Args) -> Result<PathBuf> {
     }
 }
 
-fn read_model(args: &Args) -> Result<(PathBuf, Vec<u8>)> {
+/// The model's path, which must exist, and its header (the weights are mapped at load, not read).
+fn model_header(args: &Args) -> Result<(PathBuf, Header)> {
     let path = model_path(args)?;
-    let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => {
-            let names: Vec<&str> = catalog::entries().iter().map(|e| e.name.as_str()).collect();
-            Error::Io(format!("{}: no such file, nor a catalog model ({})", path.display(), names.join(", ")))
-        }
-        _ => Error::Io(format!("{}: {e}", path.display())),
-    })?;
-    Ok((path, bytes))
+    if !path.is_file() {
+        let names: Vec<&str> = catalog::entries().iter().map(|e| e.name.as_str()).collect();
+        return Err(Error::Io(format!("{}: no such file, nor a catalog model ({})", path.display(), names.join(", "))));
+    }
+    let header = webgpu_llm::load::file::header(&path)?;
+    Ok((path, header))
 }
 
 /// What a command asks of the model.
@@ -206,8 +209,7 @@ enum Use {
 /// A base model has no chat template. Rather than make one up (ChatML, which it was never
 /// trained on), chat commands refuse it before its weights are loaded. The same test as
 /// `Engine::has_chat_template`, on the file's metadata.
-fn check_chat_template(path: &Path, bytes: &[u8]) -> Result<()> {
-    let gguf = Gguf::parse(bytes)?;
+fn check_chat_template(path: &Path, gguf: &Header) -> Result<()> {
     if gguf.get("tokenizer.chat_template").is_some() {
         return Ok(());
     }
@@ -254,9 +256,9 @@ fn load(args: &Args, purpose: Use) -> Result<(Engine, f64)> {
         other => return Err(Error::InvalidArgument(format!("--backend {other:?}: want auto, gpu or cpu"))),
     };
     let started = Instant::now();
-    let (path, bytes) = read_model(args)?;
+    let (path, header) = model_header(args)?;
     if purpose == Use::Chat {
-        check_chat_template(&path, &bytes)?;
+        check_chat_template(&path, &header)?;
     }
     let tokenizer_json = match args.str("--tokenizer") {
         Some(p) => Some(std::fs::read(p).map_err(|e| Error::Io(format!("{p}: {e}")))?),
@@ -269,8 +271,9 @@ fn load(args: &Args, purpose: Use) -> Result<(Engine, f64)> {
         exact_cpu: args.flag("--exact-cpu"),
         gpu,
         tokenizer_json,
+        ..EngineOptions::default()
     };
-    let engine = Engine::load(&bytes, &options)?;
+    let engine = Engine::load_file(&path, &options)?;
     Ok((engine, started.elapsed().as_secs_f64()))
 }
 
@@ -298,6 +301,7 @@ fn run() -> Result<()> {
         "tokenize" => tokenize(&args),
         "bench" => bench(&args),
         "info" => info(&args),
+        "split" => split(&args),
         other => Err(Error::InvalidArgument(format!("unknown command {other:?} (see --help)"))),
     }
 }
@@ -393,8 +397,7 @@ fn chat(args: &Args) -> Result<()> {
 fn tokenize(args: &Args) -> Result<()> {
     args.only(&["--text", "--no-parse-special"])?;
     let text = args.str("--text").ok_or_else(|| Error::InvalidArgument("tokenize needs --text".into()))?;
-    let (_, bytes) = read_model(args)?;
-    let gguf = Gguf::parse(&bytes)?;
+    let (_, gguf) = model_header(args)?;
     let tokenizer = match args.str("--tokenizer") {
         Some(p) => webgpu_llm::tokenizer::Tokenizer::from_json(&std::fs::read(p)?, &gguf)?,
         None => webgpu_llm::tokenizer::Tokenizer::from_gguf(&gguf)?,
@@ -484,6 +487,31 @@ fn per_token(count: u64, tokens: usize) -> f64 {
     }
 }
 
+fn split(args: &Args) -> Result<()> {
+    args.only(&["--max-size", "--out"])?;
+    let path = model_path(args)?;
+    let size = args.str("--max-size").ok_or_else(|| Error::InvalidArgument("split needs --max-size BYTES".into()))?;
+    let (digits, unit) = size.split_at(size.trim_end_matches(['K', 'M', 'G']).len());
+    let shift = match unit {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        _ => return Err(Error::InvalidArgument(format!("--max-size {size:?}"))),
+    };
+    let max: u64 = digits.parse().map_err(|_| Error::InvalidArgument(format!("--max-size {size:?}")))?;
+    let out = args.str("--out").ok_or_else(|| Error::InvalidArgument("split needs --out PREFIX".into()))?;
+    let bytes = std::fs::read(&path).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
+    let parts = webgpu_llm::load::split::split_file(&bytes, max << shift)?;
+    let n = parts.len();
+    for (k, part) in parts.iter().enumerate() {
+        let name = format!("{out}-{:05}-of-{n:05}.gguf", k + 1);
+        std::fs::write(&name, part).map_err(|e| Error::Io(format!("{name}: {e}")))?;
+        println!("{name}: {} bytes", part.len());
+    }
+    Ok(())
+}
+
 fn info(args: &Args) -> Result<()> {
     args.only(&[])?;
     let path = model_path(args)?;
@@ -507,6 +535,8 @@ fn info(args: &Args) -> Result<()> {
         "context_size": engine.context_size(),
         "weight_bytes": engine.stats().weight_bytes,
         "kv_cache_bytes": engine.stats().kv_bytes,
+        // What the header said the model needs on this backend, as checked before loading.
+        "estimate": engine.estimate(),
         "eog_ids": engine.tokenizer().eog_ids(),
         // The model's own template; null for a base model (which has none).
         "has_chat_template": engine.has_chat_template(),

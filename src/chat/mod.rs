@@ -10,7 +10,7 @@ mod limits;
 pub use json::tojson;
 
 use crate::error::{Error, Result};
-use crate::gguf::Gguf;
+use crate::gguf::Header;
 use crate::tokenizer::Tokenizer;
 
 /// One chat message, with the fields tool-calling templates read (all optional).
@@ -63,7 +63,7 @@ pub struct ChatTemplate {
 impl ChatTemplate {
     /// The file's `tokenizer.chat_template`, or `None` when it has none (a base model: give it
     /// raw text, or choose a template such as [`ChatTemplate::chatml`] explicitly).
-    pub fn from_gguf(g: &Gguf, tok: &Tokenizer) -> Result<Option<ChatTemplate>> {
+    pub fn from_gguf(g: &Header, tok: &Tokenizer) -> Result<Option<ChatTemplate>> {
         let Some(v) = g.get("tokenizer.chat_template") else { return Ok(None) };
         let src = v.as_str().ok_or_else(|| Error::BadModel("tokenizer.chat_template is not a string".into()))?;
         let (bos, eos) = special_texts(tok);

@@ -7,7 +7,7 @@ use super::ops::{dot, glu, matmul, rmsnorm, rmsnorm_in_place, rope, softmax, Mat
 use super::quantized::{matmul_q, QMatrix};
 use crate::backend::{check_step, Backend, BackendStats, StepFuture};
 use crate::error::{Error, Result};
-use crate::gguf::TensorView;
+use crate::gguf::{TensorInfo, TensorView};
 use crate::model::{Config, Weights};
 use crate::quant;
 use crate::sampler::{Logits, LogitsRequest};
@@ -116,16 +116,12 @@ impl CpuModel {
     }
 
     fn build(config: &Config, tensors: &Weights<TensorView>, capacity: usize, quantized: bool) -> Result<CpuModel> {
-        let weights = tensors.try_map(|t| {
-            if quantized && t.info.dims.len() == 2 {
-                if let Some(m) = QMatrix::from_tensor(*t) {
-                    return Ok(CpuWeight::Quantized(m));
-                }
-            }
-            dequantize(*t).map(CpuWeight::F32)
-        })?;
-        let cache = KvCache::new(config.n_layers, capacity);
-        Ok(CpuModel { config: config.clone(), weights, cache, act: Activations::default(), steps: 0 })
+        let infos = tensors.try_map(|t| Ok(t.info))?;
+        let mut load = CpuLoad::new(config, &infos, capacity, quantized);
+        for (i, t) in tensors.all().into_iter().enumerate() {
+            load.place(i, 0, t.data)?;
+        }
+        load.finish()
     }
 
     /// Run one chunk of tokens at positions `cache.len ..`; leaves the hidden states in `act.x`.
@@ -290,6 +286,108 @@ impl CpuModel {
             logits.iter_mut().for_each(|v| *v = cap * (*v / cap).tanh());
         }
         Ok(Logits::Full(logits))
+    }
+}
+
+/// A model being loaded onto the CPU, tensor by tensor as the file's bytes stream in: a tensor's
+/// bytes are gathered until it is whole, converted to the CPU's form (blocks kept, or f32) and
+/// dropped, so a load holds the weights plus at most the tensor in flight, never the file.
+pub struct CpuLoad {
+    config: Config,
+    capacity: usize,
+    quantized: bool,
+    tensors: Vec<TensorInfo>,
+    /// The indices of `tensors`, in the model's structure.
+    layout: Weights<usize>,
+    carry: Vec<Vec<u8>>,
+    got: Vec<u64>,
+    done: Vec<Option<CpuWeight>>,
+}
+
+impl CpuLoad {
+    /// `tensors` in the order of `Weights::all` (the `i` of `place`); `quantized` keeps blocks
+    /// (else the exact f32 reference).
+    pub fn new(config: &Config, tensors: &Weights<&TensorInfo>, capacity: usize, quantized: bool) -> CpuLoad {
+        let mut n = 0;
+        let layout = tensors
+            .try_map(|_| {
+                n += 1;
+                Ok(n - 1)
+            })
+            .expect("counting cannot fail");
+        let tensors: Vec<TensorInfo> = tensors.all().into_iter().map(|t| (*t).clone()).collect();
+        CpuLoad {
+            config: config.clone(),
+            capacity,
+            quantized,
+            carry: vec![Vec::new(); n],
+            got: vec![0; n],
+            done: (0..n).map(|_| None).collect(),
+            tensors,
+            layout,
+        }
+    }
+
+    /// What the weights will hold in memory, and the largest tensor gathered on the way.
+    pub fn estimate(tensors: &Weights<&TensorInfo>, quantized: bool) -> (u64, u64) {
+        let all = tensors.all();
+        let held = all
+            .iter()
+            .map(|t| match quantized && t.dims.len() == 2 {
+                true => QMatrix::bytes_for(t).unwrap_or(t.elements() * 4),
+                false => t.elements() * 4,
+            })
+            .sum();
+        (held, all.iter().map(|t| t.size).max().unwrap_or(0))
+    }
+
+    /// `bytes` of tensor `i`, `at` bytes into it; pieces of one tensor come in order.
+    pub fn place(&mut self, i: usize, at: u64, bytes: &[u8]) -> Result<()> {
+        let info = &self.tensors[i];
+        if at != self.got[i] || at + bytes.len() as u64 > info.size {
+            return Err(Error::BadModel(format!("{}: bytes out of order", info.name)));
+        }
+        self.got[i] += bytes.len() as u64;
+        let whole = self.got[i] == info.size;
+        // A tensor that comes in one piece is converted from it, without gathering.
+        let data = if at == 0 && whole {
+            bytes
+        } else {
+            let carry = &mut self.carry[i];
+            if carry.is_empty() {
+                carry
+                    .try_reserve_exact(info.size as usize)
+                    .map_err(|_| Error::OutOfMemory(format!("{} needs {} MB", info.name, info.size >> 20)))?;
+            }
+            carry.extend_from_slice(bytes);
+            if !whole {
+                return Ok(());
+            }
+            carry
+        };
+        let t = TensorView { info, data };
+        let weight = match self.quantized && info.dims.len() == 2 {
+            true => QMatrix::from_tensor(t).map(CpuWeight::Quantized),
+            false => None,
+        };
+        self.done[i] = Some(match weight {
+            Some(w) => w,
+            None => CpuWeight::F32(dequantize(t)?),
+        });
+        self.carry[i] = Vec::new();
+        Ok(())
+    }
+
+    /// Every tensor has arrived: the model.
+    pub fn finish(mut self) -> Result<CpuModel> {
+        let weights = self.layout.try_map(|&i| {
+            let t = &self.tensors[i];
+            self.done[i]
+                .take()
+                .ok_or_else(|| Error::BadModel(format!("tensor {}: {} of its {} bytes arrived", t.name, self.got[i], t.size)))
+        })?;
+        let cache = KvCache::new(self.config.n_layers, self.capacity);
+        Ok(CpuModel { config: self.config, weights, cache, act: Activations::default(), steps: 0 })
     }
 }
 

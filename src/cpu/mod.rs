@@ -5,4 +5,4 @@ mod forward;
 pub mod ops;
 pub mod quantized;
 
-pub use forward::{CpuModel, KvCache};
+pub use forward::{CpuLoad, CpuModel, KvCache};

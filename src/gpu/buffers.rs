@@ -9,7 +9,7 @@ use std::task::{Context, Poll, Waker};
 
 use super::device::Gpu;
 use crate::error::{Error, Result};
-use crate::gguf::TensorView;
+use crate::gguf::{TensorInfo, TensorView};
 use crate::quant::DType;
 
 /// How a block format sits in GPU memory: GGUF's blocks, padded so every block starts on a
@@ -46,10 +46,6 @@ impl GpuLayout {
 
     /// Append the GPU form of whole blocks `src` to `dst`.
     fn repack(&self, src: &[u8], dst: &mut Vec<u8>) {
-        if self.src_bytes == self.dst_bytes {
-            dst.extend_from_slice(src);
-            return;
-        }
         let pad = [0u8; 4];
         for block in src.chunks_exact(self.src_bytes) {
             dst.extend_from_slice(&block[..self.pad_at]);
@@ -59,7 +55,10 @@ impl GpuLayout {
     }
 }
 
-/// A weight matrix (`rows` outputs × `cols` inputs) on the GPU, still quantized.
+/// A weight matrix (`rows` outputs × `cols` inputs) on the GPU, still quantized. Its buffers are
+/// made first ([`GpuMatrix::alloc`]) and filled by rows as the file's bytes arrive
+/// ([`GpuMatrix::write_rows`]), so a streamed load never holds a whole matrix on the CPU.
+#[derive(Clone)]
 pub struct GpuMatrix {
     pub dtype: DType,
     pub rows: usize,
@@ -69,6 +68,7 @@ pub struct GpuMatrix {
 }
 
 /// Rows `row0 .. row0 + rows` of a matrix, in a buffer that fits one storage binding.
+#[derive(Clone)]
 pub struct MatrixPart {
     pub buffer: wgpu::Buffer,
     pub row0: usize,
@@ -78,53 +78,87 @@ pub struct MatrixPart {
 impl GpuMatrix {
     /// Upload a 2-D GGUF tensor.
     pub fn upload(gpu: &Gpu, t: &TensorView) -> Result<GpuMatrix> {
-        let cols = t.info.dims[0] as usize;
-        let rows = (t.info.elements() as usize) / cols;
+        let (rows, cols) = rows_cols(t.info);
         GpuMatrix::new(gpu, &t.info.name, t.info.dtype, rows, cols, t.data)
     }
 
-    /// Upload `rows × cols` values in `dtype`'s GGUF layout. Rows must be whole groups of 32
-    /// values (every kernel reads eighths of such groups).
+    /// Upload `rows × cols` values in `dtype`'s GGUF layout.
     pub fn new(gpu: &Gpu, name: &str, dtype: DType, rows: usize, cols: usize, data: &[u8]) -> Result<GpuMatrix> {
-        if cols % 32 != 0 || rows == 0 {
-            return Err(Error::UnsupportedModel(format!(
-                "{name}: rows of {cols} values; the GPU kernels need a multiple of 32"
-            )));
-        }
-        let layout = GpuLayout::of(dtype);
-        let row_words = layout.row_words(cols);
-        let row_bytes = row_words as u64 * 4;
-        let src_row = dtype.bytes_for(cols as u64)? as usize;
-        if data.len() != src_row * rows {
+        let m = GpuMatrix::alloc(gpu, name, dtype, rows, cols)?;
+        if data.len() != m.src_row_bytes() * rows {
             return Err(Error::BadModel(format!("{name}: {} bytes for {rows} × {cols} {}", data.len(), dtype.name())));
         }
-        let mut rows_per_part = (gpu.max_binding / row_bytes) as usize;
-        // Parts of whole blocks of 64 rows keep the interleaved gate|up blocks whole.
-        if rows_per_part >= 64 {
-            rows_per_part -= rows_per_part % 64;
-        }
-        if rows_per_part == 0 {
-            return Err(Error::UnsupportedModel(format!(
-                "{name}: one row takes {row_bytes} bytes, more than a storage binding ({} bytes)",
-                gpu.max_binding
-            )));
-        }
+        m.write_rows(gpu, 0, data, &mut Vec::new());
+        Ok(m)
+    }
+
+    /// The buffers of `rows × cols` values in `dtype` (zeros until written). Rows must be whole
+    /// groups of 32 values (every kernel reads eighths of such groups).
+    pub fn alloc(gpu: &Gpu, name: &str, dtype: DType, rows: usize, cols: usize) -> Result<GpuMatrix> {
+        let (row_words, rows_per_part) = part_rows(gpu.max_binding, name, dtype, rows, cols)?;
+        let row_bytes = row_words as u64 * 4;
         let mut parts = Vec::new();
         let mut row0 = 0;
         while row0 < rows {
             let n = rows_per_part.min(rows - row0);
-            let mut bytes = Vec::with_capacity(n * row_bytes as usize);
-            layout.repack(&data[row0 * src_row..(row0 + n) * src_row], &mut bytes);
-            let buffer = storage_with(gpu, &format!("{name}[{row0}..]"), &bytes);
+            let buffer = storage(gpu, &format!("{name}[{row0}..]"), n as u64 * row_bytes);
             parts.push(MatrixPart { buffer, row0, rows: n });
             row0 += n;
         }
         Ok(GpuMatrix { dtype, rows, cols, row_words, parts })
     }
 
+    /// Bytes of one row in the file.
+    pub fn src_row_bytes(&self) -> usize {
+        self.cols / GpuLayout::of(self.dtype).block_elems * GpuLayout::of(self.dtype).src_bytes
+    }
+
+    /// Write rows `row0 ..` from `src` (whole rows in the GGUF layout), padded to words through
+    /// `staging` where the format needs it.
+    pub fn write_rows(&self, gpu: &Gpu, row0: usize, src: &[u8], staging: &mut Vec<u8>) {
+        let layout = GpuLayout::of(self.dtype);
+        let src_row = self.src_row_bytes();
+        let row_bytes = self.row_words * 4;
+        let end = row0 + src.len() / src_row;
+        debug_assert!(src.len() % src_row == 0 && end <= self.rows);
+        for p in &self.parts {
+            let (a, b) = (row0.max(p.row0), end.min(p.row0 + p.rows));
+            if a >= b {
+                continue;
+            }
+            let rows = &src[(a - row0) * src_row..(b - row0) * src_row];
+            let at = ((a - p.row0) * row_bytes) as u64;
+            if layout.src_bytes == layout.dst_bytes {
+                gpu.queue.write_buffer(&p.buffer, at, rows);
+            } else {
+                staging.clear();
+                layout.repack(rows, staging);
+                gpu.queue.write_buffer(&p.buffer, at, staging);
+            }
+        }
+    }
+
     /// Gate and up (`rows × cols` each, in one format) as one matrix, their rows interleaved
     /// in blocks of 32: gate 0..32, up 0..32, gate 32..64, … What the matmul's SwiGLU epilogue
-    /// reads.
+    /// reads ([`interleaved_row`] maps the rows).
+    pub fn alloc_interleaved(gpu: &Gpu, name: &str, dtype: DType, (rows, cols): (usize, usize)) -> Result<GpuMatrix> {
+        if rows % 32 != 0 {
+            return Err(Error::UnsupportedModel(format!(
+                "{name}: gate and up of {rows} rows; the GPU kernels need whole blocks of 32 rows"
+            )));
+        }
+        let m = GpuMatrix::alloc(gpu, name, dtype, 2 * rows, cols)?;
+        // The epilogue pairs rows within blocks of 64: a part must not cut a block.
+        if m.parts.iter().any(|p| p.row0 % 64 != 0) {
+            return Err(Error::UnsupportedModel(format!(
+                "{name}: a row of {} bytes leaves fewer than 64 rows to a storage binding",
+                m.src_row_bytes()
+            )));
+        }
+        Ok(m)
+    }
+
+    /// [`GpuMatrix::alloc_interleaved`], filled from the whole gate and up.
     pub fn interleaved(
         gpu: &Gpu,
         name: &str,
@@ -133,26 +167,15 @@ impl GpuMatrix {
         gate: &[u8],
         up: &[u8],
     ) -> Result<GpuMatrix> {
-        let row_bytes = dtype.bytes_for(cols as u64)? as usize;
-        if rows % 32 != 0 || gate.len() != rows * row_bytes || up.len() != gate.len() {
-            return Err(Error::UnsupportedModel(format!(
-                "{name}: gate and up of {rows} rows ({} and {} bytes); the GPU kernels need whole blocks of 32 rows",
-                gate.len(),
-                up.len()
-            )));
+        let m = GpuMatrix::alloc_interleaved(gpu, name, dtype, (rows, cols))?;
+        let block = 32 * m.src_row_bytes();
+        if gate.len() != rows * m.src_row_bytes() || up.len() != gate.len() {
+            return Err(Error::BadModel(format!("{name}: gate and up of {} and {} bytes", gate.len(), up.len())));
         }
-        let block = 32 * row_bytes;
-        let mut data = Vec::with_capacity(2 * gate.len());
-        for (g, u) in gate.chunks(block).zip(up.chunks(block)) {
-            data.extend_from_slice(g);
-            data.extend_from_slice(u);
-        }
-        let m = GpuMatrix::new(gpu, name, dtype, 2 * rows, cols, &data)?;
-        // The epilogue pairs rows within blocks of 64: a part must not cut a block.
-        if m.parts.iter().any(|p| p.row0 % 64 != 0) {
-            return Err(Error::UnsupportedModel(format!(
-                "{name}: a row of {row_bytes} bytes leaves fewer than 64 rows to a storage binding"
-            )));
+        let mut staging = Vec::new();
+        for (b, (g, u)) in gate.chunks(block).zip(up.chunks(block)).enumerate() {
+            m.write_rows(gpu, 64 * b, g, &mut staging);
+            m.write_rows(gpu, 64 * b + 32, u, &mut staging);
         }
         Ok(m)
     }
@@ -162,8 +185,41 @@ impl GpuMatrix {
     }
 }
 
+/// Where row `r` of gate (`up == false`) or up lands in the interleaved gate|up matrix.
+pub fn interleaved_row(r: usize, up: bool) -> usize {
+    r / 32 * 64 + if up { 32 } else { 0 } + r % 32
+}
+
+/// Rows and columns of a 2-D tensor.
+pub fn rows_cols(t: &TensorInfo) -> (usize, usize) {
+    let cols = t.dims[0] as usize;
+    (t.elements() as usize / cols, cols)
+}
+
+/// Words per row, and rows per part (at most one storage binding of `max_binding` bytes, whole
+/// blocks of 64 rows so parts keep the interleaved gate|up blocks whole).
+pub fn part_rows(max_binding: u64, name: &str, dtype: DType, rows: usize, cols: usize) -> Result<(usize, usize)> {
+    if cols % 32 != 0 || rows == 0 {
+        return Err(Error::UnsupportedModel(format!(
+            "{name}: rows of {cols} values; the GPU kernels need a multiple of 32"
+        )));
+    }
+    let row_words = GpuLayout::of(dtype).row_words(cols);
+    let row_bytes = row_words as u64 * 4;
+    let mut rows_per_part = (max_binding / row_bytes) as usize;
+    if rows_per_part >= 64 {
+        rows_per_part -= rows_per_part % 64;
+    }
+    if rows_per_part == 0 {
+        return Err(Error::UnsupportedModel(format!(
+            "{name}: one row takes {row_bytes} bytes, more than a storage binding ({max_binding} bytes)"
+        )));
+    }
+    Ok((row_words, rows_per_part))
+}
+
 /// Matrices whose outputs lie side by side in one activation row (q|k|v, gate|up). Neighbours
-/// of one format are uploaded as one matrix, so one dispatch computes them all.
+/// of one format are one matrix, so one dispatch computes them all.
 pub struct Stacked {
     /// Each matrix with its first row in the stack.
     pub mats: Vec<(usize, GpuMatrix)>,
@@ -172,18 +228,25 @@ pub struct Stacked {
 }
 
 impl Stacked {
-    /// Upload 2-D GGUF tensors of the same width as one stack.
-    pub fn upload(gpu: &Gpu, name: &str, tensors: &[&TensorView]) -> Result<Stacked> {
+    /// The buffers of 2-D tensors of the same width as one stack; for each tensor, the matrix it
+    /// goes into and the row it starts at there.
+    pub fn alloc(gpu: &Gpu, name: &str, tensors: &[&TensorInfo]) -> Result<(Stacked, Vec<(GpuMatrix, usize)>)> {
         let mut mats = Vec::new();
+        let mut places = Vec::new();
         let mut row0 = 0;
-        for run in tensors.chunk_by(|a, b| a.info.dtype == b.info.dtype) {
-            let cols = run[0].info.dims[0] as usize;
-            let rows: usize = run.iter().map(|t| t.info.elements() as usize / cols).sum();
-            let data = run.iter().map(|t| t.data).collect::<Vec<_>>().concat();
-            mats.push((row0, GpuMatrix::new(gpu, name, run[0].info.dtype, rows, cols, &data)?));
+        for run in tensors.chunk_by(|a, b| a.dtype == b.dtype) {
+            let cols = run[0].dims[0] as usize;
+            let rows: usize = run.iter().map(|t| rows_cols(t).0).sum();
+            let m = GpuMatrix::alloc(gpu, name, run[0].dtype, rows, cols)?;
+            let mut at = 0;
+            for t in run {
+                places.push((m.clone(), at));
+                at += rows_cols(t).0;
+            }
+            mats.push((row0, m));
             row0 += rows;
         }
-        Ok(Stacked { mats, rows: row0 })
+        Ok((Stacked { mats, rows: row0 }, places))
     }
 
     pub fn bytes(&self) -> u64 {

@@ -21,19 +21,23 @@
 //! A prompt runs in chunks of [`PREFILL_CHUNK`] tokens through the tiled matrix × matrix
 //! kernel; a decode step (one token) through the matrix × vector kernel.
 
-use super::buffers::{storage, storage_with, GpuMatrix, Stacked};
+use super::buffers::{storage, storage_with};
 use super::device::Gpu;
 use super::kernels::{Kernels, StepParams, MAX_HEAD_DIM};
 use super::kv_cache::KvCache;
 use super::ops::{Input, Launch, MatMul, Recorder, Shape};
 use super::shortlist::Reader;
+use super::weights::{GateUp, GpuWeights, Placer};
 use crate::backend::{check_step, Backend, BackendStats, StepFuture};
 use crate::cpu::ops::rope_cos_sin;
 use crate::error::{Error, Result};
-use crate::gguf::TensorView;
-use crate::model::{Activation, Config, Layer, Weights};
+use crate::gguf::{TensorInfo, TensorView};
+use crate::model::{Activation, Config, Weights};
 use crate::quant::{self, DType};
 use crate::sampler::{Logits, LogitsRequest};
+
+/// Bytes of a tensor placed at a time when its whole data is at hand (bounds the padded copy).
+const PIECE: usize = 8 << 20;
 
 /// Prompt tokens per step.
 pub const PREFILL_CHUNK: usize = 128;
@@ -78,146 +82,6 @@ impl Activations {
     }
 }
 
-/// One layer's weights on the GPU, stacked for the fused launches.
-struct GpuLayer {
-    attn_norm: wgpu::Buffer,
-    qkv: Stacked,
-    /// q|k|v biases (zeros where a model has none for one of them).
-    qkv_bias: Option<wgpu::Buffer>,
-    wo: GpuMatrix,
-    ffn_norm: wgpu::Buffer,
-    gate_up: GateUp,
-    down: GpuMatrix,
-    /// Per-head q and k norms (Gemma 3).
-    qk_norm: Option<(wgpu::Buffer, wgpu::Buffer)>,
-    post_attn_norm: Option<wgpu::Buffer>,
-    post_ffn_norm: Option<wgpu::Buffer>,
-}
-
-/// Gate and up: one interleaved matrix whose epilogue applies SwiGLU, or, when they come in two
-/// formats, a stack whose SwiGLU the down projection's prologue applies.
-enum GateUp {
-    Interleaved(GpuMatrix),
-    Stacked(Stacked),
-}
-
-impl GateUp {
-    fn upload(gpu: &Gpu, gate: &TensorView, up: &TensorView, i: usize) -> Result<GateUp> {
-        let name = format!("blk.{i}.gate_up");
-        if gate.info.dtype != up.info.dtype {
-            return Ok(GateUp::Stacked(Stacked::upload(gpu, &name, &[gate, up])?));
-        }
-        let cols = gate.info.dims[0] as usize;
-        let rows = gate.info.elements() as usize / cols;
-        GpuMatrix::interleaved(gpu, &name, gate.info.dtype, (rows, cols), gate.data, up.data).map(GateUp::Interleaved)
-    }
-
-    fn matrices(&self) -> Vec<&GpuMatrix> {
-        match self {
-            GateUp::Interleaved(m) => vec![m],
-            GateUp::Stacked(s) => s.mats.iter().map(|(_, m)| m).collect(),
-        }
-    }
-}
-
-impl GpuLayer {
-    fn upload(gpu: &Gpu, l: &Layer<TensorView>, i: usize) -> Result<GpuLayer> {
-        let qkv_bias = match (&l.bq, &l.bk, &l.bv) {
-            (None, None, None) => None,
-            _ => {
-                let mut all = Vec::new();
-                for (b, w) in [(&l.bq, &l.wq), (&l.bk, &l.wk), (&l.bv, &l.wv)] {
-                    let rows = w.info.dims[1] as usize;
-                    let mut v = vec![0f32; rows];
-                    if let Some(b) = b {
-                        quant::dequantize(b.info.dtype, b.data, &mut v)?;
-                    }
-                    all.extend(v);
-                }
-                Some(storage_with(gpu, &format!("blk.{i}.qkv_bias"), bytemuck::cast_slice(&all)))
-            }
-        };
-        Ok(GpuLayer {
-            attn_norm: vector(gpu, &l.attn_norm)?,
-            qkv: Stacked::upload(gpu, &format!("blk.{i}.qkv"), &[&l.wq, &l.wk, &l.wv])?,
-            qkv_bias,
-            wo: GpuMatrix::upload(gpu, &l.wo)?,
-            ffn_norm: vector(gpu, &l.ffn_norm)?,
-            gate_up: GateUp::upload(gpu, &l.w_gate, &l.w_up, i)?,
-            down: GpuMatrix::upload(gpu, &l.w_down)?,
-            qk_norm: match (&l.q_norm, &l.k_norm) {
-                (Some(q), Some(k)) => Some((vector(gpu, q)?, vector(gpu, k)?)),
-                _ => None,
-            },
-            post_attn_norm: l.post_attn_norm.as_ref().map(|t| vector(gpu, t)).transpose()?,
-            post_ffn_norm: l.post_ffn_norm.as_ref().map(|t| vector(gpu, t)).transpose()?,
-        })
-    }
-
-    fn bytes(&self) -> u64 {
-        let optional = self.qk_norm.iter().flat_map(|(q, k)| [q, k]);
-        let vectors = [&self.attn_norm, &self.ffn_norm]
-            .into_iter()
-            .chain(optional)
-            .chain(&self.post_attn_norm)
-            .chain(&self.post_ffn_norm)
-            .chain(&self.qkv_bias)
-            .map(|b| b.size())
-            .sum::<u64>();
-        let gate_up: u64 = self.gate_up.matrices().iter().map(|m| m.bytes()).sum();
-        vectors + self.qkv.bytes() + self.wo.bytes() + gate_up + self.down.bytes()
-    }
-}
-
-/// A 1-D weight (a norm) as f32.
-fn vector(gpu: &Gpu, t: &TensorView) -> Result<wgpu::Buffer> {
-    let mut v = vec![0f32; t.info.elements() as usize];
-    quant::dequantize(t.info.dtype, t.data, &mut v)?;
-    Ok(storage_with(gpu, &t.info.name, bytemuck::cast_slice(&v)))
-}
-
-/// The model's weights on the GPU.
-struct GpuWeights {
-    embed: GpuMatrix,
-    layers: Vec<GpuLayer>,
-    out_norm: wgpu::Buffer,
-    /// The output projection, when not tied to the embedding.
-    output: Option<GpuMatrix>,
-}
-
-impl GpuWeights {
-    fn upload(gpu: &Gpu, w: &Weights<TensorView>) -> Result<GpuWeights> {
-        Ok(GpuWeights {
-            embed: GpuMatrix::upload(gpu, &w.embed)?,
-            layers: w.layers.iter().enumerate().map(|(i, l)| GpuLayer::upload(gpu, l, i)).collect::<Result<_>>()?,
-            out_norm: vector(gpu, &w.out_norm)?,
-            output: w.output.as_ref().map(|t| GpuMatrix::upload(gpu, t)).transpose()?,
-        })
-    }
-
-    fn lm_head(&self) -> &GpuMatrix {
-        self.output.as_ref().unwrap_or(&self.embed)
-    }
-
-    fn formats(&self) -> Vec<DType> {
-        let mut all = vec![self.embed.dtype];
-        all.extend(self.output.iter().map(|m| m.dtype));
-        for l in &self.layers {
-            all.extend(l.qkv.mats.iter().map(|(_, m)| m.dtype));
-            all.extend(l.gate_up.matrices().iter().map(|m| m.dtype));
-            all.extend([l.wo.dtype, l.down.dtype]);
-        }
-        all
-    }
-
-    fn bytes(&self) -> u64 {
-        self.embed.bytes()
-            + self.layers.iter().map(GpuLayer::bytes).sum::<u64>()
-            + self.out_norm.size()
-            + self.output.as_ref().map_or(0, GpuMatrix::bytes)
-    }
-}
-
 /// The model on the GPU: quantized weights, the KV cache and the recorded step.
 pub struct GpuModel {
     gpu: Gpu,
@@ -236,23 +100,56 @@ pub struct GpuModel {
     _tables: RopeTables,
 }
 
-impl GpuModel {
-    /// Upload the weights and record the step. `capacity` is the KV cache's size in positions.
-    pub async fn load(gpu: Gpu, c: &Config, tensors: &Weights<TensorView<'_>>, capacity: usize) -> Result<GpuModel> {
+/// A model being loaded onto the GPU: every buffer made from the tensor table, the weights
+/// arriving piece by piece ([`GpuLoad::place`]); [`GpuLoad::finish`] records the step.
+pub struct GpuLoad {
+    gpu: Gpu,
+    config: Config,
+    weights: GpuWeights,
+    placer: Placer,
+    cache: KvCache,
+    act: Activations,
+    capacity: usize,
+}
+
+impl GpuLoad {
+    /// Make the buffers of the weights (zeroed), the KV cache and the activations. `tensors`
+    /// are the tensors' descriptions, in the order of `Weights::all` (the `i` of `place`).
+    pub async fn new(gpu: Gpu, c: &Config, tensors: &Weights<&TensorInfo>, capacity: usize) -> Result<GpuLoad> {
         if c.head_dim > MAX_HEAD_DIM || c.rope_dim % 2 != 0 || c.n_kv_heads == 0 || c.n_heads % c.n_kv_heads != 0 {
             return Err(Error::UnsupportedModel(format!(
                 "the GPU kernels need head_dim <= {MAX_HEAD_DIM} and whole query groups (head_dim {}, {} heads, {} KV heads)",
                 c.head_dim, c.n_heads, c.n_kv_heads
             )));
         }
-        let weights = gpu.scoped("the weights", || GpuWeights::upload(&gpu, tensors)).await??;
-        let kernels = Kernels::new(&gpu, &weights.formats()).await?;
-        let (cache, act, table) = gpu
+        let (weights, plan) = gpu.scoped("the weights", || GpuWeights::alloc(&gpu, tensors)).await??;
+        let dests = plan.all().into_iter().cloned().zip(tensors.all().into_iter().map(|t| (*t).clone())).collect();
+        let (cache, act) = gpu
             .scoped("the KV cache", || -> Result<_> {
-                let cache = KvCache::new(&gpu, c.n_layers, c.kv_dim(), capacity)?;
-                Ok((cache, Activations::new(&gpu, c), RopeTables::new(&gpu, c, tensors, capacity)?))
+                Ok((KvCache::new(&gpu, c.n_layers, c.kv_dim(), capacity)?, Activations::new(&gpu, c)))
             })
             .await??;
+        Ok(GpuLoad { placer: Placer::new(dests), gpu, config: c.clone(), weights, cache, act, capacity })
+    }
+
+    /// `bytes` of tensor `i`, `at` bytes into it; pieces of one tensor come in order.
+    pub async fn place(&mut self, i: usize, at: u64, bytes: &[u8]) -> Result<()> {
+        self.placer.place(&self.gpu, i, at, bytes)?;
+        if self.placer.wants_flush() {
+            self.placer.flush(&self.gpu).await?;
+        }
+        Ok(())
+    }
+
+    /// Every weight has arrived: compile the kernels, record the step.
+    pub async fn finish(mut self) -> Result<GpuModel> {
+        if let Some((name, got, size)) = self.placer.incomplete() {
+            return Err(Error::BadModel(format!("tensor {name}: {got} of its {size} bytes arrived")));
+        }
+        self.placer.flush(&self.gpu).await?;
+        let GpuLoad { gpu, config: c, weights, placer, cache, act, capacity } = self;
+        let kernels = Kernels::new(&gpu, &weights.formats()).await?;
+        let table = gpu.scoped("the RoPE tables", || RopeTables::new(&gpu, &c, placer.host_bytes(), capacity)).await??;
         let step = gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("step"),
             size: 16,
@@ -261,9 +158,9 @@ impl GpuModel {
         });
 
         let mut rec = Recorder::new(&gpu, &kernels);
-        record_body(&mut rec, c, &weights, &act, &cache, &table);
+        record_body(&mut rec, &c, &weights, &act, &cache, &table);
         let n_body = rec.recorded();
-        record_head(&mut rec, c, &weights, &act);
+        record_head(&mut rec, &c, &weights, &act);
         let (mut body, params) = rec.finish(&step);
         let head = body.split_off(n_body);
         let reader = Reader::new(&gpu, &kernels, &act.logits, c.vocab_size);
@@ -283,6 +180,21 @@ impl GpuModel {
             act,
             gpu,
         })
+    }
+}
+
+impl GpuModel {
+    /// Upload the weights of a whole file and record the step. `capacity` is the KV cache's
+    /// size in positions.
+    pub async fn load(gpu: Gpu, c: &Config, tensors: &Weights<TensorView<'_>>, capacity: usize) -> Result<GpuModel> {
+        let infos = tensors.try_map(|t| Ok(t.info))?;
+        let mut load = GpuLoad::new(gpu, c, &infos, capacity).await?;
+        for (i, t) in tensors.all().into_iter().enumerate() {
+            for (k, piece) in t.data.chunks(PIECE).enumerate() {
+                load.place(i, (k * PIECE) as u64, piece).await?;
+            }
+        }
+        load.finish().await
     }
 
     /// [`GpuModel::load`], waiting for it (native only).
@@ -409,11 +321,12 @@ struct RopeTables {
 }
 
 impl RopeTables {
-    fn new(gpu: &Gpu, c: &Config, tensors: &Weights<TensorView>, capacity: usize) -> Result<RopeTables> {
+    /// `freqs`: `rope_freqs.weight`'s format and bytes, when the model has it.
+    fn new(gpu: &Gpu, c: &Config, freqs: Option<(DType, &[u8])>, capacity: usize) -> Result<RopeTables> {
         let half = c.rope_dim / 2;
         let mut factors = vec![1f32; half];
-        if let Some(t) = &tensors.rope_freqs {
-            quant::dequantize(t.info.dtype, t.data, &mut factors)?;
+        if let Some((dtype, bytes)) = freqs {
+            quant::dequantize(dtype, bytes, &mut factors)?;
         }
         let table = |(base, scale): (f32, f32)| {
             let mut table = Vec::with_capacity(capacity * half * 2);

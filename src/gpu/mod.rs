@@ -3,7 +3,8 @@
 //!
 //! - `device`    — adapter, device, limits and features (`shader-f16` → the f16 path)
 //! - `kernels`   — pipelines compiled from `shaders/*.wgsl`, and their parameter structs
-//! - `buffers`   — weights uploaded still quantized (split to fit a binding), read-back
+//! - `buffers`   — matrices still quantized (split to fit a binding), plain buffers, read-back
+//! - `weights`   — the model's weights on the GPU, placed as the file's bytes stream in
 //! - `kv_cache`  — the KV cache: per layer, K and V buffers for the whole capacity
 //! - `ops`       — each kernel launch, recorded with its bindings and parameters
 //! - `forward`   — `GpuModel`: a step recorded once at load, replayed with one submission
@@ -19,6 +20,7 @@ pub mod kv_cache;
 pub mod oneshot;
 pub mod ops;
 pub mod shortlist;
+pub mod weights;
 
 pub use device::{AdapterReport, Gpu, GpuOptions};
-pub use forward::{GpuModel, PREFILL_CHUNK};
+pub use forward::{GpuLoad, GpuModel, PREFILL_CHUNK};

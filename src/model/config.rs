@@ -1,7 +1,7 @@
 //! Hyper-parameters of a decoder-only transformer (Llama, Qwen2, Gemma 3), read from GGUF metadata.
 
 use crate::error::{Error, Result};
-use crate::gguf::Gguf;
+use crate::gguf::Header;
 
 /// The architectures this runtime implements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -87,7 +87,7 @@ pub struct Config {
 const MAX_DIM: u64 = 1 << 20;
 
 impl Config {
-    pub fn from_gguf(g: &Gguf) -> Result<Config> {
+    pub fn from_gguf(g: &Header) -> Result<Config> {
         let arch_name = g.str("general.architecture")?;
         let arch = match arch_name {
             "llama" => Arch::Llama,
@@ -252,7 +252,7 @@ impl Config {
 /// Which layers use the sliding window. The key, when present, is either a period `n` (layer `i`
 /// slides iff `i % n < n - 1`, llama.cpp's `set_swa_pattern`) or one bool per layer; without it
 /// Gemma 3's fixed pattern applies: five local layers, then a global one.
-fn swa_pattern(g: &Gguf, key: &str, n_layers: usize) -> Result<Vec<bool>> {
+fn swa_pattern(g: &Header, key: &str, n_layers: usize) -> Result<Vec<bool>> {
     let period_pattern = |n: usize| (0..n_layers).map(|i| n == 0 || i % n < n - 1).collect();
     let Some(v) = g.get(key) else {
         return Ok(period_pattern(6));

@@ -5,4 +5,4 @@ mod config;
 mod weights;
 
 pub use config::{Activation, Arch, Config, RopeStyle};
-pub use weights::{Layer, Weights};
+pub use weights::{Described, Layer, Weights};

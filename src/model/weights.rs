@@ -2,7 +2,7 @@
 //! generic container that each backend fills with its own tensor type (CPU: f32 matrices).
 
 use crate::error::{Error, Result};
-use crate::gguf::{Gguf, TensorView};
+use crate::gguf::{Gguf, TensorInfo, TensorView};
 use crate::model::Config;
 
 /// One transformer block's tensors.
@@ -40,17 +40,49 @@ pub struct Weights<T> {
     pub rope_freqs: Option<T>,
 }
 
+/// A tensor's description: what shapes are checked against.
+pub trait Described {
+    fn info(&self) -> &TensorInfo;
+}
+
+impl Described for TensorView<'_> {
+    fn info(&self) -> &TensorInfo {
+        self.info
+    }
+}
+
+impl Described for &TensorInfo {
+    fn info(&self) -> &TensorInfo {
+        self
+    }
+}
+
 impl<'a> Weights<TensorView<'a>> {
-    /// Find every tensor the config needs and check its shape.
+    /// Find every tensor the config needs in a file and check its shape.
     pub fn from_gguf(g: &'a Gguf<'a>, c: &Config) -> Result<Self> {
+        Weights::find(c, |name| g.tensor(name))
+    }
+}
+
+impl<'a> Weights<&'a TensorInfo> {
+    /// The descriptions of every tensor the config needs, from a tensor table (no data: how a
+    /// streamed load plans where each tensor goes before its bytes arrive).
+    pub fn from_table(tensors: &'a [TensorInfo], c: &Config) -> Result<Self> {
+        Weights::find(c, |name| tensors.iter().find(|t| t.name == name))
+    }
+}
+
+impl<T: Described + Copy> Weights<T> {
+    /// Find every tensor the config needs through `lookup` and check its shape.
+    pub fn find(c: &Config, lookup: impl Fn(&str) -> Option<T>) -> Result<Self> {
         let (d, q, kv, f, v) = (c.d_model, c.q_dim(), c.kv_dim(), c.ffn_dim, c.vocab_size);
-        let get = |name: &str, shape: &[usize]| -> Result<TensorView<'a>> {
-            let t = g.tensor(name).ok_or_else(|| Error::BadModel(format!("tensor {name} is missing")))?;
-            check_shape(t, shape)?;
+        let get = |name: &str, shape: &[usize]| -> Result<T> {
+            let t = lookup(name).ok_or_else(|| Error::BadModel(format!("tensor {name} is missing")))?;
+            check_shape(t.info(), shape)?;
             Ok(t)
         };
-        let opt = |name: &str, shape: &[usize]| -> Result<Option<TensorView<'a>>> {
-            match g.tensor(name) {
+        let opt = |name: &str, shape: &[usize]| -> Result<Option<T>> {
+            match lookup(name) {
                 None => Ok(None),
                 Some(_) => get(name, shape).map(Some),
             }
@@ -58,14 +90,14 @@ impl<'a> Weights<TensorView<'a>> {
         let mut layers = Vec::with_capacity(c.n_layers);
         for i in 0..c.n_layers {
             let n = |s: &str| format!("blk.{i}.{s}");
-            let bias = |s: &str, len: usize| -> Result<Option<TensorView<'a>>> {
+            let bias = |s: &str, len: usize| -> Result<Option<T>> {
                 if c.attn_bias {
                     get(&n(s), &[len]).map(Some)
                 } else {
                     opt(&n(s), &[len])
                 }
             };
-            let when = |needed: bool, s: &str, len: usize| -> Result<Option<TensorView<'a>>> {
+            let when = |needed: bool, s: &str, len: usize| -> Result<Option<T>> {
                 if needed {
                     get(&n(s), &[len]).map(Some)
                 } else {
@@ -153,12 +185,12 @@ impl<T> Weights<T> {
 }
 
 /// `shape` is in ggml order (the contiguous dimension first).
-fn check_shape(t: TensorView, shape: &[usize]) -> Result<()> {
-    let dims = &t.info.dims;
+fn check_shape(t: &TensorInfo, shape: &[usize]) -> Result<()> {
+    let dims = &t.dims;
     if dims.len() != shape.len() || dims.iter().zip(shape).any(|(&a, &b)| a != b as u64) {
         return Err(Error::BadModel(format!(
             "tensor {} has shape {dims:?}, the config implies {shape:?}",
-            t.info.name
+            t.name
         )));
     }
     Ok(())

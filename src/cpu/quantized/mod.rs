@@ -135,6 +135,26 @@ impl QMatrix {
         Some(QMatrix { rows, cols, data })
     }
 
+    /// The bytes a `QMatrix` of this tensor holds, or `None` when it would be dequantized
+    /// (what [`QMatrix::from_tensor`] decides, without the data).
+    pub fn bytes_for(t: &crate::gguf::TensorInfo) -> Option<u64> {
+        let cols = *t.dims.first()? as usize;
+        if cols == 0 || cols % t.dtype.block_elems() != 0 || t.dims.len() > 2 {
+            return None;
+        }
+        let blocks = t.size / t.dtype.block_bytes() as u64;
+        let per_block = match t.dtype {
+            DType::Q4_0 => 16 + 4,
+            DType::Q4_1 => 16 + 8,
+            DType::Q5_0 => 16 + 8,
+            DType::Q5_1 => 16 + 12,
+            DType::Q8_0 => 32 + 4,
+            DType::F32 => return None,
+            d => d.block_bytes() as u64,
+        };
+        Some(blocks * per_block)
+    }
+
     /// Row `r` as f32 (the embedding lookup).
     pub fn row_f32(&self, r: usize, out: &mut [f32]) {
         let cols = self.cols;
