@@ -53,9 +53,7 @@ function splitParts() {
   assert(bin, "no webgpu-llm CLI binary under target/ (cargo build): it splits the model");
   const dir = join(work, "split");
   if (!readdirSync(dir).some((f) => f.endsWith(".gguf"))) {
-    copyFileSync(join(ROOT, MODEL), join(dir, "model.gguf"));
-    execFileSync(bin, ["split", "--max-size", String(40 << 20), join(dir, "model.gguf")], { stdio: "inherit" });
-    rmSync(join(dir, "model.gguf"));
+    execFileSync(bin, ["split", "--max-size", "40M", "--out", join(dir, "model"), "--model", join(ROOT, MODEL)], { stdio: "inherit", cwd: ROOT });
   }
   const parts = readdirSync(dir).filter((f) => /-\d{5}-of-\d{5}\.gguf$/.test(f)).sort();
   assert(parts.length >= 2, `split parts: ${parts}`);
