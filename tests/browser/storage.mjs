@@ -40,8 +40,9 @@ copyFileSync(join(ROOT, MODEL), join(work, "restart.gguf")); // its mtime (ETag)
   writeFileSync(join(work, "badmagic.gguf"), bytes.subarray(0, 16 << 20));
 }
 
-/** The CLI built by cargo test (or cargo build), for `webgpu-llm split`. */
+/** The CLI built by cargo test (or cargo build), for `webgpu-llm split` (or $WEBGPU_LLM_CLI). */
 function cli() {
+  if (process.env.WEBGPU_LLM_CLI) return process.env.WEBGPU_LLM_CLI;
   const dirs = [process.env.CARGO_TARGET_DIR, join(ROOT, "target")].filter(Boolean);
   for (const d of dirs) for (const p of ["debug", "release"]) if (existsSync(join(d, p, "webgpu-llm"))) return join(d, p, "webgpu-llm");
   return null;
