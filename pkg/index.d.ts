@@ -305,7 +305,8 @@ export interface ModelEstimate {
   fits: boolean;
   /** Why it does not fit (null when it does). */
   reason: string | null;
-  wasm_bytes: number;
+  /** CPU (wasm) memory the load needs at its peak. */
+  cpu_peak_bytes: number;
 }
 
 export interface MemoryEstimate {
