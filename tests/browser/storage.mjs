@@ -209,7 +209,8 @@ test("the fit check refuses a model that does not fit before downloading it (onl
   await inPage((llm) => llm.clearModelCache());
   traffic.reset();
   const r = await inPage(async (llm, model) => ({
-    gpu: await llm.attempt({ model, gpuLimits: { maxBufferBytes: 1 << 20, maxBindingBytes: 1 << 20 } }),
+    // 1 MB buffers: the weights split into parts that fit, but not one layer's KV cache of 2048 positions.
+    gpu: await llm.attempt({ model, gpuLimits: { maxBufferBytes: 1 << 20 }, contextSize: 2048 }),
     cpu: await llm.attempt({ model, backend: "cpu", memoryLimitBytes: 32 << 20 }),
     estimate: await llm.estimateMemory(model, { backend: "gpu", contextSize: 64 }),
     small: await llm.estimateMemory(model, { backend: "cpu", memoryLimitBytes: 32 << 20 }),
