@@ -20,14 +20,35 @@ export class WebGpuLlmError extends Error {
 }
 
 export interface Progress {
-  /** "download" (network), "cache" (Cache API), "read" (File/Blob), then "load" (parsing, upload). */
+  /**
+   * "cache" (a stored copy: OPFS or the Cache API), "download" (network), "read" (File/Blob,
+   * buffer), then "load" (the engine's last steps). A resumed download is "cache", then "download".
+   */
   stage: "download" | "cache" | "read" | "load";
+  /** Bytes fed to the engine so far, all parts together. */
   loadedBytes: number;
   totalBytes: number;
+  /** Bytes the engine has placed on its backend (GPU buffers, or the CPU's weights) so far. */
+  placedBytes: number;
 }
 
-export interface EngineOptions {
-  model: string | URL | File | Blob | ArrayBuffer | Uint8Array;
+/** A model: one file (URL, File/Blob, bytes) or a split model's parts, in order. */
+export type ModelSource = string | URL | File | Blob | ArrayBuffer | Uint8Array | (string | URL)[] | (File | Blob)[];
+
+/** Limits that lower what the adapter (or the machine) allows, e.g. to test the fit check. */
+export interface LimitOptions {
+  /** The largest GPU buffer and storage binding to use (at most the adapter's). */
+  gpuLimits?: { maxBufferBytes?: number; maxBindingBytes?: number };
+  /** Memory the engine may take in all (weights, KV cache, scratch). */
+  memoryLimitBytes?: number;
+}
+
+export interface EngineOptions extends LimitOptions {
+  /**
+   * A URL, a File/Blob, bytes, or a split model (llama.cpp's gguf-split
+   * `name-00001-of-0000N.gguf`): its parts' URLs or Files in order, or just the first part's URL.
+   */
+  model: ModelSource;
   onProgress?: (p: Progress) => void;
   /** "auto" (default): the GPU when WebGPU has a hardware adapter, else the CPU in wasm. */
   backend?: "auto" | "gpu" | "cpu";
@@ -40,9 +61,16 @@ export interface EngineOptions {
   exactCpu?: boolean;
   /** Run in a dedicated Web Worker (default true). */
   worker?: boolean;
-  /** Keep a downloaded model in the Cache API, keyed by URL (default true). */
-  cache?: boolean;
-  /** Expected sha256 of the file, hex; a mismatch is `bad_model`. */
+  /**
+   * Keep a downloaded model, keyed by URL: true (default) in OPFS where it exists (a broken
+   * download is kept and resumed), else the Cache API; "opfs" or "cache-api" picks one; false
+   * neither reads nor writes a store.
+   */
+  cache?: boolean | "opfs" | "cache-api";
+  /**
+   * Expected sha256, hex, of the file (of a split model: of its parts' bytes one after another);
+   * a mismatch is `bad_model` and deletes the stored copies.
+   */
   sha256?: string;
 }
 
@@ -264,6 +292,23 @@ export interface CatalogMatch {
   note: string | null;
 }
 
+/** The engine's estimate from a model's header (`estimateMemory(model)`, `info().estimate`). */
+export interface ModelEstimate {
+  backend: "gpu" | "cpu";
+  weights_bytes: number;
+  kv_cache_bytes: number;
+  scratch_bytes: number;
+  total_bytes: number;
+  /** The largest single buffer it needs (against the adapter's maxBufferSize). */
+  largest_buffer_bytes: number;
+  context_size: number;
+  fits: boolean;
+  /** Why it does not fit (null when it does). */
+  reason: string | null;
+  /** CPU (wasm) memory the load needs at its peak. */
+  cpu_peak_bytes: number;
+}
+
 export interface MemoryEstimate {
   /** About the file's size (the GPU and the CPU's quantized path keep the weights in their blocks). */
   weights_bytes: number;
@@ -298,6 +343,8 @@ export interface EngineInfo {
   gpu_memory_bytes: number;
   /** The wasm linear memory of the engine's thread (it only grows: the peak so far). */
   wasm_memory_bytes: number;
+  /** The fit check's estimate that this load went by. */
+  estimate: ModelEstimate;
 }
 
 /** Usage of a raw completion. */
@@ -372,11 +419,16 @@ export interface LlmEngine {
 
 export function createEngine(options: EngineOptions): Promise<LlmEngine>;
 
-/** A model kept in the Cache API store by `createEngine({ model: url })`. */
+/** A model kept by `createEngine({ model: url })`, in OPFS or the Cache API. */
 export interface CachedModel {
   url: string;
-  /** The stored length, or null when the server sent none. */
+  /** The bytes stored (of a partial download: so far). */
   bytes: number | null;
+  /** The file's length. */
+  totalBytes: number | null;
+  /** False for a partial download, which the next load of its URL resumes. */
+  complete: boolean;
+  store: "opfs" | "cache";
 }
 
 /**
@@ -394,10 +446,18 @@ export function estimateMemory(
   contextSize?: number,
   options?: { f16?: boolean },
 ): MemoryEstimate;
+/**
+ * The engine's own estimate for `model` from its header (a Range request for the first bytes,
+ * or a stored copy) and this browser's adapter limits; `fits` false says why in `reason`.
+ */
+export function estimateMemory(
+  model: ModelSource,
+  options?: LimitOptions & Pick<EngineOptions, "backend" | "contextSize" | "exactCpu" | "cache">,
+): Promise<ModelEstimate>;
 
-/** The models in the cache. */
+/** The stored models of both stores, complete or partial. */
 export function listCachedModels(): Promise<CachedModel[]>;
-/** Forget one cached model (a URL, relative to the page); resolves true when there was one. */
+/** Forget one stored model (a URL, relative to the page) in both stores; resolves true when there was one. */
 export function deleteCachedModel(url: string): Promise<boolean>;
-/** Forget every cached model; resolves true when there were any. */
+/** Forget every stored model in both stores; resolves true when there were any. */
 export function clearModelCache(): Promise<boolean>;

@@ -2,7 +2,7 @@
 // the CPU where there is none). The engine runs in a dedicated worker by default, so the page
 // never freezes. See README.md and index.d.ts.
 
-import { Host, listCachedModels } from "./host.js";
+import { Host, estimateModelMemory, listCachedModels } from "./host.js";
 
 export { listCachedModels, deleteCachedModel, clearModelCache } from "./host.js";
 
@@ -146,7 +146,7 @@ let completionCount = 0;
  * The models of the project's catalog (src/model/catalog.json, shipped as wasm/catalog.json),
  * each with its URL under `baseUrl` (the folder that holds the files, relative to the page;
  * default "/models/"), whether the server has it (a HEAD request: `present`, `served_bytes`),
- * whether the Cache API holds it (`cached`), and whether it is the catalog's default.
+ * whether a store (OPFS or the Cache API) holds a complete copy (`cached`), and whether it is the catalog's default.
  */
 export async function listModels({ baseUrl = "/models/" } = {}) {
   let catalog;
@@ -158,7 +158,7 @@ export async function listModels({ baseUrl = "/models/" } = {}) {
     throw new WebGpuLlmError("io", `reading the model catalog failed: ${e.message}`);
   }
   const base = new URL(baseUrl, globalThis.location?.href);
-  const cached = new Set((await listCachedModels()).map((m) => m.url));
+  const cached = new Set((await listCachedModels()).filter((m) => m.complete).map((m) => m.url));
   return Promise.all(catalog.models.map(async ({ parts, ...entry }) => {
     const url = new URL(entry.file, base).href;
     let present = false;
@@ -175,12 +175,27 @@ export async function listModels({ baseUrl = "/models/" } = {}) {
 }
 
 /**
- * What loading `entry` (a listModels entry, or any { size_bytes, n_layers, kv_width,
- * context_length }) with `contextSize` positions needs: the weights (about the file's size on
- * the GPU and on the CPU's quantized path) plus the KV cache (K and V of every layer, f32; f16
- * with `f16: true`, as on a GPU with shader-f16).
+ * What loading a model needs. Two forms:
+ * - `estimateMemory(entry, contextSize?, { f16? })` for a catalog entry (a listModels entry, or
+ *   any { size_bytes, n_layers, kv_width, context_length }), at once: the weights (about the
+ *   file's size on the GPU and on the CPU's quantized path) plus the KV cache (K and V of every
+ *   layer, f32; f16 with `f16: true`, as on a GPU with shader-f16).
+ * - `estimateMemory(model, { backend?, contextSize?, exactCpu?, gpuLimits?, memoryLimitBytes? })`
+ *   for a URL, File/Blob, ArrayBuffer or a split model's parts: a Promise of the engine's own
+ *   estimate from the file's header (a Range request for its first bytes, or a stored copy) and
+ *   this browser's WebGPU adapter limits, with `fits` and `reason`. It runs the wasm module on
+ *   this thread and stores nothing.
  */
-export function estimateMemory(entry, contextSize = Math.min(entry.context_length, 4096), { f16 = false } = {}) {
+export function estimateMemory(entry, contextSize, options) {
+  const isEntry = entry && typeof entry === "object" && !(entry instanceof URL) && !Array.isArray(entry) &&
+    !ArrayBuffer.isView(entry) && !(entry instanceof ArrayBuffer) && !(typeof Blob !== "undefined" && entry instanceof Blob);
+  if (!isEntry) {
+    return estimateModelMemory(entry, contextSize ?? {}).catch((e) => {
+      throw toError(e);
+    });
+  }
+  contextSize ??= Math.min(entry.context_length, 4096);
+  const { f16 = false } = options ?? {};
   const context = Math.min(contextSize, entry.context_length);
   const kv = 2 * entry.n_layers * entry.kv_width * context * (f16 ? 2 : 4);
   return { weights_bytes: entry.size_bytes, kv_cache_bytes: kv, total_bytes: entry.size_bytes + kv, context_size: context };
@@ -431,21 +446,27 @@ const COMPLETION = {
 };
 
 /**
- * Load a model and return an engine. `model`: a URL, a File or Blob, or an ArrayBuffer.
- * Options: onProgress({ stage, loadedBytes, totalBytes }), backend ("auto" | "gpu" | "cpu"),
- * contextSize, exactCpu, worker (default true), cache (default true: the Cache API, keyed by URL), sha256.
+ * Load a model and return an engine. `model`: a URL, a File or Blob, an ArrayBuffer, or a split
+ * model's parts (a list of URLs or Files; or the first part's URL, `name-00001-of-0000N.gguf`).
+ * Options: onProgress({ stage, loadedBytes, totalBytes, placedBytes }), backend ("auto" | "gpu"
+ * | "cpu"), contextSize, exactCpu, gpuLimits ({ maxBufferBytes, maxBindingBytes }: lower the
+ * adapter's), memoryLimitBytes, worker (default true), cache (default true: OPFS where it
+ * exists, else the Cache API; "opfs", "cache-api", or false), sha256.
  */
 export async function createEngine(options) {
-  const { model, onProgress, worker = true, backend = "auto", contextSize, exactCpu, cache = true, sha256 } = options ?? {};
+  const { model, onProgress, worker = true, backend = "auto", contextSize, exactCpu, cache = true, sha256, gpuLimits,
+    memoryLimitBytes } = options ?? {};
   if (model === undefined || model === null) throw new WebGpuLlmError("invalid_argument", "createEngine needs a model");
+  if (cache !== false) await persist();
   const transport = worker
     ? new WorkerTransport(new Worker(new URL("./worker.js", import.meta.url), { type: "module" }))
     : new LocalTransport();
   const progress = (event) => event.progress && onProgress?.(event.progress);
   try {
-    const load = { model, backend, contextSize, exactCpu, cache, sha256 };
+    const load = { model, backend, contextSize, exactCpu, cache, sha256, gpuLimits, memoryLimitBytes };
     const info = await transport.call("load", load, progress);
-    const name = typeof model === "string" ? model.split("/").pop() : model.name ?? "model";
+    const first = Array.isArray(model) ? model[0] : model;
+    const name = typeof first === "string" || first instanceof URL ? String(first).split("/").pop() : first?.name ?? "model";
     return new LlmEngine(transport, info, name, load, progress);
   } catch (e) {
     transport.close();
@@ -453,3 +474,15 @@ export async function createEngine(options) {
   }
 }
 
+/**
+ * Ask that the stored models survive storage pressure (`navigator.storage.persist()`, only on a
+ * page: workers have no such call). The browser decides; a refusal changes nothing else.
+ */
+async function persist() {
+  try {
+    const storage = globalThis.navigator?.storage;
+    if (storage?.persist && !(await storage.persisted())) await storage.persist();
+  } catch {
+    /* not granted: the stores still work, as best-effort storage */
+  }
+}

@@ -21,6 +21,8 @@ echo "== scripts/build-wasm.sh (the wasm module and its glue, into pkg/wasm)"
 ./scripts/build-wasm.sh
 echo "== browser tests (tests/browser/run.mjs)"
 node tests/browser/run.mjs 2>&1 | tee -a "$log"
+echo "== browser tests of model loading and storage (tests/browser/storage.mjs)"
+node tests/browser/storage.mjs 2>&1 | tee -a "$log"
 echo "== browser tests of the catalog's models (tests/browser/models.mjs)"
 node tests/browser/models.mjs 2>&1 | tee -a "$log"
 # One closing line for the whole run: the sum of every cargo and browser test summary above.

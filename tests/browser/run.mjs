@@ -376,9 +376,9 @@ test("setSampling mid-generation applies from the next token", async () => {
   same(r.ids.slice(4), check, "greedy after setSampling");
 });
 
-test("a reload reads the model from the Cache API; a broken download caches nothing", async () => {
+test("a reload reads the model from its store; a broken download keeps only a partial copy", async () => {
   const r = await inPage(page, async (llm, model) => {
-    await (await llm.createEngine({ model, backend: "cpu" })).unload(); // downloaded (or cached) once
+    await (await llm.createEngine({ model, backend: "cpu" })).unload(); // downloaded (or stored) once
     const stages = [];
     const engine = await llm.createEngine({ model, backend: "cpu", onProgress: (p) => stages.push(p.stage) });
     await engine.unload();
@@ -389,17 +389,18 @@ test("a reload reads the model from the Cache API; a broken download caches noth
     } catch (e) {
       broken = e.code;
     }
-    const store = await caches.open("webgpu-llm-models");
-    const cached = await store.match(new URL("/truncated" + model, location.href).href);
-    return { stages: [...new Set(stages)], broken, cachedBroken: cached !== undefined };
+    const url = new URL("/truncated" + model, location.href).href;
+    const kept = (await llm.listCachedModels()).find((m) => m.url === url);
+    await llm.deleteCachedModel(url);
+    return { stages: [...new Set(stages)], broken, kept };
   }, MODEL);
   assert(!r.error, JSON.stringify(r.error));
   same(r.stages, ["cache", "load"], "progress stages of a reload");
-  assert(["io", "bad_model"].includes(r.broken), `a broken download fails: ${r.broken}`);
-  same(r.cachedBroken, false, "nothing cached for the broken download");
+  same(r.broken, "io", "a broken download fails");
+  same([r.kept?.complete, r.kept?.store], [false, "opfs"], "the broken download is kept as a partial copy (to resume)");
 });
 
-test("the cache can be listed and cleared; a damaged cached copy is downloaded again", async () => {
+test("the stores can be listed and cleared; a damaged Cache API copy is downloaded again", async () => {
   const r = await inPage(page, async (llm, model) => {
     await (await llm.createEngine({ model, backend: "cpu" })).unload();
     const url = new URL(model, location.href).href;
@@ -408,7 +409,7 @@ test("the cache can be listed and cleared; a damaged cached copy is downloaded a
     const deleted = await llm.deleteCachedModel(model);
     const again = await llm.deleteCachedModel(model);
     const afterDelete = (await llm.listCachedModels()).map((m) => m.url);
-    // A copy that claims the whole file but holds 1 KiB of it.
+    // A copy that claims the whole file but holds 1 KiB of it (as an earlier version stored it).
     const store = await caches.open("webgpu-llm-models");
     const part = (await (await fetch(model)).arrayBuffer()).slice(0, 1024);
     await store.put(url, new Response(part, { headers: { "content-length": String(size) } }));
@@ -417,22 +418,24 @@ test("the cache can be listed and cleared; a damaged cached copy is downloaded a
     const layers = (await engine.info()).config.n_layers;
     await engine.unload();
     const relisted = await llm.listCachedModels();
-    const stored = (await (await store.match(url)).arrayBuffer()).byteLength;
+    const inCacheApi = (await store.match(url)) !== undefined;
     const cleared = await llm.clearModelCache();
-    return { url, listed, size, deleted, again, afterDelete, stages: [...new Set(stages)], layers, relisted, stored,
+    return { url, listed, size, deleted, again, afterDelete, stages: [...new Set(stages)], layers, relisted, inCacheApi,
       cleared, afterClear: await llm.listCachedModels() };
   }, MODEL);
   assert(!r.error, JSON.stringify(r.error));
-  same(r.listed.filter((m) => m.url === r.url), [{ url: r.url, bytes: r.size }], "the loaded model is listed with its size");
+  same(r.listed.filter((m) => m.url === r.url), [{ url: r.url, bytes: r.size, totalBytes: r.size, complete: true, store: "opfs" }],
+    "the loaded model is listed with its size");
   same([r.deleted, r.again], [true, false], "deleteCachedModel");
   assert(!r.afterDelete.includes(r.url), "deleted models are not listed");
-  same(r.stages, ["cache", "download", "load"], "a damaged copy: read, dropped, downloaded again");
+  same(r.stages, ["download", "load"], "a damaged copy: found short by the fit check's read, dropped, downloaded again");
   same(r.layers, 30, "and the model loads");
-  same([r.relisted.find((m) => m.url === r.url)?.bytes, r.stored], [r.size, r.size], "the new copy is whole");
+  same([r.relisted.filter((m) => m.url === r.url).map((m) => [m.bytes, m.store]), r.inCacheApi], [[[r.size, "opfs"]], false],
+    "the new copy is whole, in OPFS; the damaged one is gone");
   same([r.cleared, r.afterClear], [true, []], "clearModelCache");
 });
 
-test("sha256 is checked (a mismatch drops the cached copy); Blobs load with progress", async () => {
+test("sha256 is checked (a mismatch drops the stored copy); Blobs load with progress", async () => {
   const sha = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
   const r = await inPage(page, async (llm, [model, sha]) => {
     await (await llm.createEngine({ model, backend: "cpu", sha256: sha })).unload();
@@ -443,18 +446,18 @@ test("sha256 is checked (a mismatch drops the cached copy); Blobs load with prog
     } catch (e) {
       wrong = e.code;
     }
-    const store = await caches.open("webgpu-llm-models");
-    const cachedAfterMismatch = (await store.match(new URL(model, location.href).href)) !== undefined;
+    const url = new URL(model, location.href).href;
+    const storedAfterMismatch = (await llm.listCachedModels()).some((m) => m.url === url);
     const blob = new Blob([await (await fetch(model)).arrayBuffer()]);
     const stages = [];
     const engine = await llm.createEngine({ model: blob, backend: "cpu", onProgress: (p) => stages.push(p.stage) });
     const info = await engine.info();
     await engine.unload();
-    return { wrong, cachedAfterMismatch, stages: [...new Set(stages)], layers: info.config.n_layers };
+    return { wrong, storedAfterMismatch, stages: [...new Set(stages)], layers: info.config.n_layers };
   }, [MODEL, sha]);
   assert(!r.error, JSON.stringify(r.error));
   same(r.wrong, "bad_model", "wrong sha256");
-  same(r.cachedAfterMismatch, false, "the mismatching cached copy is dropped");
+  same(r.storedAfterMismatch, false, "the mismatching stored copy is dropped");
   same(r.stages, ["read", "load"], "Blob progress stages");
   same(r.layers, 30, "the Blob's model loaded");
 });

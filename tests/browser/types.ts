@@ -1,7 +1,7 @@
 // Compiled (never run) by run.mjs with `tsc --noEmit --strict`: the package's declarations
 // describe the API the way an app uses it.
 import { createEngine, WebGpuLlmError, listCachedModels, deleteCachedModel, clearModelCache, listModels, estimateMemory } from "../../pkg/index.js";
-import type { CatalogModel, ChatCompletion, ChatCompletionChunk, Completion, CompletionChunk, EngineInfo, Generation, MemoryEstimate, TokenPiece } from "../../pkg/index.js";
+import type { CatalogModel, ChatCompletion, ChatCompletionChunk, Completion, CompletionChunk, EngineInfo, Generation, MemoryEstimate, ModelEstimate, TokenPiece } from "../../pkg/index.js";
 
 export async function app(file: File, signal: AbortSignal): Promise<string> {
   const engine = await createEngine({
@@ -58,7 +58,15 @@ export async function app(file: File, signal: AbortSignal): Promise<string> {
   } catch (e) {
     if (e instanceof WebGpuLlmError && e.code === "no_webgpu") text += info.backend;
   }
-  const cached: number = (await listCachedModels()).reduce((n, m) => n + (m.bytes ?? 0), 0);
+  const cached: number = (await listCachedModels()).reduce((n, m) => n + (m.complete ? m.bytes ?? 0 : 0), 0);
+  const est: ModelEstimate = await estimateMemory(["/m-00001-of-00002.gguf", "/m-00002-of-00002.gguf"], {
+    backend: "gpu", contextSize: 512, gpuLimits: { maxBufferBytes: 1 << 28 }, memoryLimitBytes: 1 << 30,
+  });
+  const split = await createEngine({
+    model: "/m-00001-of-00002.gguf", cache: "opfs", memoryLimitBytes: 1 << 30,
+    onProgress: ({ placedBytes, totalBytes }) => console.log(placedBytes / totalBytes),
+  });
+  text += (est.fits ? "" : est.reason ?? "") + (await split.info()).estimate.largest_buffer_bytes;
   const gone: boolean = (await deleteCachedModel("/model.gguf")) || (await clearModelCache());
   return text + raw + String(result?.tokens.length) + cached + gone;
 }
