@@ -110,7 +110,10 @@ fn three_chat_turns_equal_the_cpu_backend() {
 fn split_bindings_give_the_same_tokens() {
     let params = SamplingParams { temperature: 0.0, max_tokens: 6, ..SamplingParams::default() };
     let prompt = [1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411, 407, 19712];
-    let mut split = gpu_engine(GpuOptions { allow_f16: false, max_binding_bytes: Some(1 << 20) }, Some(64));
+    let mut split = gpu_engine(
+        GpuOptions { allow_f16: false, max_binding_bytes: Some(1 << 20), ..GpuOptions::default() },
+        Some(64),
+    );
     let mut whole = gpu_engine(gpu_options(false), Some(64));
     let a = split.generate(&prompt, &params, &mut |_| true).unwrap();
     let b = whole.generate(&prompt, &params, &mut |_| true).unwrap();
@@ -139,7 +142,7 @@ fn context_limits_are_typed_errors() {
 /// device loss later: 8192 positions × 192 values × f32 is 6 MiB a layer, over a 1 MiB binding.
 #[test]
 fn a_cache_past_the_device_limits_is_out_of_memory_at_load() {
-    let gpu = GpuOptions { allow_f16: false, max_binding_bytes: Some(1 << 20) };
+    let gpu = GpuOptions { allow_f16: false, max_binding_bytes: Some(1 << 20), ..GpuOptions::default() };
     let options = EngineOptions { backend: BackendKind::Gpu, context_size: Some(8192), gpu, ..Default::default() };
     let err = Engine::load(&model_bytes(), &options).err().expect("the load fails");
     assert_eq!(err.code(), "out_of_memory", "{err}");

@@ -142,7 +142,9 @@ fn matmul_accumulates_into_its_output() {
 #[test]
 fn matrices_larger_than_a_binding_are_split_by_rows() {
     // 3 KiB per binding: a 100 × 256 Q8_0 matrix (272 bytes a row) takes 10 parts.
-    let small = Gpu::new_blocking(&GpuOptions { allow_f16: false, max_binding_bytes: Some(3 * 1024) }).unwrap();
+    let small =
+        Gpu::new_blocking(&GpuOptions { allow_f16: false, max_binding_bytes: Some(3 * 1024), ..GpuOptions::default() })
+            .unwrap();
     let gpu = Oneshot::new(small).unwrap();
     let mut rng = Rng(99);
     let (rows, cols) = (100, 256);
@@ -239,7 +241,12 @@ fn matmul_with_swiglu_prologue_matches_cpu() {
 /// prefill, and split across bindings (parts of whole 64-row blocks).
 #[test]
 fn gate_up_with_swiglu_epilogue_matches_cpu() {
-    let small = Gpu::new_blocking(&GpuOptions { allow_f16: false, max_binding_bytes: Some(64 * 1024) }).unwrap();
+    let small = Gpu::new_blocking(&GpuOptions {
+        allow_f16: false,
+        max_binding_bytes: Some(64 * 1024),
+        ..GpuOptions::default()
+    })
+    .unwrap();
     let (whole, split) = (oneshot(false), Oneshot::new(small).unwrap());
     let mut rng = Rng(43);
     for (dtype, rows, cols, n) in [(DType::Q4_1, 1536, 576, 1), (DType::Q8_0, 96, 64, 37), (DType::Q4_K, 64, 256, 2)] {
@@ -258,7 +265,9 @@ fn gate_up_with_swiglu_epilogue_matches_cpu() {
         }
     }
     // A binding too small for 64 rows would cut a gate|up block apart: refused, not miscomputed.
-    let tiny = Gpu::new_blocking(&GpuOptions { allow_f16: false, max_binding_bytes: Some(8 * 1024) }).unwrap();
+    let tiny =
+        Gpu::new_blocking(&GpuOptions { allow_f16: false, max_binding_bytes: Some(8 * 1024), ..GpuOptions::default() })
+            .unwrap();
     let (rows, cols) = (64, 576);
     let (gate, up) =
         (random_weights(&mut rng, DType::Q4_1, rows, cols), random_weights(&mut rng, DType::Q4_1, rows, cols));

@@ -15,11 +15,13 @@ pub struct GpuOptions {
     /// Bytes per storage binding, if lower than the device's limit: tensors larger than this are
     /// split into parts (tests use a small value to exercise the splitting on small models).
     pub max_binding_bytes: Option<u64>,
+    /// Bytes per buffer, if lower than the device's `maxBufferSize` (tests force small limits).
+    pub max_buffer_bytes: Option<u64>,
 }
 
 impl Default for GpuOptions {
     fn default() -> Self {
-        GpuOptions { allow_f16: true, max_binding_bytes: None }
+        GpuOptions { allow_f16: true, max_binding_bytes: None, max_buffer_bytes: None }
     }
 }
 
@@ -131,7 +133,8 @@ impl Gpu {
             slot.get_or_insert(gpu_error(e));
         }));
 
-        let device_limit = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+        let max_buffer = options.max_buffer_bytes.map_or(limits.max_buffer_size, |b| b.min(limits.max_buffer_size));
+        let device_limit = limits.max_storage_buffer_binding_size.min(max_buffer);
         let max_binding = options.max_binding_bytes.map_or(device_limit, |b| b.min(device_limit));
         let report = AdapterReport {
             name: info.name.clone(),
@@ -144,7 +147,7 @@ impl Gpu {
             features: adapter.features().iter_names().map(|(name, _)| name.to_string()).collect(),
             limits: LimitsReport {
                 max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
-                max_buffer_size: limits.max_buffer_size,
+                max_buffer_size: max_buffer,
                 max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
                 max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
                 max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
