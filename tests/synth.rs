@@ -152,6 +152,35 @@ fn files_are_deterministic_for_a_seed_and_layers_are_a_prefix() {
     assert_ne!(b.tensor("blk.0.ffn_up.weight").unwrap().data, b.tensor("blk.1.ffn_up.weight").unwrap().data);
 }
 
+#[test]
+fn the_cli_writes_the_spec_file_and_refuses_bad_arguments() {
+    let file = TempFile::new("synth-cli.gguf");
+    let run = |args: &[&str]| std::process::Command::new(env!("CARGO_BIN_EXE_webgpu-llm")).args(args).output().unwrap();
+    let out = run(&["synth", "--shape", "smollm2-135m", "--quant", "q4_k", "--layers", "1", "--seed", "9", "--out"]
+        .iter()
+        .copied()
+        .chain([file.0.to_str().unwrap()])
+        .collect::<Vec<_>>());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let spec = Spec::new("smollm2-135m", Quant::Q4_K).unwrap().with_seed(9).with_layers(1).unwrap();
+    let bytes = std::fs::read(&file.0).unwrap();
+    let mut same = Vec::new();
+    spec.write(&mut same).unwrap();
+    assert!(bytes == same, "the CLI's file is the library's");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{} bytes", bytes.len())));
+    for bad in [
+        &["synth", "--shape", "gpt-5", "--quant", "Q4_0", "--out", "/dev/null"][..],
+        &["synth", "--shape", "smollm2-135m", "--quant", "Q2_K", "--out", "/dev/null"],
+        &["synth", "--shape", "smollm2-135m", "--quant", "Q4_0"],
+        &["synth", "--shape", "smollm2-135m", "--quant", "Q4_0", "--out", "/dev/null", "--layers", "0"],
+        &["synth", "--shape", "smollm2-135m", "--quant", "Q4_0", "--out", "/dev/null", "--model", "x"],
+    ] {
+        let out = run(bad);
+        assert!(!out.status.success(), "{bad:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("error [invalid_argument]"), "{bad:?}");
+    }
+}
+
 fn options(backend: BackendKind) -> EngineOptions {
     EngineOptions {
         backend,
