@@ -42,9 +42,10 @@ commands:
                                   chat template or none, BOS/EOS, end-of-generation tokens) and
                                   the GPU adapter
   synth     --shape NAME --quant Q4_0|Q4_K|Q8_0|F16 --out FILE.gguf [--seed N] [--layers N]
-                                  write a synthetic model: a real model's shape ({shapes})
-                                  with random weights and a small byte-level BPE vocabulary,
-                                  streamed to FILE (--layers: fewer layers of the same width)
+                                  write a synthetic model: a real model's shape with random
+                                  weights and a small byte-level BPE vocabulary, streamed to
+                                  FILE (--layers: fewer layers of the same width). Shapes:
+                                  {shapes}
 
 common options:
   --model NAME|PATH     a catalog model by name (its file under models/; fetch it with
