@@ -10,7 +10,7 @@ use webgpu_llm::chat::Message;
 use webgpu_llm::engine::{BackendKind, Chat, Engine, EngineOptions, Generation};
 use webgpu_llm::gguf::Header;
 use webgpu_llm::gpu::{Gpu, GpuOptions};
-use webgpu_llm::model::catalog;
+use webgpu_llm::model::{catalog, synth};
 use webgpu_llm::sampler::SamplingParams;
 use webgpu_llm::{Error, Result};
 
@@ -41,6 +41,11 @@ commands:
                                   (recognised by file name and size), its template facts (own
                                   chat template or none, BOS/EOS, end-of-generation tokens) and
                                   the GPU adapter
+  synth     --shape NAME --quant Q4_0|Q4_K|Q8_0|F16 --out FILE.gguf [--seed N] [--layers N]
+                                  write a synthetic model: a real model's shape with random
+                                  weights and a small byte-level BPE vocabulary, streamed to
+                                  FILE (--layers: fewer layers of the same width). Shapes:
+                                  {shapes}
 
 common options:
   --model NAME|PATH     a catalog model by name (its file under models/; fetch it with
@@ -291,7 +296,11 @@ fn run() -> Result<()> {
     let args = Args::parse()?;
     if args.flag("--help") || matches!(args.command.as_str(), "--help" | "-h" | "help") {
         let names: Vec<&str> = catalog::entries().iter().map(|e| e.name.as_str()).collect();
-        let usage = USAGE.replace("{names}", &names.join(", ")).replace("{default}", &catalog::default_entry().name);
+        let shapes: Vec<&str> = synth::SHAPES.iter().map(|s| s.name).collect();
+        let usage = USAGE
+            .replace("{names}", &names.join(", "))
+            .replace("{default}", &catalog::default_entry().name)
+            .replace("{shapes}", &shapes.join(", "));
         print!("{usage}");
         return Ok(());
     }
@@ -302,6 +311,7 @@ fn run() -> Result<()> {
         "bench" => bench(&args),
         "info" => info(&args),
         "split" => split(&args),
+        "synth" => synth_model(&args),
         other => Err(Error::InvalidArgument(format!("unknown command {other:?} (see --help)"))),
     }
 }
@@ -543,5 +553,36 @@ fn info(args: &Args) -> Result<()> {
         "chat_template": engine.template().map(|t| t.source()),
     });
     println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
+    Ok(())
+}
+
+fn synth_model(args: &Args) -> Result<()> {
+    let allowed = ["--shape", "--quant", "--out", "--seed", "--layers"];
+    if let Some(k) = args.values.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(Error::InvalidArgument(format!("synth does not take {k}")));
+    }
+    let need = |name: &str| args.str(name).ok_or_else(|| Error::InvalidArgument(format!("synth needs {name}")));
+    let quant = synth::Quant::parse(need("--quant")?)?;
+    let mut spec = synth::Spec::new(need("--shape")?, quant)?.with_seed(args.num("--seed")?.unwrap_or(0));
+    if let Some(layers) = args.num("--layers")? {
+        spec = spec.with_layers(layers)?;
+    }
+    let out = PathBuf::from(need("--out")?);
+    eprintln!(
+        "writing {} ({:.2} GiB) to {}",
+        spec.name(),
+        spec.file_size() as f64 / (1u64 << 30) as f64,
+        out.display()
+    );
+    let written = spec.write_file(&out)?;
+    println!(
+        "{}: {} bytes ({:.2} GiB), {} tensors, in {:.1} s ({:.0} MB/s)",
+        out.display(),
+        written.bytes,
+        written.bytes as f64 / (1u64 << 30) as f64,
+        written.tensors,
+        written.secs,
+        written.bytes as f64 / 1e6 / written.secs.max(1e-9)
+    );
     Ok(())
 }

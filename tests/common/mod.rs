@@ -1,7 +1,9 @@
 //! Paths shared by the integration tests: the default model and llama.cpp's golden outputs.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use webgpu_llm::engine::{Engine, EngineOptions};
 
 /// The default model, fetched by `scripts/fetch-model.sh` (override with WEBGPU_LLM_MODEL).
 pub fn model_path() -> PathBuf {
@@ -55,4 +57,10 @@ pub fn catalog_model_bytes(name: &str) -> Vec<u8> {
         std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e} (run scripts/fetch-model.sh {name})", p.display()));
     assert_eq!(bytes.len() as u64, entry.size_bytes, "{}: not the catalog's file", p.display());
     bytes
+}
+
+/// Load a model file. For now the whole file is read into memory first; this is the one place
+/// the tests load a file from a path, to become a memory-mapped load.
+pub fn load_file(path: &Path, options: &EngineOptions) -> webgpu_llm::Result<Engine> {
+    Engine::load(&std::fs::read(path)?, options)
 }
