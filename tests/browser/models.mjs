@@ -7,11 +7,12 @@
 // llama.cpp's kernels do, which moves logits by a few tenths.
 // Run by scripts/test.sh; MODELS_TEST_FILTER picks tests by name.
 
-import { readFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { mkdirSync, readFileSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { chromium } from "playwright-core";
 import { serve } from "../../scripts/serve.mjs";
-import { FLAGS, assert, runTests, same } from "./harness.mjs";
+import { FLAGS, assert, cliBinary, runTests, same } from "./harness.mjs";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 const GOLDEN = resolve(process.env.WEBGPU_LLM_GOLDEN ?? join(ROOT, "tests/golden"));
@@ -128,6 +129,42 @@ test("SmolLM2-135M on WebGPU: streamed to the GPU, under 128 MiB of wasm memory,
 // The CPU backend's peak (wasm memory never shrinks): the weights and one tensor, not the file twice.
 test("Qwen2.5-Coder 1.5B on the CPU: streamed into the weights, peak under 1.5 GiB of wasm memory", () =>
   complete("qwen2.5-coder-1.5b", "raw_story", "cpu", 0.5, 3, 1536));
+
+// Past every 32-bit size: a synthetic Llama-3.1-8B-shaped Q4_0 of 4.5 GB (`webgpu-llm synth`,
+// written for the test and removed) streams to the GPU with the tab's wasm memory still small.
+// Loading only: a token of an 8B model on SwiftShader would take many minutes.
+test("a synthetic 8B-shaped Q4_0 (4.5 GB) streams to WebGPU under 128 MiB of wasm memory", async () => {
+  const bin = cliBinary(ROOT);
+  assert(bin, "no webgpu-llm CLI binary under target/ (cargo build): it writes the synthetic model");
+  const dir = join(ROOT, "target/tmp/browser-synth");
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, "llama-3.1-8b-Q4_0.gguf");
+  execFileSync(bin, ["synth", "--shape", "llama-3.1-8b", "--quant", "Q4_0", "--out", file], { stdio: "inherit" });
+  try {
+    const r = await inFreshPage(async (llm, modelUrl) => {
+      const t0 = performance.now();
+      const engine = await llm.createEngine({ model: modelUrl, backend: "gpu", contextSize: 64, cache: false });
+      const loadS = (performance.now() - t0) / 1000;
+      const info = await engine.info();
+      await engine.unload();
+      return { info, loadS };
+    }, "/target/tmp/browser-synth/llama-3.1-8b-Q4_0.gguf");
+    // SwiftShader may refuse the buffers; then the error must name the limit it hit.
+    if (r.error) {
+      console.log(`  refused by SwiftShader: ${r.error.code}: ${r.error.message}`);
+      assert(r.error.code === "out_of_memory" && /MB|bytes/.test(r.error.message), JSON.stringify(r.error));
+      return;
+    }
+    const wasmMB = r.info.wasm_memory_bytes / 2 ** 20;
+    console.log(`  8B-shaped Q4_0: loaded in ${r.loadS.toFixed(1)} s, GPU memory ${(r.info.gpu_memory_bytes / 1e9).toFixed(2)} GB, ` +
+      `wasm memory ${wasmMB.toFixed(0)} MiB`);
+    same(r.info.backend, "gpu", "backend");
+    assert(r.info.weight_bytes > 4 * 2 ** 30, `weights ${r.info.weight_bytes}`);
+    assert(wasmMB < 128, `${wasmMB.toFixed(0)} MiB of wasm memory`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
 
 const failed = await runTests(tests, process.env.MODELS_TEST_FILTER);
 await browser.close();

@@ -6,12 +6,12 @@
 // (and cargo test, which builds the CLI that splits the model); STORAGE_TEST_FILTER picks tests.
 
 import { execFileSync } from "node:child_process";
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { createHash } from "node:crypto";
 import { join, resolve } from "node:path";
 import { chromium } from "playwright-core";
 import { serve } from "../../scripts/serve.mjs";
-import { FLAGS, assert, runTests, same } from "./harness.mjs";
+import { FLAGS, assert, cliBinary, runTests, same } from "./harness.mjs";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 const MODEL = "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -40,17 +40,10 @@ copyFileSync(join(ROOT, MODEL), join(work, "restart.gguf")); // its mtime (ETag)
   writeFileSync(join(work, "badmagic.gguf"), bytes.subarray(0, 16 << 20));
 }
 
-/** The CLI built by cargo test (or cargo build), for `webgpu-llm split` (or $WEBGPU_LLM_CLI). */
-function cli() {
-  if (process.env.WEBGPU_LLM_CLI) return process.env.WEBGPU_LLM_CLI;
-  const dirs = [process.env.CARGO_TARGET_DIR, join(ROOT, "target")].filter(Boolean);
-  for (const d of dirs) for (const p of ["debug", "release"]) if (existsSync(join(d, p, "webgpu-llm"))) return join(d, p, "webgpu-llm");
-  return null;
-}
 
 /** The default model split into parts of at most 40 MB by `webgpu-llm split`: their URLs. */
 function splitParts() {
-  const bin = cli();
+  const bin = cliBinary(ROOT);
   assert(bin, "no webgpu-llm CLI binary under target/ (cargo build): it splits the model");
   const dir = join(work, "split");
   if (!readdirSync(dir).some((f) => f.endsWith(".gguf"))) {

@@ -59,8 +59,7 @@ pub fn catalog_model_bytes(name: &str) -> Vec<u8> {
     bytes
 }
 
-/// Load a model file. For now the whole file is read into memory first; this is the one place
-/// the tests load a file from a path, to become a memory-mapped load.
+/// Load a model file, memory-mapped and streamed onto the backend (`Engine::load_file`).
 pub fn load_file(path: &Path, options: &EngineOptions) -> webgpu_llm::Result<Engine> {
-    Engine::load(&std::fs::read(path)?, options)
+    Engine::load_file(path, options)
 }
