@@ -560,12 +560,14 @@ pub mod writer {
         }
     }
 
-    fn put_str(out: &mut Vec<u8>, s: &str) {
+    /// A GGUF string: its length, then its bytes.
+    pub fn put_str(out: &mut Vec<u8>, s: &str) {
         out.extend_from_slice(&(s.len() as u64).to_le_bytes());
         out.extend_from_slice(s.as_bytes());
     }
 
-    fn type_id(v: &Value) -> u32 {
+    /// A value's GGUF type id.
+    pub fn type_id(v: &Value) -> u32 {
         match v {
             Value::U8(_) => 0,
             Value::I8(_) => 1,
@@ -583,7 +585,8 @@ pub mod writer {
         }
     }
 
-    fn put_value(out: &mut Vec<u8>, v: &Value) {
+    /// A value's GGUF encoding (without its type id).
+    pub fn put_value(out: &mut Vec<u8>, v: &Value) {
         match v {
             Value::U8(x) => out.extend_from_slice(&x.to_le_bytes()),
             Value::I8(x) => out.extend_from_slice(&x.to_le_bytes()),
