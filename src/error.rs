@@ -49,6 +49,20 @@ impl Error {
             Error::Io(_) => "io",
         }
     }
+
+    /// The message without the kind's prefix (to quote inside another message).
+    pub fn detail(&self) -> String {
+        match self {
+            Error::BadModel(m)
+            | Error::UnsupportedModel(m)
+            | Error::InvalidArgument(m)
+            | Error::NoWebGpu(m)
+            | Error::OutOfMemory(m)
+            | Error::DeviceLost(m)
+            | Error::Io(m) => m.clone(),
+            other => other.to_string(),
+        }
+    }
 }
 
 impl From<std::io::Error> for Error {

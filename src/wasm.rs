@@ -43,54 +43,6 @@ fn busy() -> JsValue {
     js_error(Error::InvalidArgument("the engine is busy with another generation".into()))
 }
 
-/// A model file filled in chunks, straight into wasm memory: no JS buffer of the whole file is
-/// needed (browsers cap one ArrayBuffer at about 2 GB), and no second copy.
-#[wasm_bindgen]
-pub struct ModelBytes {
-    bytes: Vec<u8>,
-    expected: Option<usize>,
-}
-
-#[wasm_bindgen]
-impl ModelBytes {
-    /// Room for `size` bytes when the size is known (`undefined` when it is not).
-    #[wasm_bindgen(constructor)]
-    pub fn new(size: Option<f64>) -> Result<ModelBytes, JsValue> {
-        let expected = size.map(|s| s as usize);
-        let mut bytes = Vec::new();
-        if let Some(n) = expected {
-            bytes
-                .try_reserve_exact(n)
-                .map_err(|_| js_error(Error::OutOfMemory(format!("the model needs {} MB of wasm memory", n >> 20))))?;
-        }
-        Ok(ModelBytes { bytes, expected })
-    }
-
-    /// Append the next chunk of the file.
-    pub fn push(&mut self, chunk: &[u8]) -> Result<(), JsValue> {
-        if self.expected.is_some_and(|n| self.bytes.len() + chunk.len() > n) {
-            return Err(js_error(Error::BadModel("the file is longer than its announced size".into())));
-        }
-        self.bytes
-            .try_reserve(chunk.len())
-            .map_err(|_| js_error(Error::OutOfMemory("the model does not fit".into())))?;
-        self.bytes.extend_from_slice(chunk);
-        Ok(())
-    }
-
-    /// Bytes so far.
-    #[wasm_bindgen(getter)]
-    pub fn length(&self) -> f64 {
-        self.bytes.len() as f64
-    }
-
-    /// Lowercase hex SHA-256 of the bytes so far.
-    pub fn sha256(&self) -> String {
-        use sha2::Digest;
-        sha2::Sha256::digest(&self.bytes).iter().map(|b| format!("{b:02x}")).collect()
-    }
-}
-
 /// A model loading from a stream of bytes ([`crate::load::Loader`]): `push` each chunk in
 /// order (awaiting each), across all parts of a split model, then `finish`. Once the header is in,
 /// the model is checked against the device and its buffers made; later bytes go straight to the
@@ -223,24 +175,6 @@ pub struct WasmEngine {
 
 #[wasm_bindgen(js_class = Engine)]
 impl WasmEngine {
-    /// Parse a GGUF file and load it; `options` is `EngineOptions` (`backend`, `context_size`);
-    /// `name`, the file's name or URL, recognises its catalog entry. The file's bytes are freed
-    /// once the weights are loaded.
-    pub async fn load(bytes: ModelBytes, options: JsValue, name: Option<String>) -> Result<WasmEngine, JsValue> {
-        let options: EngineOptions = from_js("options", options)?;
-        if bytes.expected.is_some_and(|n| n != bytes.bytes.len()) {
-            return Err(js_error(Error::BadModel(format!(
-                "the file stopped at {} of {} bytes",
-                bytes.bytes.len(),
-                bytes.expected.unwrap_or(0)
-            ))));
-        }
-        let catalog = crate::facts::catalog_facts(name.as_deref(), bytes.bytes.len() as u64);
-        let engine = Engine::load_async(&bytes.bytes, &options).await.map_err(js_error)?;
-        let retune = engine.retune();
-        Ok(WasmEngine { engine: Rc::new(RefCell::new(engine)), retune, catalog })
-    }
-
     /// What runs the model: backend, adapter, configuration, context and memory; the model's
     /// catalog entry and template facts.
     pub fn info(&self) -> Result<JsValue, JsValue> {

@@ -3,7 +3,6 @@
 //! parameters, and reading results back.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
@@ -326,17 +325,12 @@ impl ParamArena {
 /// Read `size` bytes (a multiple of 4) of a MAP_READ buffer, as words, once the queue has
 /// finished with it.
 pub async fn read_back(gpu: &Gpu, buffer: &wgpu::Buffer, size: u64) -> Result<Vec<u32>> {
-    let slot: Arc<Mutex<MapState>> = Arc::new(Mutex::new(MapState::default()));
-    let done = slot.clone();
+    let (send, mapped) = signal();
     buffer.map_async(wgpu::MapMode::Read, ..size, move |result| {
-        let mut s = done.lock().unwrap_or_else(|e| e.into_inner());
-        s.result = Some(result.map_err(|e| Error::DeviceLost(format!("reading GPU results failed: {e}"))));
-        if let Some(w) = s.waker.take() {
-            w.wake();
-        }
+        send(result.map_err(|e| Error::DeviceLost(format!("reading GPU results failed: {e}"))))
     });
     gpu.wait()?;
-    MapFuture(slot).await?;
+    mapped.await?;
     let words = {
         let view = buffer
             .get_mapped_range(..size)
@@ -348,26 +342,31 @@ pub async fn read_back(gpu: &Gpu, buffer: &wgpu::Buffer, size: u64) -> Result<Ve
     Ok(words)
 }
 
-#[derive(Default)]
-struct MapState {
-    result: Option<Result<()>>,
-    waker: Option<Waker>,
-}
-
-/// Resolves when the map callback has run (at once natively, after `wait`).
-struct MapFuture(Arc<Mutex<MapState>>);
-
-impl Future for MapFuture {
-    type Output = Result<()>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        let mut s = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        match s.result.take() {
-            Some(r) => Poll::Ready(r),
+/// A value handed from a wgpu callback to a future: the callback runs at once natively (after
+/// `wait`), later in the browser.
+pub(super) fn signal<T: Send + 'static>() -> (impl FnOnce(T) + Send + 'static, impl Future<Output = T>) {
+    struct State<T> {
+        value: Option<T>,
+        waker: Option<Waker>,
+    }
+    let state = Arc::new(Mutex::new(State { value: None, waker: None }));
+    let sender = state.clone();
+    let send = move |value: T| {
+        let mut s = sender.lock().unwrap_or_else(|e| e.into_inner());
+        s.value = Some(value);
+        if let Some(w) = s.waker.take() {
+            w.wake();
+        }
+    };
+    let wait = std::future::poll_fn(move |cx: &mut Context<'_>| {
+        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+        match s.value.take() {
+            Some(v) => Poll::Ready(v),
             None => {
                 s.waker = Some(cx.waker().clone());
                 Poll::Pending
             }
         }
-    }
+    });
+    (send, wait)
 }

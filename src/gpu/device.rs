@@ -216,42 +216,12 @@ impl Gpu {
     pub async fn idle(&self) -> Result<()> {
         #[cfg(target_arch = "wasm32")]
         {
-            let (send, done) = futures_oneshot();
-            self.queue.on_submitted_work_done(send);
+            let (send, done) = super::buffers::signal();
+            self.queue.on_submitted_work_done(move || send(()));
             done.await;
         }
         self.wait()
     }
-}
-
-/// A one-shot signal: calling the first half resolves the second.
-#[cfg(target_arch = "wasm32")]
-fn futures_oneshot() -> (impl FnOnce() + Send + 'static, impl std::future::Future<Output = ()>) {
-    use std::task::{Poll, Waker};
-    #[derive(Default)]
-    struct State {
-        done: bool,
-        waker: Option<Waker>,
-    }
-    let state = Arc::new(Mutex::new(State::default()));
-    let signal = state.clone();
-    let send = move || {
-        let mut s = signal.lock().unwrap_or_else(|e| e.into_inner());
-        s.done = true;
-        if let Some(w) = s.waker.take() {
-            w.wake();
-        }
-    };
-    let wait = std::future::poll_fn(move |cx| {
-        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
-        if s.done {
-            Poll::Ready(())
-        } else {
-            s.waker = Some(cx.waker().clone());
-            Poll::Pending
-        }
-    });
-    (send, wait)
 }
 
 fn gpu_error(e: wgpu::Error) -> Error {

@@ -16,18 +16,27 @@ pub struct KvCache {
 
 impl KvCache {
     pub fn new(gpu: &Gpu, n_layers: usize, kv_dim: usize, capacity: usize) -> Result<KvCache> {
-        let elem = if gpu.f16 { 2 } else { 4 };
-        let layer_bytes = (capacity * kv_dim * elem) as u64;
-        if layer_bytes > gpu.max_binding {
-            return Err(Error::OutOfMemory(format!(
-                "a KV cache of {capacity} positions needs {layer_bytes} bytes per layer, more than one storage \
-                 binding ({} bytes); choose a smaller context size",
-                gpu.max_binding
-            )));
-        }
+        let layer_bytes = KvCache::layer_bytes(kv_dim, capacity, gpu.f16);
+        KvCache::check(layer_bytes, capacity, gpu.max_binding)?;
         let k = (0..n_layers).map(|i| storage(gpu, &format!("k cache {i}"), layer_bytes)).collect();
         let v = (0..n_layers).map(|i| storage(gpu, &format!("v cache {i}"), layer_bytes)).collect();
         Ok(KvCache { k, v, capacity, len: 0, bytes: 2 * n_layers as u64 * layer_bytes })
+    }
+
+    /// Bytes of one layer's K (or V) buffer.
+    pub fn layer_bytes(kv_dim: usize, capacity: usize, f16: bool) -> u64 {
+        (capacity * kv_dim * if f16 { 2 } else { 4 }) as u64
+    }
+
+    /// A layer's buffer is bound whole by the attention kernel: it must fit one binding.
+    pub fn check(layer_bytes: u64, capacity: usize, max_binding: u64) -> Result<()> {
+        if layer_bytes > max_binding {
+            return Err(Error::OutOfMemory(format!(
+                "a KV cache of {capacity} positions needs {layer_bytes} bytes per layer, more than one storage \
+                 binding ({max_binding} bytes); choose a smaller context size"
+            )));
+        }
+        Ok(())
     }
 
     /// GPU memory held by the cache.

@@ -6,6 +6,7 @@ use crate::cpu::CpuLoad;
 use crate::error::{Error, Result};
 use crate::gguf::TensorInfo;
 use crate::gpu::buffers::{part_rows, rows_cols, GpuLayout};
+use crate::gpu::kv_cache::KvCache;
 use crate::gpu::PREFILL_CHUNK;
 use crate::model::{Config, Weights};
 
@@ -82,7 +83,7 @@ pub fn gpu(
                 }
                 Err(e) => {
                     unsupported |= reason.is_none();
-                    reason.get_or_insert(e.to_string());
+                    reason.get_or_insert(e.detail());
                     weights += rows as u64 * GpuLayout::of(t.dtype).row_words(cols) as u64 * 4;
                 }
             }
@@ -90,15 +91,11 @@ pub fn gpu(
             weights += t.elements() * 4;
         }
     }
-    let elem = if limits.f16 { 2 } else { 4 };
-    let kv_layer = (capacity * c.kv_dim() * elem) as u64;
+    let kv_layer = KvCache::layer_bytes(c.kv_dim(), capacity, limits.f16);
     let kv = 2 * c.n_layers as u64 * kv_layer;
     largest = largest.max(kv_layer);
-    if kv_layer > binding {
-        reason.get_or_insert(format!(
-            "a KV cache of {capacity} positions needs {kv_layer} bytes per layer, more than one storage binding \
-             ({binding} bytes); choose a smaller context size"
-        ));
+    if let Err(e) = KvCache::check(kv_layer, capacity, binding) {
+        reason.get_or_insert(e.detail());
     }
     let per_token = c.d_model + c.q_dim() + 2 * c.kv_dim() + 2 * c.q_dim() + c.d_model + 2 * c.ffn_dim;
     let tables = (capacity * c.rope_dim * 4) as u64 * if c.swa_layers.iter().any(|&s| s) { 2 } else { 1 };
@@ -141,7 +138,8 @@ pub fn cpu(
     limits: &Limits,
 ) -> MemoryEstimate {
     let (weights, largest) = CpuLoad::estimate(w, quantized);
-    let kv = 2 * (c.n_layers * capacity * c.kv_dim() * 4) as u64;
+    // The CPU's cache is f32, as a GPU's without shader-f16.
+    let kv = 2 * c.n_layers as u64 * KvCache::layer_bytes(c.kv_dim(), capacity, false);
     let scratch = (64 * (4 * c.d_model + 3 * c.q_dim() + 2 * c.kv_dim() + 2 * c.ffn_dim) * 4
         + c.vocab_size * 4
         + capacity * 4) as u64;

@@ -387,7 +387,7 @@ fn split_estimate(
     limits: &Limits,
 ) -> MemoryEstimate {
     let weights = parts.iter().sum::<u64>() - h.data_start;
-    let kv = 2 * (c.n_layers * capacity * c.kv_dim()) as u64 * if limits.f16 { 2 } else { 4 };
+    let kv = 2 * c.n_layers as u64 * crate::gpu::kv_cache::KvCache::layer_bytes(c.kv_dim(), capacity, limits.f16);
     let on_gpu = options.backend != BackendKind::Cpu;
     let total = weights + kv;
     let limit = limits.memory_limit_bytes.or(options.memory_limit_bytes);
