@@ -1,0 +1,262 @@
+//! One generation: prompt → cached prefix reused → prefill → decode loop → streamed text.
+
+use web_time::Instant;
+
+use super::*;
+use crate::tokenizer::Detokenizer;
+
+impl Engine {
+    /// [`Engine::generate_async`], waiting for it (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        params: &SamplingParams,
+        on_token: &mut dyn FnMut(&TokenEvent) -> bool,
+    ) -> Result<Generation> {
+        pollster::block_on(self.generate_async(prompt, params, on_token))
+    }
+
+    /// Generate a continuation of `prompt`, streaming each token to `on_token`, which returns
+    /// `false` to stop. The KV cache keeps the prompt and the generated tokens, so a following
+    /// call that extends them (the next chat turn) only runs the new tokens.
+    pub async fn generate_async(
+        &mut self,
+        prompt: &[u32],
+        params: &SamplingParams,
+        on_token: &mut dyn FnMut(&TokenEvent) -> bool,
+    ) -> Result<Generation> {
+        if prompt.is_empty() {
+            return Err(Error::InvalidArgument("the prompt is empty".into()));
+        }
+        let capacity = self.backend.capacity();
+        if prompt.len() > capacity {
+            return Err(Error::ContextOverflow { needed: prompt.len(), capacity });
+        }
+        if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= self.config.vocab_size) {
+            return Err(Error::InvalidArgument(format!("token id {bad} is outside the vocabulary")));
+        }
+        // Validates the parameters before anything changes; knobs queued before this generation
+        // belonged to an earlier one.
+        let mut sampler = Sampler::new(params.clone())?;
+        self.retune.take();
+
+        // Reuse the cached prefix, but always run at least one token to get logits.
+        let reused = common_prefix(&self.context, prompt).min(prompt.len() - 1);
+        self.backend.truncate(reused);
+        self.context.truncate(reused);
+
+        let started = Instant::now();
+        let before = self.backend.stats();
+        // With a pause (the browser), a long prompt runs in pieces with a pause between them, so
+        // an abort lands during prefill too; the pieces already run stay in the cache.
+        let new = &prompt[reused..];
+        let piece = if self.pause.is_some() { PREFILL_PIECE } else { new.len() };
+        let mut prefilled = None;
+        for (i, chunk) in new.chunks(piece).enumerate() {
+            if i > 0 && !self.go_on().await {
+                break;
+            }
+            let last = (i + 1) * piece >= new.len();
+            // Only the last piece's logits are used: ask the others for as little as possible.
+            let want = match last {
+                true => sampler.request(&prompt[..reused], new),
+                false => LogitsRequest::Shortlist { top: 1, ids: Vec::new() },
+            };
+            let logits = run(&mut *self.backend, &mut self.context, chunk, &want).await?;
+            prefilled = last.then_some(logits);
+        }
+        let prefill_secs = started.elapsed().as_secs_f64();
+        let after_prefill = self.backend.stats();
+
+        let mut gen = Generation {
+            prompt_tokens: prompt.to_vec(),
+            tokens: Vec::new(),
+            text: String::new(),
+            finish_reason: FinishReason::Length,
+            reused_tokens: reused,
+            prefill_tokens: prompt.len() - reused,
+            decoded_tokens: 0,
+            prefill_secs,
+            decode_secs: 0.0,
+            prefill_work: after_prefill.since(&before),
+            decode_work: BackendStats::default(),
+            sampling: vec![SamplingChange { from_token: 0, params: params.clone() }],
+        };
+        let mut stream = TextStream::new(&self.tokenizer, &params.stop);
+        let Some(mut logits) = prefilled else {
+            gen.finish_reason = FinishReason::Abort;
+            return Ok(gen);
+        };
+        let started = Instant::now();
+        loop {
+            // The context is the prompt and every token generated so far: the penalties' window.
+            let s = sampler.sample_from(&logits, &self.context)?;
+            if self.tokenizer.eog_ids().contains(&s.id) || params.stop_token_ids.contains(&s.id) {
+                gen.finish_reason = FinishReason::Stop;
+                break;
+            }
+            gen.tokens.push(s.id);
+            let (piece, hit_stop) = stream.push(s.id);
+            let top = s.top.iter().map(|a| self.top_token(a)).collect();
+            let me = Alternative { id: s.id, logprob: s.logprob_raw, prob: s.prob };
+            let token = TokenInfo { token: self.top_token(&me), top };
+            let event = TokenEvent { text: &piece, token: Some(token) };
+            let go_on = on_token(&event);
+            if hit_stop {
+                gen.finish_reason = FinishReason::Stop;
+                break;
+            }
+            if !go_on {
+                gen.finish_reason = FinishReason::Abort;
+                break;
+            }
+            if gen.tokens.len() >= params.max_tokens || self.context.len() >= capacity {
+                gen.finish_reason = FinishReason::Length;
+                break;
+            }
+            if !self.go_on().await {
+                gen.finish_reason = FinishReason::Abort;
+                break;
+            }
+            // New knobs apply from the next step's logits on: the shortlist must be asked for
+            // with the knobs that will sample it.
+            if let Some(p) = self.retune.take() {
+                // The running generation keeps its stop conditions; the record says so too.
+                let p = SamplingParams {
+                    max_tokens: params.max_tokens,
+                    stop: params.stop.clone(),
+                    stop_token_ids: params.stop_token_ids.clone(),
+                    ..p
+                };
+                sampler.set_params(p.clone())?;
+                gen.sampling.push(SamplingChange { from_token: gen.tokens.len(), params: p });
+            }
+            let want = sampler.request(&self.context, &[s.id]);
+            logits = run(&mut *self.backend, &mut self.context, &[s.id], &want).await?;
+            gen.decoded_tokens += 1;
+        }
+        gen.decode_secs = started.elapsed().as_secs_f64();
+        gen.decode_work = self.backend.stats().since(&after_prefill);
+        let tail = stream.finish();
+        if !tail.is_empty() {
+            // The last piece held back for a possible stop string turned out to be plain text.
+            on_token(&TokenEvent { text: &tail, token: None });
+        }
+        gen.text = stream.text;
+        Ok(gen)
+    }
+}
+
+impl Engine {
+    fn top_token(&self, a: &Alternative) -> TopToken {
+        let t = &self.tokenizer;
+        TopToken {
+            id: a.id,
+            text: t.piece(a.id),
+            bytes: t.token_bytes(a.id).to_vec(),
+            logprob: a.logprob,
+            prob: a.prob,
+        }
+    }
+}
+
+/// Run tokens through the backend, keeping `context` in step with its cache even on error.
+async fn run(
+    backend: &mut dyn Backend,
+    context: &mut Vec<u32>,
+    tokens: &[u32],
+    want: &LogitsRequest,
+) -> Result<Logits> {
+    match backend.forward(tokens, want).await {
+        Ok(logits) => {
+            context.extend_from_slice(tokens);
+            Ok(logits)
+        }
+        Err(e) => {
+            backend.truncate(context.len());
+            Err(e)
+        }
+    }
+}
+
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// Turns generated ids into text pieces: UTF-8 safe, and never emitting any part of a stop
+/// string (text that could be the start of one is held back until it is decided).
+pub(crate) struct TextStream<'a> {
+    detok: Detokenizer<'a>,
+    stop: &'a [String],
+    /// All visible text so far.
+    text: String,
+    /// How much of `text` has been handed out.
+    emitted: usize,
+    /// A stop string was found: nothing more is shown.
+    stopped: bool,
+}
+
+impl<'a> TextStream<'a> {
+    fn new(tokenizer: &'a Tokenizer, stop: &'a [String]) -> Self {
+        TextStream { detok: Detokenizer::new(tokenizer), stop, text: String::new(), emitted: 0, stopped: false }
+    }
+
+    /// Add a token; returns the text that can be shown now, and whether a stop string appeared
+    /// (then `text` ends just before it).
+    fn push(&mut self, id: u32) -> (String, bool) {
+        self.text.push_str(&self.detok.push(id));
+        let pending = &self.text[self.emitted..];
+        if let Some(at) = self.stop.iter().filter_map(|s| pending.find(s.as_str())).min() {
+            self.text.truncate(self.emitted + at);
+            self.stopped = true;
+            return (self.take(self.text.len()), true);
+        }
+        let hold = held_back(pending, self.stop);
+        (self.take(self.text.len() - hold), false)
+    }
+
+    fn take(&mut self, end: usize) -> String {
+        let piece = self.text[self.emitted..end].to_string();
+        self.emitted = end;
+        piece
+    }
+
+    /// What is still held back when generation ends: it was not a stop string after all.
+    fn finish(&mut self) -> String {
+        if !self.stopped {
+            self.text.push_str(&self.detok.flush());
+        }
+        self.take(self.text.len())
+    }
+}
+
+/// Length of the longest suffix of `text` that is a proper prefix of a stop string.
+fn held_back(text: &str, stop: &[String]) -> usize {
+    text.char_indices()
+        .map(|(i, _)| &text[i..])
+        .find(|suffix| stop.iter().any(|s| s.len() > suffix.len() && s.starts_with(suffix)))
+        .map_or(0, str::len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_back_is_the_longest_suffix_that_starts_a_stop_string() {
+        let stop = vec!["\nUser:".to_string(), "END".to_string()];
+        assert_eq!(held_back("hello\nUs", &stop), 3);
+        assert_eq!(held_back("hello E", &stop), 1);
+        assert_eq!(held_back("hello", &stop), 0);
+        assert_eq!(held_back("é\n", &stop), 1);
+        assert_eq!(held_back("", &stop), 0);
+    }
+
+    #[test]
+    fn common_prefix_counts_equal_leading_ids() {
+        assert_eq!(common_prefix(&[1, 2, 3], &[1, 2, 4, 5]), 2);
+        assert_eq!(common_prefix(&[], &[1]), 0);
+        assert_eq!(common_prefix(&[1, 2], &[1, 2]), 2);
+    }
+}
