@@ -10,6 +10,9 @@ use crate::sampler::{Logits, LogitsRequest};
 /// A step in flight: the GPU answers asynchronously (the browser cannot block on it).
 pub type StepFuture<'a> = Pin<Box<dyn Future<Output = Result<Logits>> + 'a>>;
 
+/// A step in flight that answers with every token's logits.
+pub type AllFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<Vec<f32>>>> + 'a>>;
+
 pub trait Backend {
     /// "cpu" or "gpu".
     fn name(&self) -> &'static str;
@@ -24,6 +27,11 @@ pub trait Backend {
     /// answer with the whole vector). Fails with `ContextOverflow` if they do not fit; on any
     /// error the cache is as it was.
     fn forward<'a>(&'a mut self, tokens: &'a [u32], want: &'a LogitsRequest) -> StepFuture<'a>;
+    /// [`Backend::forward`], returning the whole logits vector of every token of `tokens`
+    /// (the logits at token i predict token i + 1): one pass over the weights per
+    /// [`crate::gpu::ALL_ROWS`] tokens on the GPU, per prefill chunk on the CPU. Speculative
+    /// verification and perplexity use it; the cache is as after `forward`.
+    fn forward_all<'a>(&'a mut self, tokens: &'a [u32]) -> AllFuture<'a>;
     /// Work and memory counters.
     fn stats(&self) -> BackendStats;
 
@@ -31,6 +39,12 @@ pub trait Backend {
     #[cfg(not(target_arch = "wasm32"))]
     fn forward_blocking(&mut self, tokens: &[u32], want: &LogitsRequest) -> Result<Logits> {
         pollster::block_on(self.forward(tokens, want))
+    }
+
+    /// [`Backend::forward_all`], waiting for it (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    fn forward_all_blocking(&mut self, tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
+        pollster::block_on(self.forward_all(tokens))
     }
 
     /// [`Backend::forward_blocking`] asking for the whole logits vector.

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use web_time::Instant;
 use webgpu_llm::chat::Message;
-use webgpu_llm::engine::{BackendKind, Chat, Engine, EngineOptions, Generation};
+use webgpu_llm::engine::{BackendKind, Chat, Engine, EngineOptions, EvaluateOptions, Generation};
 use webgpu_llm::gguf::Header;
 use webgpu_llm::gpu::{Gpu, GpuOptions};
 use webgpu_llm::model::{catalog, synth};
@@ -28,6 +28,11 @@ commands:
                                   A base model (no chat template) takes --prompt only
   chat      [--system TEXT] [sampling]
                                   interactive chat that keeps its context (/reset, /quit)
+  perplexity --file TEXT [--ctx 512] [--chunks N] [--json]
+                                  perplexity of a text file as llama.cpp's llama-perplexity
+                                  computes it (chunks of --ctx tokens, the second half of each
+                                  scored); prints each chunk's running value, or with --json
+                                  {"ppl", "ppl_stderr", "chunks": [...], ...}
   tokenize  --text TEXT [--no-parse-special]
                                   print the token ids as a JSON array (no BOS added)
   bench     [--prompt-tokens 128] [--gen-tokens 64] [--sample [--seed S]] [--json]
@@ -308,6 +313,7 @@ fn run() -> Result<()> {
         "generate" => generate(&args),
         "chat" => chat(&args),
         "tokenize" => tokenize(&args),
+        "perplexity" => perplexity(&args),
         "bench" => bench(&args),
         "info" => info(&args),
         "split" => split(&args),
@@ -402,6 +408,41 @@ fn chat(args: &Args) -> Result<()> {
             Err(e) => return Err(e),
         }
     }
+}
+
+fn perplexity(args: &Args) -> Result<()> {
+    args.only(&["--file", "--ctx", "--chunks", "--json"])?;
+    let file = args.str("--file").ok_or_else(|| Error::InvalidArgument("perplexity needs --file TEXT".into()))?;
+    let text = std::fs::read_to_string(file).map_err(|e| Error::Io(format!("{file}: {e}")))?;
+    let options = EvaluateOptions {
+        context_size: args.num("--ctx")?.unwrap_or(EvaluateOptions::default().context_size),
+        max_chunks: args.num("--chunks")?,
+    };
+    let (mut engine, _) = load(args, Use::Any)?;
+    let json = args.flag("--json");
+    let result = engine.evaluate(&text, &options, &mut |c| {
+        if !json {
+            eprint!("[{}]{:.4},", c.index + 1, c.cumulative_ppl);
+        }
+        true
+    })?;
+    if json {
+        let mut report = serde_json::to_value(&result).map_err(|e| Error::Io(e.to_string()))?;
+        report["backend"] = engine.backend_name().into();
+        println!("{report}");
+    } else {
+        eprintln!();
+        println!(
+            "perplexity {:.4} ± {:.4} over {} tokens ({} chunks of {}), {:.1} s",
+            result.ppl,
+            result.ppl_stderr,
+            result.scored_tokens,
+            result.chunks.len(),
+            result.context_size,
+            result.secs
+        );
+    }
+    Ok(())
 }
 
 fn tokenize(args: &Args) -> Result<()> {

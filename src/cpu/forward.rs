@@ -5,7 +5,7 @@
 
 use super::ops::{dot, glu, matmul, rmsnorm, rmsnorm_in_place, rope, softmax, Matrix};
 use super::quantized::{matmul_q, QMatrix};
-use crate::backend::{check_step, Backend, BackendStats, StepFuture};
+use crate::backend::{check_step, Backend, BackendStats, StepFuture, AllFuture};
 use crate::error::{Error, Result};
 use crate::gguf::{TensorInfo, TensorView};
 use crate::model::{Config, Weights};
@@ -252,6 +252,10 @@ impl Backend for CpuModel {
         Box::pin(std::future::ready(self.run(tokens)))
     }
 
+    fn forward_all<'a>(&'a mut self, tokens: &'a [u32]) -> AllFuture<'a> {
+        Box::pin(std::future::ready(self.run_all(tokens)))
+    }
+
     fn stats(&self) -> BackendStats {
         let kv: usize = self.cache.k.iter().chain(&self.cache.v).map(|c| c.capacity()).sum();
         BackendStats {
@@ -275,17 +279,42 @@ impl CpuModel {
             }
             self.steps += 1;
         }
+        let last = self.act.x.len() / self.config.d_model - 1;
+        Ok(Logits::Full(self.head(last..last + 1)))
+    }
+
+    /// Run `tokens` in chunks and return every one's logits.
+    fn run_all(&mut self, tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
+        check_step(tokens, self.cache.len, self.cache.capacity)?;
+        let (start, vocab) = (self.cache.len, self.config.vocab_size);
+        let mut all = Vec::with_capacity(tokens.len());
+        for chunk in tokens.chunks(PREFILL_CHUNK) {
+            if let Err(e) = self.forward_chunk(chunk) {
+                self.cache.len = start;
+                return Err(e);
+            }
+            self.steps += 1;
+            all.extend(self.head(0..chunk.len()).chunks_exact(vocab).map(<[f32]>::to_vec));
+        }
+        Ok(all)
+    }
+
+    /// The output head over rows `rows` of the last chunk's residual stream: their logits, one
+    /// vocabulary-sized row after another.
+    fn head(&mut self, rows: std::ops::Range<usize>) -> Vec<f32> {
         let c = &self.config;
-        let (x, normed) = (&self.act.x, &mut self.act.h);
-        let last = &x[x.len() - c.d_model..];
-        rmsnorm(last, self.weights.out_norm.values(), c.rms_eps, &mut normed[..c.d_model]);
-        let normed = &normed[..c.d_model];
-        let mut logits = vec![0.0; c.vocab_size];
-        self.weights.lm_head().matmul(normed, &mut logits);
+        let d = c.d_model;
+        let x = &self.act.x[rows.start * d..rows.end * d];
+        let mut normed = vec![0.0; x.len()];
+        for (row, out) in x.chunks_exact(d).zip(normed.chunks_exact_mut(d)) {
+            rmsnorm(row, self.weights.out_norm.values(), c.rms_eps, out);
+        }
+        let mut logits = vec![0.0; rows.len() * c.vocab_size];
+        self.weights.lm_head().matmul(&normed, &mut logits);
         if let Some(cap) = c.final_softcap {
             logits.iter_mut().for_each(|v| *v = cap * (*v / cap).tanh());
         }
-        Ok(Logits::Full(logits))
+        logits
     }
 }
 

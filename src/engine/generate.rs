@@ -162,13 +162,27 @@ impl Engine {
 }
 
 /// Run tokens through the backend, keeping `context` in step with its cache even on error.
-async fn run(
+pub(crate) async fn run(
     backend: &mut dyn Backend,
     context: &mut Vec<u32>,
     tokens: &[u32],
     want: &LogitsRequest,
 ) -> Result<Logits> {
     match backend.forward(tokens, want).await {
+        Ok(logits) => {
+            context.extend_from_slice(tokens);
+            Ok(logits)
+        }
+        Err(e) => {
+            backend.truncate(context.len());
+            Err(e)
+        }
+    }
+}
+
+/// [`run`] returning every token's logits ([`Backend::forward_all`]).
+pub(crate) async fn run_all(backend: &mut dyn Backend, context: &mut Vec<u32>, tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
+    match backend.forward_all(tokens).await {
         Ok(logits) => {
             context.extend_from_slice(tokens);
             Ok(logits)

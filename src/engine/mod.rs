@@ -17,9 +17,12 @@ use crate::sampler::{Alternative, Logits, LogitsRequest, Sampler, SamplingParams
 use crate::tokenizer::Tokenizer;
 
 mod chat;
+mod evaluate;
 mod generate;
 
 pub use chat::Chat;
+pub use evaluate::{ChunkPerplexity, EvaluateOptions, Perplexity};
+use generate::{run, run_all};
 
 /// Which forward-pass implementation runs the model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]

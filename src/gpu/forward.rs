@@ -21,14 +21,14 @@
 //! A prompt runs in chunks of [`PREFILL_CHUNK`] tokens through the tiled matrix × matrix
 //! kernel; a decode step (one token) through the matrix × vector kernel.
 
-use super::buffers::{storage, storage_with};
+use super::buffers::{read_back, staging, storage, storage_with};
 use super::device::Gpu;
 use super::kernels::{Kernels, StepParams, MAX_HEAD_DIM};
 use super::kv_cache::KvCache;
 use super::ops::{Input, Launch, MatMul, Recorder, Shape};
 use super::shortlist::Reader;
 use super::weights::{GateUp, GpuWeights, Placer};
-use crate::backend::{check_step, Backend, BackendStats, StepFuture};
+use crate::backend::{check_step, AllFuture, Backend, BackendStats, StepFuture};
 use crate::cpu::ops::rope_cos_sin;
 use crate::error::{Error, Result};
 use crate::gguf::{TensorInfo, TensorView};
@@ -41,6 +41,11 @@ const PIECE: usize = 8 << 20;
 
 /// Prompt tokens per step.
 pub const PREFILL_CHUNK: usize = 128;
+
+/// Tokens per step when every token's logits come back ([`Backend::forward_all`]: a
+/// speculative draft's verification, perplexity): 16 rows of logits, 9.7 MB for a 151,936-token
+/// vocabulary, so the buffer stays well under a binding's limit even for 262k vocabularies.
+pub const ALL_ROWS: usize = 16;
 
 /// The activations of one step, sized for [`PREFILL_CHUNK`] tokens.
 struct Activations {
@@ -56,6 +61,9 @@ struct Activations {
     /// silu(gate) * up, or gate|up when the down projection applies SwiGLU.
     ffn: wgpu::Buffer,
     logits: wgpu::Buffer,
+    /// The logits of up to [`ALL_ROWS`] tokens, and their read-back buffer.
+    logits_all: wgpu::Buffer,
+    staging_all: wgpu::Buffer,
 }
 
 impl Activations {
@@ -71,11 +79,24 @@ impl Activations {
             proj: if c.post_norms { f("proj", c.d_model) } else { storage(gpu, "proj", 4) },
             ffn: f("ffn", 2 * c.ffn_dim),
             logits: storage(gpu, "logits", c.vocab_size as u64 * 4),
+            logits_all: storage(gpu, "logits of every token", (ALL_ROWS * c.vocab_size) as u64 * 4),
+            staging_all: staging(gpu, (ALL_ROWS * c.vocab_size) as u64 * 4),
         }
     }
 
     fn bytes(&self) -> u64 {
-        [&self.tokens, &self.x, &self.qkv, &self.q, &self.attn, &self.proj, &self.ffn, &self.logits]
+        [
+            &self.tokens,
+            &self.x,
+            &self.qkv,
+            &self.q,
+            &self.attn,
+            &self.proj,
+            &self.ffn,
+            &self.logits,
+            &self.logits_all,
+            &self.staging_all,
+        ]
             .iter()
             .map(|b| b.size())
             .sum()
@@ -89,6 +110,8 @@ pub struct GpuModel {
     /// Launches of the transformer body, then of the output head (last chunk only).
     body: Vec<Launch>,
     head: Vec<Launch>,
+    /// The output head over every token of the step, into `logits_all`.
+    head_all: Vec<Launch>,
     reader: Reader,
     cache: KvCache,
     vocab: usize,
@@ -161,8 +184,11 @@ impl GpuLoad {
         let mut rec = Recorder::new(&gpu, &kernels);
         record_body(&mut rec, &c, &weights, &act, &cache, &table);
         let n_body = rec.recorded();
-        record_head(&mut rec, &c, &weights, &act);
+        record_head(&mut rec, &c, &weights, &act, false);
+        let n_head = rec.recorded();
+        record_head(&mut rec, &c, &weights, &act, true);
         let (mut body, params) = rec.finish(&step);
+        let head_all = body.split_off(n_head);
         let head = body.split_off(n_body);
         let reader = Reader::new(&gpu, &kernels, &act.logits, c.vocab_size);
         gpu.wait()?;
@@ -171,6 +197,7 @@ impl GpuLoad {
             step,
             body,
             head,
+            head_all,
             reader,
             cache,
             vocab: c.vocab_size,
@@ -211,6 +238,23 @@ impl GpuModel {
     /// Run one chunk (at most [`PREFILL_CHUNK`] tokens) at the next positions; with `want`,
     /// also run the output head and read the logits back. One submission.
     async fn step(&mut self, tokens: &[u32], want: Option<&LogitsRequest>) -> Result<Option<Logits>> {
+        match want {
+            Some(w) => self.submit(tokens, Read::Last(w)).await,
+            None => self.submit(tokens, Read::Nothing).await,
+        }
+    }
+
+    /// Run at most [`ALL_ROWS`] tokens and read back every one's logits. One submission.
+    async fn step_all(&mut self, tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
+        debug_assert!(tokens.len() <= ALL_ROWS);
+        self.submit(tokens, Read::Every).await?;
+        let bytes = (tokens.len() * self.vocab) as u64 * 4;
+        let words = read_back(&self.gpu, &self.act.staging_all, bytes).await?;
+        self.stats.read_back_bytes += bytes;
+        Ok(words.chunks_exact(self.vocab).map(|row| row.iter().map(|&w| f32::from_bits(w)).collect()).collect())
+    }
+
+    async fn submit(&mut self, tokens: &[u32], read: Read<'_>) -> Result<Option<Logits>> {
         debug_assert!(!tokens.is_empty() && tokens.len() <= PREFILL_CHUNK);
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.vocab) {
             return Err(Error::InvalidArgument(format!("token id {bad} is outside the vocabulary")));
@@ -228,13 +272,24 @@ impl GpuModel {
             for l in &self.body {
                 self.stats.weight_read_bytes += l.record(&mut pass, n);
             }
-            if want.is_some() {
-                for l in &self.head {
-                    self.stats.weight_read_bytes += l.record(&mut pass, n);
-                }
-                dispatches += self.head.len() as u64;
+            let head = match read {
+                Read::Nothing => &[][..],
+                Read::Last(_) => &self.head,
+                Read::Every => &self.head_all,
+            };
+            for l in head {
+                self.stats.weight_read_bytes += l.record(&mut pass, n);
             }
+            dispatches += head.len() as u64;
         }
+        if let Read::Every = read {
+            let bytes = (tokens.len() * self.vocab) as u64 * 4;
+            encoder.copy_buffer_to_buffer(&self.act.logits_all, 0, &self.act.staging_all, 0, bytes);
+        }
+        let want = match read {
+            Read::Last(w) => Some(w),
+            _ => None,
+        };
         let pending = want.map(|w| {
             let (d, pending) = self.reader.record(&self.gpu, &mut encoder, w);
             dispatches += d;
@@ -265,6 +320,16 @@ impl GpuModel {
             }
         }
         unreachable!("the last chunk reads the logits")
+    }
+
+    /// Run `tokens` in steps of [`ALL_ROWS`], reading back every one's logits.
+    async fn run_all(&mut self, tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
+        check_step(tokens, self.cache.len, self.cache.capacity)?;
+        let mut all = Vec::with_capacity(tokens.len());
+        for chunk in tokens.chunks(ALL_ROWS) {
+            all.extend(self.step_all(chunk).await?);
+        }
+        Ok(all)
     }
 }
 
@@ -302,6 +367,17 @@ impl Backend for GpuModel {
         Box::pin(async move {
             let start = self.cache.len;
             let result = self.run(tokens, want).await;
+            if result.is_err() {
+                self.cache.len = start;
+            }
+            result
+        })
+    }
+
+    fn forward_all<'a>(&'a mut self, tokens: &'a [u32]) -> AllFuture<'a> {
+        Box::pin(async move {
+            let start = self.cache.len;
+            let result = self.run_all(tokens).await;
             if result.is_err() {
                 self.cache.len = start;
             }
@@ -395,8 +471,21 @@ fn record_body(rec: &mut Recorder, c: &Config, w: &GpuWeights, a: &Activations, 
     }
 }
 
-/// The output head: the logits of the last token, through the final norm.
-fn record_head(rec: &mut Recorder, c: &Config, w: &GpuWeights, a: &Activations) {
+/// The output head through the final norm: the logits of the last token, or (`every`) of each.
+fn record_head(rec: &mut Recorder, c: &Config, w: &GpuWeights, a: &Activations, every: bool) {
     let input = Input::Norm(&w.out_norm, c.rms_eps);
-    rec.matmul(MatMul::new(w.lm_head(), &a.x, &a.logits).input(input).last_only().softcap(c.final_softcap));
+    let head = match every {
+        true => MatMul::new(w.lm_head(), &a.x, &a.logits_all),
+        false => MatMul::new(w.lm_head(), &a.x, &a.logits).last_only(),
+    };
+    rec.matmul(head.input(input).softcap(c.final_softcap));
+}
+
+/// What a step reads back.
+enum Read<'a> {
+    Nothing,
+    /// The last token's logits, as `want` asks.
+    Last(&'a LogitsRequest),
+    /// Every token's whole logits vector (into `staging_all`).
+    Every,
 }

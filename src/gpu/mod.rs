@@ -23,4 +23,4 @@ pub mod shortlist;
 pub mod weights;
 
 pub use device::{AdapterReport, Gpu, GpuOptions};
-pub use forward::{GpuLoad, GpuModel, PREFILL_CHUNK};
+pub use forward::{GpuLoad, GpuModel, ALL_ROWS, PREFILL_CHUNK};

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::gguf::TensorInfo;
 use crate::gpu::buffers::{part_rows, rows_cols, GpuLayout};
 use crate::gpu::kv_cache::KvCache;
-use crate::gpu::PREFILL_CHUNK;
+use crate::gpu::{ALL_ROWS, PREFILL_CHUNK};
 use crate::model::{Config, Weights};
 
 /// What the header says a load will need.
@@ -99,7 +99,9 @@ pub fn gpu(
     }
     let per_token = c.d_model + c.q_dim() + 2 * c.kv_dim() + 2 * c.q_dim() + c.d_model + 2 * c.ffn_dim;
     let tables = (capacity * c.rope_dim * 4) as u64 * if c.swa_layers.iter().any(|&s| s) { 2 } else { 1 };
-    let scratch = (PREFILL_CHUNK * per_token * 4 + c.vocab_size * 4) as u64 + tables + (1 << 20);
+    // The logits: the last token's, and every token's of a verification step with its read-back.
+    let logits = (1 + 2 * ALL_ROWS) * c.vocab_size * 4;
+    let scratch = (PREFILL_CHUNK * per_token * 4 + logits) as u64 + tables + (1 << 20);
     let total = weights + kv + scratch;
     if let Some(limit) = limits.memory_limit_bytes.filter(|&l| total > l) {
         reason.get_or_insert(format!(
