@@ -12,6 +12,7 @@
 //! - `cpu`       — the f32 reference forward pass with its KV cache: the oracle for every kernel
 //! - `gpu`       — the WebGPU forward pass: WGSL kernels over quantized weights, KV cache on the GPU
 //! - `sampler`   — `SamplingParams` and the `Sampler` (temperature, top-k/p, min-p, penalties, seed)
+//! - `constraint` — structured output: JSON schemas and Lark grammars as a token mask (llguidance)
 //! - `engine`    — `Engine`: prompt → prefill → decode loop → streamed text, with chat sessions
 //! - `error`     — the one `Error` type, with stable codes
 //! - `facts`     — what a loaded model is: its catalog entry, its template and end-of-generation tokens
@@ -19,6 +20,7 @@
 
 pub mod backend;
 pub mod chat;
+pub mod constraint;
 pub mod cpu;
 pub mod engine;
 pub mod error;

@@ -99,6 +99,9 @@ pub struct SamplingParams {
     /// Report this many of the most likely tokens of each step with every sampled token (OpenAI's
     /// `top_logprobs`), at most [`MAX_TOP_LOGPROBS`]. Default 0.
     pub top_logprobs: usize,
+    /// Constrain the output to a JSON schema, any JSON object, or a Lark grammar (used by the
+    /// engine, which masks every step's logits; see [`crate::constraint`]). Default `None`.
+    pub grammar: Option<crate::constraint::Grammar>,
 }
 
 impl Default for SamplingParams {
@@ -118,6 +121,7 @@ impl Default for SamplingParams {
             stop: Vec::new(),
             stop_token_ids: Vec::new(),
             top_logprobs: 0,
+            grammar: None,
         }
     }
 }

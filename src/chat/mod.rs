@@ -5,6 +5,7 @@
 //! making one up; ChatML ([`ChatTemplate::chatml`]) is there for a caller who chooses it.
 
 mod json;
+pub mod tools;
 mod limits;
 
 pub use json::tojson;
@@ -102,6 +103,11 @@ impl ChatTemplate {
 
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// Whether the template renders tools at all (it reads the `tools` variable).
+    pub fn supports_tools(&self) -> bool {
+        self.source.contains("tools")
     }
 
     /// Render `messages`; with `add_generation_prompt` the text ends where the assistant's answer

@@ -39,6 +39,11 @@ impl Engine {
         // Validates the parameters before anything changes; knobs queued before this generation
         // belonged to an earlier one.
         let mut sampler = Sampler::new(params.clone())?;
+        // A grammar masks every step's logits: the whole vector, so sampling stays exact.
+        let mut constraint = match &params.grammar {
+            Some(g) => Some(self.constraints()?.start(g)?),
+            None => None,
+        };
         self.retune.take();
 
         // Reuse the cached prefix, but always run at least one token to get logits.
@@ -60,6 +65,7 @@ impl Engine {
             let last = (i + 1) * piece >= new.len();
             // Only the last piece's logits are used: ask the others for as little as possible.
             let want = match last {
+                true if constraint.is_some() => LogitsRequest::Full,
                 true => sampler.request(&prompt[..reused], new),
                 false => LogitsRequest::Shortlist { top: 1, ids: Vec::new() },
             };
@@ -82,6 +88,7 @@ impl Engine {
             prefill_work: after_prefill.since(&before),
             decode_work: BackendStats::default(),
             sampling: vec![SamplingChange { from_token: 0, params: params.clone() }],
+            mask_secs: 0.0,
         };
         let mut stream = TextStream::new(&self.tokenizer, &params.stop);
         let Some(mut logits) = prefilled else {
@@ -91,19 +98,27 @@ impl Engine {
         let started = Instant::now();
         loop {
             // The context is the prompt and every token generated so far: the penalties' window.
+            if let Some(c) = &mut constraint {
+                logits = c.mask(logits)?;
+            }
             let s = sampler.sample_from(&logits, &self.context)?;
             if self.tokenizer.eog_ids().contains(&s.id) || params.stop_token_ids.contains(&s.id) {
                 gen.finish_reason = FinishReason::Stop;
                 break;
             }
             gen.tokens.push(s.id);
+            // The grammar follows the choice; when it cannot go on, the output is complete.
+            let complete = match &mut constraint {
+                Some(c) => c.commit(s.id).map(|()| c.is_done())?,
+                None => false,
+            };
             let (piece, hit_stop) = stream.push(s.id);
             let top = s.top.iter().map(|a| self.top_token(a)).collect();
             let me = Alternative { id: s.id, logprob: s.logprob_raw, prob: s.prob };
             let token = TokenInfo { token: self.top_token(&me), top };
             let event = TokenEvent { text: &piece, token: Some(token) };
             let go_on = on_token(&event);
-            if hit_stop {
+            if hit_stop || complete {
                 gen.finish_reason = FinishReason::Stop;
                 break;
             }
@@ -127,16 +142,21 @@ impl Engine {
                     max_tokens: params.max_tokens,
                     stop: params.stop.clone(),
                     stop_token_ids: params.stop_token_ids.clone(),
+                    grammar: params.grammar.clone(),
                     ..p
                 };
                 sampler.set_params(p.clone())?;
                 gen.sampling.push(SamplingChange { from_token: gen.tokens.len(), params: p });
             }
-            let want = sampler.request(&self.context, &[s.id]);
+            let want = match constraint {
+                Some(_) => LogitsRequest::Full,
+                None => sampler.request(&self.context, &[s.id]),
+            };
             logits = run(&mut *self.backend, &mut self.context, &[s.id], &want).await?;
             gen.decoded_tokens += 1;
         }
         gen.decode_secs = started.elapsed().as_secs_f64();
+        gen.mask_secs = constraint.map_or(0.0, |c| c.mask_secs);
         gen.decode_work = self.backend.stats().since(&after_prefill);
         let tail = stream.finish();
         if !tail.is_empty() {

@@ -9,6 +9,7 @@ use std::rc::Rc;
 
 use crate::backend::{Backend, BackendStats};
 use crate::chat::{ChatTemplate, Message};
+use crate::constraint::Constraints;
 use crate::error::{Error, Result};
 use crate::gpu::{AdapterReport, GpuOptions};
 use crate::load::fit::MemoryEstimate;
@@ -133,6 +134,8 @@ pub struct Generation {
     pub decode_work: BackendStats,
     /// The knobs it started with, then each change made while it ran.
     pub sampling: Vec<SamplingChange>,
+    /// Time spent computing the grammar's token masks (0 without `grammar`).
+    pub mask_secs: f64,
 }
 
 impl Generation {
@@ -195,6 +198,8 @@ pub struct Engine {
     context: Vec<u32>,
     retune: Retune,
     pause: Option<Pause>,
+    /// The vocabulary as the grammar engine sees it, built by the first constrained generation.
+    constraints: Option<Rc<Constraints>>,
 }
 
 impl Engine {
@@ -240,6 +245,7 @@ impl Engine {
             context: Vec::new(),
             retune: Retune::default(),
             pause: None,
+            constraints: None,
         }
     }
 
@@ -309,6 +315,14 @@ impl Engine {
         self.pause = pause;
     }
 
+    /// The grammar engine's view of the vocabulary (built once, on first use).
+    pub(crate) fn constraints(&mut self) -> Result<Rc<Constraints>> {
+        if self.constraints.is_none() {
+            self.constraints = Some(Rc::new(Constraints::new(&self.tokenizer)?));
+        }
+        Ok(self.constraints.clone().expect("just built"))
+    }
+
     /// Await the pause, if any: false when the caller asked to stop.
     async fn go_on(&self) -> bool {
         match &self.pause {
@@ -353,6 +367,14 @@ impl Engine {
                 "the model has no chat template (a base model): give it raw text, or set a template".into(),
             )
         })?;
+        if let Some(tools) = tools.filter(|t| !t.is_empty()) {
+            if !template.supports_tools() {
+                return Err(Error::InvalidArgument(
+                    "tools: this model's chat template has no tools support (it never reads `tools`)".into(),
+                ));
+            }
+            crate::chat::tools::validate(tools)?;
+        }
         let mut ids = template.encode_with_tools(&self.tokenizer, messages, tools, true)?;
         // Templates usually write the BOS text themselves; add it only when they did not.
         if let (true, Some(bos)) = (self.tokenizer.add_bos(), self.tokenizer.bos_id()) {
