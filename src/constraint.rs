@@ -54,14 +54,14 @@ impl Grammar {
 
     fn top_level(&self) -> Result<TopLevelGrammar> {
         Ok(match self {
-            Grammar::JsonObject => TopLevelGrammar::from_json_schema(serde_json::json!({ "type": "object" })),
+            Grammar::JsonObject => TopLevelGrammar::from_json_schema(compact(serde_json::json!({ "type": "object" }))),
             Grammar::JsonSchema { schema } => {
                 if !(schema.is_object() || schema.is_boolean()) {
                     return Err(Error::InvalidArgument(format!(
                         "json_schema: a schema is an object or a boolean, got {schema}"
                     )));
                 }
-                TopLevelGrammar::from_json_schema(schema.clone())
+                TopLevelGrammar::from_json_schema(compact(schema.clone()))
             }
             Grammar::Lark { grammar } => TopLevelGrammar::from_lark(grammar.clone()),
         })
@@ -74,6 +74,19 @@ impl Grammar {
             Grammar::Lark { .. } => "grammar",
         }
     }
+}
+
+/// JSON written as Python's `json.dumps` writes it (`", "` and `": "`, no other whitespace): what
+/// models were trained on, and no run of spaces or newlines that a sampled answer could wander
+/// into without end (llguidance's default allows any whitespace between tokens). A schema's own
+/// `x-guidance` options win.
+pub(crate) fn compact(mut schema: serde_json::Value) -> serde_json::Value {
+    if let Some(o) = schema.as_object_mut() {
+        o.entry("x-guidance").or_insert_with(|| {
+            serde_json::json!({ "whitespace_flexible": false, "item_separator": ", ", "key_separator": ": " })
+        });
+    }
+    schema
 }
 
 /// A model's vocabulary as llguidance sees it; built once, shared by every [`Constraint`].

@@ -97,7 +97,7 @@ pub fn grammar(tools: &[Value], choice: &ToolChoice) -> Result<Option<Grammar>> 
     for (i, (name, params)) in chosen.iter().enumerate() {
         let head = format!("<tool_call>\n{{\"name\": {}, \"arguments\": ", lit(name));
         lark += &format!("call_{i}: {} args_{i} {}\n", lit(&head), lit("}\n</tool_call>"));
-        lark += &format!("args_{i}: %json {}\n", serde_json::to_string(params).expect("json"));
+        lark += &format!("args_{i}: %json {}\n", serde_json::to_string(&crate::constraint::compact(params.clone())).expect("json"));
     }
     Ok(Some(Grammar::Lark { grammar: lark }))
 }
