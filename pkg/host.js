@@ -2,7 +2,7 @@
 // the dedicated worker (worker.js) or, with `worker: false`, on the page's own thread. The
 // public API is in index.js.
 
-import init, { ModelLoader, estimateModel } from "./wasm/webgpu_llm.js";
+import init, { ModelLoader, estimateModel, parseToolCalls, responseFormatGrammar, toolChoiceGrammar } from "./wasm/webgpu_llm.js";
 import { clearStored, deleteStored, listStored, openStores, storeFor } from "./store.js";
 
 let wasmReady;
@@ -594,8 +594,21 @@ export class Host {
     });
   }
 
-  encodeChat(messages) {
-    return this.#guard(() => Array.from(this.#live().encodeChat(messages)));
+  encodeChat(messages, tools) {
+    return this.#guard(() => Array.from(this.#live().encodeChat(messages, tools)));
+  }
+
+  /** The `grammar` sampling parameter for `response_format` and for `tool_choice` (or null). */
+  structure(responseFormat, tools, toolChoice) {
+    const format = responseFormat === undefined || responseFormat === null ? null : responseFormatGrammar(responseFormat);
+    const call = tools ? toolChoiceGrammar(tools, toolChoice ?? "auto") : null;
+    if (format && call) throw Object.assign(new Error("invalid argument: response_format and a tool_choice that " +
+      "demands a call cannot both constrain the answer"), { code: "invalid_argument" });
+    return format ?? call;
+  }
+
+  parseToolCalls(text, tools) {
+    return parseToolCalls(text, tools);
   }
 
   encodeChatFitting(messages, reserve) {

@@ -76,6 +76,8 @@ export interface EngineOptions extends LimitOptions {
 
 /** Sampling knobs, applied in the order documented in src/sampler.rs. */
 export interface SamplingOptions {
+  /** Constrain every token (chat requests set it from `response_format` / `tool_choice`). */
+  grammar?: { type: "json_object" } | { type: "json_schema"; schema: object } | { type: "lark"; grammar: string };
   temperature?: number;
   top_k?: number;
   top_p?: number;
@@ -95,9 +97,34 @@ export interface SamplingOptions {
 }
 
 export interface ChatMessage {
-  role: "system" | "user" | "assistant" | string;
+  role: "system" | "user" | "assistant" | "tool" | string;
   content: string;
 }
+
+/** OpenAI's function tool: its parameters are a JSON Schema. */
+export interface FunctionTool {
+  type: "function";
+  function: { name: string; description?: string; parameters?: object };
+}
+
+/** "auto" (default), "none" (the template does not see the tools), "required" (some call), or a named function. */
+export type ToolChoice = "none" | "auto" | "required" | { type: "function"; function: { name: string } };
+
+/** A call the model made; `arguments` is a JSON string. */
+export interface ToolCall {
+  id: string;
+  type: "function";
+  function: { name: string; arguments: string };
+}
+
+/**
+ * Constrained output: every token is masked by llguidance so the answer parses (an unsupported
+ * schema feature or a schema that does not compile is `invalid_argument`, naming it).
+ */
+export type ResponseFormat =
+  | { type: "text" }
+  | { type: "json_object" }
+  | { type: "json_schema"; json_schema: { name?: string; strict?: boolean; schema: object } };
 
 export interface Usage {
   prompt_tokens: number;
@@ -109,7 +136,7 @@ export interface Usage {
   dropped_messages: number;
 }
 
-export type FinishReason = "stop" | "length";
+export type FinishReason = "stop" | "length" | "tool_calls";
 
 export interface ChatCompletion {
   id: string;
@@ -118,7 +145,8 @@ export interface ChatCompletion {
   model: string;
   choices: {
     index: 0;
-    message: { role: "assistant"; content: string };
+    /** With tools, a call in the answer is in `tool_calls` (and `content` is the rest, or null). */
+    message: { role: "assistant"; content: string | null; tool_calls?: ToolCall[] };
     finish_reason: FinishReason;
     logprobs: { content: LogprobEntry[] } | null;
   }[];
@@ -132,7 +160,8 @@ export interface ChatCompletionChunk {
   model: string;
   choices: {
     index: 0;
-    delta: { role?: "assistant"; content?: string };
+    /** Tool calls come whole, in one delta before the last chunk. */
+    delta: { role?: "assistant"; content?: string; tool_calls?: (ToolCall & { index: number })[] };
     finish_reason: FinishReason | null;
     logprobs: { content: LogprobEntry[] } | null;
   }[];
@@ -144,6 +173,12 @@ export interface ChatCompletionRequest extends SamplingOptions {
   /** Report each token's log-probability (and `top_logprobs` rivals) in `choices[0].logprobs`. */
   logprobs?: boolean;
   messages: ChatMessage[];
+  /** JSON mode or a JSON Schema: every token is constrained, the answer always parses. */
+  response_format?: ResponseFormat;
+  /** Function tools, for a model whose template supports them (else `invalid_argument`). */
+  tools?: FunctionTool[];
+  /** A named function or "required": the answer is such a call, its arguments valid under the schema. */
+  tool_choice?: ToolChoice;
   stream?: boolean;
   signal?: AbortSignal;
   /**

@@ -103,6 +103,7 @@ function samplingParams(o) {
   copy("max_completion_tokens", "max_tokens");
   if (o.logit_bias) p.logit_bias = Object.entries(o.logit_bias).map(([id, b]) => [Number(id), b]);
   if (o.stop !== undefined && o.stop !== null) p.stop = Array.isArray(o.stop) ? o.stop : [o.stop];
+  copy("grammar");
   return p;
 }
 
@@ -325,22 +326,32 @@ class LlmEngine {
         "is no chat format to follow; use engine.completions.create({ prompt }) for a raw completion");
     }
     const plain = messages.map((m) => ({ role: m.role, content: String(m.content ?? "") }));
+    // Tools go to the template unless tool_choice is "none"; response_format, a named
+    // tool_choice or "required" constrain every token (src/constraint.rs).
+    const { tools, tool_choice: toolChoice, response_format: responseFormat } = request;
+    if (tools !== undefined && tools !== null && !Array.isArray(tools)) {
+      throw new WebGpuLlmError("invalid_argument", "tools must be an array of function tools");
+    }
+    const offered = tools?.length && toolChoice !== "none" ? tools : undefined;
+    const grammar = await this.#t.call("structure", [responseFormat, offered, toolChoice]);
     // OpenAI's `truncation: "auto"`: drop the oldest turns (never the system prompt or the last
     // turn) until the prompt leaves room for the answer: max_tokens, at most a quarter of the context.
     let ids;
     let dropped = 0;
     if (request.truncation === "auto") {
       const room = Math.min(request.max_completion_tokens ?? request.max_tokens ?? Infinity, Math.floor(this.#info.context_size / 4));
+      if (offered) throw new WebGpuLlmError("invalid_argument", 'truncation "auto" does not take tools');
       ({ ids, dropped } = await this.#t.call("encodeChatFitting", [plain, room]));
     } else if (request.truncation === undefined || request.truncation === "disabled") {
-      ids = await this.#t.call("encodeChat", [plain]);
+      ids = await this.#t.call("encodeChat", [plain, offered]);
     } else {
       throw new WebGpuLlmError("invalid_argument", `truncation must be "auto" or "disabled", not ${JSON.stringify(request.truncation)}`);
     }
     // OpenAI: `logprobs: true` reports each token's log-probability, `top_logprobs` (0-20) its rivals.
     const logprobs = request.logprobs === true;
-    const knobs = { ...request, top_logprobs: logprobs ? request.top_logprobs ?? 0 : 0 };
-    return this.#respond(ids, knobs, logprobs, CHAT, { dropped_messages: dropped });
+    const knobs = { ...request, top_logprobs: logprobs ? request.top_logprobs ?? 0 : 0, grammar };
+    const calls = offered && ((text) => this.#t.call("parseToolCalls", [text, offered]));
+    return this.#respond(ids, knobs, logprobs, CHAT, { dropped_messages: dropped }, calls);
   }
 
   /** OpenAI-shaped raw completion (`text_completion`): a result, or (stream: true) chunks. */
@@ -368,7 +379,7 @@ class LlmEngine {
    * Run `ids` and answer in `shape` (CHAT or COMPLETION): the whole result, or with
    * `knobs.stream` an async iterable of chunks whose last one carries `usage`.
    */
-  async #respond(ids, knobs, logprobs, shape, moreUsage) {
+  async #respond(ids, knobs, logprobs, shape, moreUsage, toolCalls = null) {
     const id = `${shape.prefix}-${Date.now().toString(36)}-${completionCount++}`;
     const base = { id, created: Math.floor(Date.now() / 1000), model: this.#model };
     const usage = (g) => ({
@@ -384,6 +395,12 @@ class LlmEngine {
     if (!knobs.stream) {
       const g = await this.#run(ids, knobs, (e) => e.token && rated.push(logprobEntry(e.token)));
       const choice = { index: 0, ...shape.whole(g.text, logprobs ? rated : null), finish_reason: finish(g) };
+      // OpenAI's shape: the calls in message.tool_calls, the text (if any) in content.
+      const parsed = toolCalls && await toolCalls(g.text);
+      if (parsed?.tool_calls.length) {
+        choice.message = { ...choice.message, content: parsed.content || null, tool_calls: parsed.tool_calls };
+        choice.finish_reason = "tool_calls";
+      }
       return { ...base, object: shape.object, choices: [choice], usage: usage(g) };
     }
     const channel = new Channel();
@@ -400,7 +417,16 @@ class LlmEngine {
       } else if (e.text) {
         channel.push(chunk(shape.piece(e.text, null)));
       }
-    }).then((g) => {
+    }).then(async (g) => {
+      // Streamed, the calls come as one delta at the end (after the text they were read from).
+      const parsed = toolCalls && await toolCalls(g.text);
+      if (parsed?.tool_calls.length) {
+        const deltas = parsed.tool_calls.map((c, index) => ({ index, ...c }));
+        channel.push(chunk({ delta: { tool_calls: deltas }, logprobs: null }));
+        channel.push(chunk(shape.closing, "tool_calls", { usage: usage(g) }));
+        channel.end();
+        return;
+      }
       channel.push(chunk(shape.closing, finish(g), { usage: usage(g) }));
       channel.end();
     }, (e) => channel.end(toError(e)));

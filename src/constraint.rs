@@ -82,9 +82,9 @@ impl Grammar {
 /// `x-guidance` options win.
 pub(crate) fn compact(mut schema: serde_json::Value) -> serde_json::Value {
     if let Some(o) = schema.as_object_mut() {
-        o.entry("x-guidance").or_insert_with(|| {
-            serde_json::json!({ "whitespace_flexible": false, "item_separator": ", ", "key_separator": ": " })
-        });
+        o.entry("x-guidance").or_insert_with(
+            || serde_json::json!({ "whitespace_flexible": false, "item_separator": ", ", "key_separator": ": " }),
+        );
     }
     schema
 }
@@ -118,7 +118,8 @@ impl Constraints {
         let info = TokRxInfo::new(n as u32, first);
         let trie = TokTrie::from(&info, &words).with_eos_tokens(&eog);
         let env: TokEnv = Arc::new(ApproximateTokEnv::new(trie));
-        let mut factory = ParserFactory::new_simple(&env).map_err(|e| Error::InvalidArgument(format!("grammar: {e}")))?;
+        let mut factory =
+            ParserFactory::new_simple(&env).map_err(|e| Error::InvalidArgument(format!("grammar: {e}")))?;
         factory.quiet();
         Ok(Constraints { factory: Arc::new(factory), eog })
     }

@@ -157,7 +157,7 @@ impl DType {
     /// size overflows.
     pub fn bytes_for(self, n: u64) -> Result<u64> {
         let per_block = self.block_elems() as u64;
-        if n % per_block != 0 {
+        if !n.is_multiple_of(per_block) {
             return Err(Error::BadModel(format!(
                 "{} data of {n} elements is not a whole number of {per_block}-element blocks",
                 self.name()
@@ -729,7 +729,7 @@ mod tests {
     fn k4_nibble(qs: &[u8], e: usize) -> u8 {
         let s = e / 32;
         let byte = qs[32 * (s / 2) + e % 32];
-        if s % 2 == 0 {
+        if s.is_multiple_of(2) {
             byte & 0xF
         } else {
             byte >> 4

@@ -201,11 +201,17 @@ impl WasmEngine {
         }))
     }
 
-    /// Token ids of a conversation (`[{role, content}]`) rendered with the model's template.
+    /// Token ids of a conversation (`[{role, content}]`) rendered with the model's template, with
+    /// the OpenAI-style function `tools` the model may call (`undefined`: none).
     #[wasm_bindgen(js_name = encodeChat)]
-    pub fn encode_chat(&self, messages: JsValue) -> Result<Vec<u32>, JsValue> {
+    pub fn encode_chat(&self, messages: JsValue, tools: JsValue) -> Result<Vec<u32>, JsValue> {
         let messages: Vec<Message> = from_js("messages", messages)?;
-        self.engine.try_borrow().map_err(|_| busy())?.encode_chat(&messages).map_err(js_error)
+        let tools: Option<Vec<serde_json::Value>> = match tools.is_undefined() || tools.is_null() {
+            true => None,
+            false => Some(from_js("tools", tools)?),
+        };
+        let e = self.engine.try_borrow().map_err(|_| busy())?;
+        e.encode_chat_with_tools(&messages, tools.as_deref()).map_err(js_error)
     }
 
     /// [`Engine::encode_chat_fitting`]: `{ ids, dropped }`, the oldest turns dropped until the
@@ -293,4 +299,28 @@ impl WasmEngine {
         self.engine.try_borrow_mut().map_err(|_| busy())?.reset();
         Ok(())
     }
+}
+
+/// The `grammar` sampling parameter for OpenAI's `response_format` (`null` for `{type: "text"}`).
+#[wasm_bindgen(js_name = responseFormatGrammar)]
+pub fn response_format_grammar(format: JsValue) -> Result<JsValue, JsValue> {
+    let format: serde_json::Value = from_js("response_format", format)?;
+    to_js(&crate::constraint::Grammar::from_response_format(&format).map_err(js_error)?)
+}
+
+/// The `grammar` a `tool_choice` imposes on the answer (`null` for "auto" and "none").
+#[wasm_bindgen(js_name = toolChoiceGrammar)]
+pub fn tool_choice_grammar(tools: JsValue, choice: JsValue) -> Result<JsValue, JsValue> {
+    let tools: Vec<serde_json::Value> = from_js("tools", tools)?;
+    let choice: serde_json::Value = from_js("tool_choice", choice)?;
+    let choice = crate::chat::tools::ToolChoice::from_value(&choice).map_err(js_error)?;
+    to_js(&crate::chat::tools::grammar(&tools, &choice).map_err(js_error)?)
+}
+
+/// `{ content, tool_calls }`: the answer's text and its tool calls in OpenAI's shape.
+#[wasm_bindgen(js_name = parseToolCalls)]
+pub fn parse_tool_calls(text: &str, tools: JsValue) -> Result<JsValue, JsValue> {
+    let tools: Vec<serde_json::Value> = from_js("tools", tools)?;
+    let (content, calls) = crate::chat::tools::parse(text, &tools);
+    to_js(&serde_json::json!({ "content": content, "tool_calls": calls }))
 }

@@ -88,7 +88,9 @@ fn cases() -> Vec<(&'static str, Value, Check)> {
             |v| {
                 v["answer"].is_boolean()
                     && v.get("tags").is_none_or(|t| {
-                        t.as_array().is_some_and(|a| a.len() <= 3 && a.iter().all(|s| s.as_str().is_some_and(|s| s.chars().count() <= 12)))
+                        t.as_array().is_some_and(|a| {
+                            a.len() <= 3 && a.iter().all(|s| s.as_str().is_some_and(|s| s.chars().count() <= 12))
+                        })
                     })
             },
         ),
@@ -138,7 +140,15 @@ ANSWER: "yes" | "no""#;
         .generate(&prompt, &params(0.0, 0, 96, schema(&s)), &mut |_| {
             n += 1;
             if n == 2 {
-                retune.set(SamplingParams { temperature: 1.5, top_k: 0, top_p: 1.0, min_p: 0.0, ..SamplingParams::default() }).unwrap();
+                retune
+                    .set(SamplingParams {
+                        temperature: 1.5,
+                        top_k: 0,
+                        top_p: 1.0,
+                        min_p: 0.0,
+                        ..SamplingParams::default()
+                    })
+                    .unwrap();
             }
             true
         })

@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use web_time::Instant;
+use webgpu_llm::chat::tools::{self, ToolChoice};
 use webgpu_llm::chat::Message;
-use webgpu_llm::engine::{BackendKind, Chat, Engine, EngineOptions, EvaluateOptions, Generation};
+use webgpu_llm::constraint::Grammar;
+use webgpu_llm::engine::{BackendKind, Chat, Engine, EngineOptions, EvaluateOptions, FinishReason, Generation};
 use webgpu_llm::gguf::Header;
 use webgpu_llm::gpu::{Gpu, GpuOptions};
 use webgpu_llm::model::{catalog, synth};
@@ -21,11 +23,16 @@ const USAGE: &str = r#"usage: webgpu-llm <command> [options]
 
 commands:
   generate  (--prompt TEXT | --chat TEXT | --messages FILE.json) [sampling] [--json]
+            [--tools FILE.json [--tool-choice auto|none|required|NAME]]
                                   continue raw text; answer TEXT as one chat message; or answer
                                   a conversation: an OpenAI-style JSON array of messages,
                                   [{"role": "system", "content": "..."}, {"role": "user", ...},
                                   {"role": "assistant", ...}, ...] (FILE - reads stdin).
-                                  A base model (no chat template) takes --prompt only
+                                  A base model (no chat template) takes --prompt only.
+                                  --tools: an OpenAI-style JSON array of function tools for a
+                                  template with tools support; calls in the answer are printed
+                                  (with --json as "tool_calls"); --tool-choice required or a
+                                  function's NAME constrains the answer to such a call
   chat      [--system TEXT] [sampling]
                                   interactive chat that keeps its context (/reset, /quit)
   perplexity --file TEXT [--ctx 512] [--chunks N] [--json]
@@ -71,10 +78,16 @@ sampling options (applied in this order; see src/sampler.rs):
   --repeat-penalty R    --repeat-last-n N   --frequency-penalty F   --presence-penalty P
   --top-k K             --temperature T (0 = greedy)   --top-p P   --min-p M
   --seed S              --max-tokens N      --stop TEXT (repeatable)
+
+structured output (every token masked by the grammar; the answer always parses):
+  --json-object         any JSON object
+  --json-schema FILE    JSON valid under the JSON Schema in FILE
+  --grammar FILE        a Lark grammar (llguidance's dialect: start: ...; %json {...})
 "#;
 
 /// Options that take no value.
-const SWITCHES: &[&str] = &["--json", "--no-parse-special", "--no-f16", "--exact-cpu", "--sample", "--help"];
+const SWITCHES: &[&str] =
+    &["--json", "--json-object", "--no-parse-special", "--no-f16", "--exact-cpu", "--sample", "--help"];
 
 struct Args {
     command: String,
@@ -152,8 +165,33 @@ impl Args {
             p.logit_bias
                 .push(parsed.ok_or_else(|| Error::InvalidArgument(format!("--logit-bias {b:?}: want ID=BIAS")))?);
         }
+        p.grammar = self.grammar()?;
         p.validate()?;
         Ok(p)
+    }
+
+    /// `--json-object`, `--json-schema FILE` or `--grammar FILE` (at most one).
+    fn grammar(&self) -> Result<Option<Grammar>> {
+        let read = |flag: &str| -> Result<Option<String>> {
+            self.str(flag)
+                .map(|f| std::fs::read_to_string(f).map_err(|e| Error::InvalidArgument(format!("{flag} {f}: {e}"))))
+                .transpose()
+        };
+        let schema = read("--json-schema")?
+            .map(|text| {
+                serde_json::from_str(&text)
+                    .map_err(|e| Error::InvalidArgument(format!("--json-schema: not JSON: {e}")))
+                    .map(|schema| Grammar::JsonSchema { schema })
+            })
+            .transpose()?;
+        let lark = read("--grammar")?.map(|grammar| Grammar::Lark { grammar });
+        let object = self.flag("--json-object").then_some(Grammar::JsonObject);
+        let mut given = [schema, lark, object].into_iter().flatten();
+        let first = given.next();
+        match given.next() {
+            Some(_) => Err(Error::InvalidArgument("give one of --json-object, --json-schema and --grammar".into())),
+            None => Ok(first),
+        }
     }
 }
 
@@ -170,6 +208,9 @@ const SAMPLING_FLAGS: &[&str] = &[
     "--seed",
     "--stop",
     "--logit-bias",
+    "--json-object",
+    "--json-schema",
+    "--grammar",
 ];
 
 /// `--model`: a catalog name (its file under models/, which must have been fetched) or a path;
@@ -323,8 +364,30 @@ fn run() -> Result<()> {
 }
 
 fn generate(args: &Args) -> Result<()> {
-    args.only(&[SAMPLING_FLAGS, &["--prompt", "--chat", "--messages", "--json"]].concat())?;
-    let params = args.sampling()?;
+    args.only(&[SAMPLING_FLAGS, &["--prompt", "--chat", "--messages", "--json", "--tools", "--tool-choice"]].concat())?;
+    let mut params = args.sampling()?;
+    let tools: Option<Vec<serde_json::Value>> = args
+        .str("--tools")
+        .map(|f| -> Result<_> {
+            let text = std::fs::read_to_string(f).map_err(|e| Error::InvalidArgument(format!("--tools {f}: {e}")))?;
+            serde_json::from_str(&text).map_err(|e| Error::InvalidArgument(format!("--tools: not a JSON array: {e}")))
+        })
+        .transpose()?;
+    let choice = match args.str("--tool-choice") {
+        None | Some("auto") => ToolChoice::Auto,
+        Some("none") => ToolChoice::None,
+        Some("required") => ToolChoice::Required,
+        Some(name) => ToolChoice::Function(name.to_string()),
+    };
+    if let Some(t) = &tools {
+        if params.grammar.is_none() {
+            params.grammar = tools::grammar(t, &choice)?;
+        }
+    } else if args.flag("--tool-choice") {
+        return Err(Error::InvalidArgument("--tool-choice needs --tools".into()));
+    }
+    // tool_choice "none": the template does not see the tools.
+    let offered = tools.as_deref().filter(|_| choice != ToolChoice::None);
     let messages = match (args.str("--prompt"), args.str("--chat"), args.str("--messages")) {
         (Some(_), None, None) => None,
         (None, Some(text), None) => Some(vec![Message::new("user", text)]),
@@ -335,7 +398,10 @@ fn generate(args: &Args) -> Result<()> {
     };
     let (mut engine, _) = load(args, if messages.is_some() { Use::Chat } else { Use::Any })?;
     let prompt = match (&messages, args.str("--prompt")) {
-        (Some(m), _) => engine.encode_chat(m)?,
+        (Some(m), _) => engine.encode_chat_with_tools(m, offered)?,
+        (None, _) if tools.is_some() => {
+            return Err(Error::InvalidArgument("--tools needs --chat or --messages".into()))
+        }
         (None, text) => engine.encode_prompt(text.unwrap_or_default())?,
     };
     let json = args.flag("--json");
@@ -347,8 +413,9 @@ fn generate(args: &Args) -> Result<()> {
         }
         true
     })?;
+    let calls = offered.map(|t| tools::parse(&gen.text, t).1).unwrap_or_default();
     if json {
-        let report = serde_json::json!({
+        let mut report = serde_json::json!({
             "prompt_tokens": gen.prompt_tokens,
             "tokens": gen.tokens,
             "text": gen.text,
@@ -357,9 +424,20 @@ fn generate(args: &Args) -> Result<()> {
             "decode_tokens_per_s": gen.decode_tokens_per_s(),
             "backend": engine.backend_name(),
         });
+        if params.grammar.is_some() {
+            // Each generated token's mask, and the one that allowed the end.
+            let masks = gen.tokens.len() + usize::from(gen.finish_reason == FinishReason::Stop);
+            report["mask_ms_per_token"] = (gen.mask_secs * 1e3 / masks.max(1) as f64).into();
+        }
+        if !calls.is_empty() {
+            report["tool_calls"] = serde_json::to_value(&calls).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        }
         println!("{report}");
     } else {
         println!();
+        for c in &calls {
+            println!("[tool call {}: {}({})]", c.id, c.function.name, c.function.arguments);
+        }
     }
     Ok(())
 }

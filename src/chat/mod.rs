@@ -5,8 +5,8 @@
 //! making one up; ChatML ([`ChatTemplate::chatml`]) is there for a caller who chooses it.
 
 mod json;
-pub mod tools;
 mod limits;
+pub mod tools;
 
 pub use json::tojson;
 

@@ -24,7 +24,9 @@ pub enum ToolChoice {
 impl ToolChoice {
     /// `"none" | "auto" | "required" | {type: "function", function: {name}}`; `null` is auto.
     pub fn from_value(v: &Value) -> Result<ToolChoice> {
-        let bad = || Error::InvalidArgument(format!("tool_choice: expected \"none\", \"auto\", \"required\" or {{type: \"function\", function: {{name}}}}, got {v}"));
+        let bad = || {
+            Error::InvalidArgument(format!("tool_choice: expected \"none\", \"auto\", \"required\" or {{type: \"function\", function: {{name}}}}, got {v}"))
+        };
         match v {
             Value::Null => Ok(ToolChoice::Auto),
             Value::String(s) => match s.as_str() {
@@ -83,9 +85,10 @@ pub fn grammar(tools: &[Value], choice: &ToolChoice) -> Result<Option<Grammar>> 
         ToolChoice::None | ToolChoice::Auto => return Ok(None),
         ToolChoice::Required => fns.iter().collect(),
         ToolChoice::Function(name) => {
-            let f = fns.iter().find(|f| f.0 == name).ok_or_else(|| {
-                Error::InvalidArgument(format!("tool_choice: no tool is named {name:?}"))
-            })?;
+            let f = fns
+                .iter()
+                .find(|f| f.0 == name)
+                .ok_or_else(|| Error::InvalidArgument(format!("tool_choice: no tool is named {name:?}")))?;
             vec![f]
         }
     };
@@ -93,11 +96,15 @@ pub fn grammar(tools: &[Value], choice: &ToolChoice) -> Result<Option<Grammar>> 
         return Err(Error::InvalidArgument("tool_choice: \"required\" needs at least one tool".into()));
     }
     let lit = |s: &str| serde_json::to_string(s).expect("a string");
-    let mut lark = format!("start: {}\n", (0..chosen.len()).map(|i| format!("call_{i}")).collect::<Vec<_>>().join(" | "));
+    let mut lark =
+        format!("start: {}\n", (0..chosen.len()).map(|i| format!("call_{i}")).collect::<Vec<_>>().join(" | "));
     for (i, (name, params)) in chosen.iter().enumerate() {
         let head = format!("<tool_call>\n{{\"name\": {}, \"arguments\": ", lit(name));
         lark += &format!("call_{i}: {} args_{i} {}\n", lit(&head), lit("}\n</tool_call>"));
-        lark += &format!("args_{i}: %json {}\n", serde_json::to_string(&crate::constraint::compact(params.clone())).expect("json"));
+        lark += &format!(
+            "args_{i}: %json {}\n",
+            serde_json::to_string(&crate::constraint::compact(params.clone())).expect("json")
+        );
     }
     Ok(Some(Grammar::Lark { grammar: lark }))
 }
@@ -163,7 +170,8 @@ mod tests {
 
     #[test]
     fn tool_calls_are_parsed_out_of_the_text() {
-        let text = "Sure.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
+        let text =
+            "Sure.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
         let (content, calls) = parse(text, &[]);
         assert_eq!(content, "Sure.");
         assert_eq!(calls.len(), 1);

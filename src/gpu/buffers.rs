@@ -119,7 +119,7 @@ impl GpuMatrix {
         let src_row = self.src_row_bytes();
         let row_bytes = self.row_words * 4;
         let end = row0 + src.len() / src_row;
-        debug_assert!(src.len() % src_row == 0 && end <= self.rows);
+        debug_assert!(src.len().is_multiple_of(src_row) && end <= self.rows);
         for p in &self.parts {
             let (a, b) = (row0.max(p.row0), end.min(p.row0 + p.rows));
             if a >= b {
@@ -198,7 +198,7 @@ pub fn rows_cols(t: &TensorInfo) -> (usize, usize) {
 /// Words per row, and rows per part (at most one storage binding of `max_binding` bytes, whole
 /// blocks of 64 rows so parts keep the interleaved gate|up blocks whole).
 pub fn part_rows(max_binding: u64, name: &str, dtype: DType, rows: usize, cols: usize) -> Result<(usize, usize)> {
-    if cols % 32 != 0 || rows == 0 {
+    if !cols.is_multiple_of(32) || rows == 0 {
         return Err(Error::UnsupportedModel(format!(
             "{name}: rows of {cols} values; the GPU kernels need a multiple of 32"
         )));

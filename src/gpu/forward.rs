@@ -139,7 +139,11 @@ impl GpuLoad {
     /// Make the buffers of the weights (zeroed), the KV cache and the activations. `tensors`
     /// are the tensors' descriptions, in the order of `Weights::all` (the `i` of `place`).
     pub async fn new(gpu: Gpu, c: &Config, tensors: &Weights<&TensorInfo>, capacity: usize) -> Result<GpuLoad> {
-        if c.head_dim > MAX_HEAD_DIM || c.rope_dim % 2 != 0 || c.n_kv_heads == 0 || c.n_heads % c.n_kv_heads != 0 {
+        if c.head_dim > MAX_HEAD_DIM
+            || !c.rope_dim.is_multiple_of(2)
+            || c.n_kv_heads == 0
+            || !c.n_heads.is_multiple_of(c.n_kv_heads)
+        {
             return Err(Error::UnsupportedModel(format!(
                 "the GPU kernels need head_dim <= {MAX_HEAD_DIM} and whole query groups (head_dim {}, {} heads, {} KV heads)",
                 c.head_dim, c.n_heads, c.n_kv_heads

@@ -222,7 +222,7 @@ impl Quant {
     /// The type of a matrix whose rows hold `row` values: the chosen one, or llama.cpp's
     /// fallback when the row is not a whole number of its blocks.
     pub fn dtype_for_row(self, row: u64) -> DType {
-        let fits = |t: DType| row % t.block_elems() as u64 == 0;
+        let fits = |t: DType| row.is_multiple_of(t.block_elems() as u64);
         let t = self.dtype();
         if fits(t) {
             return t;

@@ -120,7 +120,7 @@ impl QMatrix {
     pub fn from_tensor(t: TensorView) -> Option<QMatrix> {
         let cols = *t.info.dims.first()? as usize;
         let dtype = t.info.dtype;
-        if cols == 0 || cols % dtype.block_elems() != 0 || t.info.dims.len() > 2 {
+        if cols == 0 || !cols.is_multiple_of(dtype.block_elems()) || t.info.dims.len() > 2 {
             return None;
         }
         let blocks = t.data.len() / dtype.block_bytes();
@@ -139,7 +139,7 @@ impl QMatrix {
     /// (what [`QMatrix::from_tensor`] decides, without the data).
     pub fn bytes_for(t: &crate::gguf::TensorInfo) -> Option<u64> {
         let cols = *t.dims.first()? as usize;
-        if cols == 0 || cols % t.dtype.block_elems() != 0 || t.dims.len() > 2 {
+        if cols == 0 || !cols.is_multiple_of(t.dtype.block_elems()) || t.dims.len() > 2 {
             return None;
         }
         let blocks = t.size / t.dtype.block_bytes() as u64;
