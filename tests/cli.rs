@@ -344,3 +344,69 @@ fn generate_messages_answers_a_conversation_with_a_system_message() {
     assert!(e.contains("error [io]"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn structured_output_and_tool_calls_on_the_command_line() {
+    let dir = std::env::temp_dir().join(format!("webgpu-llm-cli-structured-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let schema = write(
+        "schema.json",
+        r#"{"type": "object", "properties": {"colour": {"enum": ["red", "blue"]}, "n": {"type": "integer", "minimum": 1, "maximum": 9}}, "required": ["colour", "n"], "additionalProperties": false}"#,
+    );
+    let out = cli(&[
+        "generate",
+        "--chat",
+        "Pick a colour and a digit.",
+        "--json-schema",
+        &schema,
+        "--temperature",
+        "1",
+        "--seed",
+        "3",
+        "--json",
+    ]);
+    let report = json(&out);
+    let v: serde_json::Value = serde_json::from_str(report["text"].as_str().unwrap()).unwrap();
+    assert!(["red", "blue"].contains(&v["colour"].as_str().unwrap()), "{v}");
+    assert!((1..=9).contains(&v["n"].as_i64().unwrap()), "{v}");
+    assert!(report["mask_ms_per_token"].as_f64().unwrap() > 0.0);
+
+    let lark = write("yes.lark", "start: \"yes\" | \"no\"\n");
+    let out = cli(&["generate", "--chat", "Is it?", "--grammar", &lark, "--json"]);
+    assert!(["yes", "no"].contains(&json(&out)["text"].as_str().unwrap()));
+
+    let bad = write("bad.json", r#"{"type": "array", "uniqueItems": true}"#);
+    let out = cli(&["generate", "--chat", "hi", "--json-schema", &bad]);
+    assert!(
+        stderr(&out).contains("error [invalid_argument]") && stderr(&out).contains("uniqueItems"),
+        "{}",
+        stderr(&out)
+    );
+    let out = cli(&["generate", "--chat", "hi", "--json-object", "--grammar", &lark]);
+    assert!(stderr(&out).contains("error [invalid_argument]"), "{}", stderr(&out));
+
+    let tools = write(
+        "tools.json",
+        r#"[{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]"#,
+    );
+    // SmolLM2's template has no tools support.
+    let out = cli(&["generate", "--chat", "Weather in Oslo?", "--tools", &tools]);
+    assert!(stderr(&out).contains("error [invalid_argument]") && stderr(&out).contains("tools"), "{}", stderr(&out));
+    let out = Command::new(env!("CARGO_BIN_EXE_webgpu-llm"))
+        .args(["generate", "--model", "qwen2.5-coder-0.5b", "--backend", "cpu", "--chat", "Weather in Oslo?"])
+        .args(["--tools", &tools, "--tool-choice", "get_weather", "--max-tokens", "48", "--json"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let calls = json(&out)["tool_calls"].clone();
+    assert_eq!(calls[0]["type"], "function", "{calls}");
+    assert_eq!(calls[0]["function"]["name"], "get_weather", "{calls}");
+    let args: serde_json::Value = serde_json::from_str(calls[0]["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert!(args["city"].is_string(), "{args}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
