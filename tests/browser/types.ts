@@ -1,7 +1,7 @@
 // Compiled (never run) by run.mjs with `tsc --noEmit --strict`: the package's declarations
 // describe the API the way an app uses it.
 import { createEngine, WebGpuLlmError, listCachedModels, deleteCachedModel, clearModelCache, listModels, estimateMemory } from "../../pkg/index.js";
-import type { CatalogModel, ChatCompletion, ChatCompletionChunk, Completion, CompletionChunk, EngineInfo, Generation, MemoryEstimate, ModelEstimate, TokenPiece } from "../../pkg/index.js";
+import type { CatalogModel, ChatCompletion, ChatCompletionChunk, Completion, CompletionChunk, EngineInfo, FunctionTool, Generation, MemoryEstimate, ModelEstimate, TokenPiece, ToolCall } from "../../pkg/index.js";
 
 export async function app(file: File, signal: AbortSignal): Promise<string> {
   const engine = await createEngine({
@@ -30,7 +30,20 @@ export async function app(file: File, signal: AbortSignal): Promise<string> {
     signal,
     truncation: "auto",
   });
-  let text = whole.choices[0].message.content + String(whole.usage?.dropped_messages);
+  let text = (whole.choices[0].message.content ?? "") + String(whole.usage?.dropped_messages);
+  const tool: FunctionTool = { type: "function", function: { name: "f", parameters: { type: "object" } } };
+  const called = await engine.chat.completions.create({
+    messages: [{ role: "user", content: "Hi" }],
+    tools: [tool],
+    tool_choice: { type: "function", function: { name: "f" } },
+  });
+  const json = await engine.chat.completions.create({
+    messages: [{ role: "user", content: "Hi" }],
+    response_format: { type: "json_schema", json_schema: { name: "o", schema: { type: "object" } } },
+  });
+  text += json.choices[0].message.content ?? "";
+  const calls: ToolCall[] = called.choices[0].message.tool_calls ?? [];
+  text += calls.map((c) => c.function.name + c.function.arguments).join() + called.choices[0].finish_reason;
   const rated = await engine.chat.completions.create({ messages: [{ role: "user", content: "Hi" }], logprobs: true, top_logprobs: 3 });
   for (const entry of rated.choices[0].logprobs?.content ?? []) {
     text += entry.token + entry.top_logprobs.map((t) => `${t.token}:${Math.exp(t.logprob)}/${t.prob}`).join();
