@@ -239,7 +239,13 @@ fn the_weather_tool_gets_a_call_with_valid_arguments() {
 #[ignore]
 fn mask_time_per_token() {
     let mut e = engine("qwen2.5-coder-0.5b");
+    let t = std::time::Instant::now();
+    let constraints = webgpu_llm::constraint::Constraints::new(e.tokenizer()).unwrap();
+    println!("token trie of {} tokens: {:.1} ms", e.tokenizer().vocab_size(), t.elapsed().as_secs_f64() * 1e3);
     for (i, (question, s, _)) in cases().into_iter().enumerate() {
+        let t = std::time::Instant::now();
+        constraints.start(&Grammar::JsonSchema { schema: s.clone() }).unwrap();
+        println!("schema {i}: compiled in {:.2} ms", t.elapsed().as_secs_f64() * 1e3);
         let g = ask(&mut e, question, &params(0.0, 0, 96, schema(&s))).unwrap();
         let n = g.tokens.len() + 1;
         println!(

@@ -97,10 +97,10 @@ impl Engine {
         };
         let started = Instant::now();
         loop {
-            // The context is the prompt and every token generated so far: the penalties' window.
             if let Some(c) = &mut constraint {
                 logits = c.mask(logits)?;
             }
+            // The context is the prompt and every token generated so far: the penalties' window.
             let s = sampler.sample_from(&logits, &self.context)?;
             if self.tokenizer.eog_ids().contains(&s.id) || params.stop_token_ids.contains(&s.id) {
                 gen.finish_reason = FinishReason::Stop;
