@@ -462,6 +462,66 @@ test("sha256 is checked (a mismatch drops the stored copy); Blobs load with prog
   same(r.layers, 30, "the Blob's model loaded");
 });
 
+test("structured output and tool calls in chat.completions.create: response_format, tools, tool_choice; bad input is invalid_argument", async () => {
+  const r = await inPage(page, async (llm, [model, qwen]) => {
+    const weather = { type: "function", function: { name: "get_weather", description: "Get the current weather in a city",
+      parameters: { type: "object", properties: { city: { type: "string" }, unit: { enum: ["celsius", "fahrenheit"] } },
+        required: ["city", "unit"], additionalProperties: false } } };
+    const schema = { type: "object", properties: { colour: { enum: ["red", "blue"] }, n: { type: "integer", minimum: 1, maximum: 9 } },
+      required: ["colour", "n"], additionalProperties: false };
+    const messages = [{ role: "user", content: "Pick a colour and a digit." }];
+    const out = {};
+    const small = await llm.createEngine({ model, backend: "cpu" });
+    const a = await small.chat.completions.create({ messages, temperature: 1, seed: 2, max_tokens: 40,
+      response_format: { type: "json_schema", json_schema: { name: "pick", schema } } });
+    out.schema = a.choices[0];
+    out.object = (await small.chat.completions.create({ temperature: 0, max_tokens: 60,
+      messages: [{ role: "user", content: "Reply with a JSON object with one key, \"ok\", set to true." }],
+      response_format: { type: "json_object" } })).choices[0].message.content;
+    const code = async (req) => {
+      try {
+        await small.chat.completions.create({ messages, max_tokens: 4, ...req });
+        return "ok";
+      } catch (e) {
+        return [e.code, e.message];
+      }
+    };
+    out.unsupported = await code({ response_format: { type: "json_schema", json_schema: { schema: { type: "array", uniqueItems: true } } } });
+    out.badType = await code({ response_format: { type: "xml" } });
+    out.noTools = await code({ tools: [weather] });
+    out.after = (await small.chat.completions.create({ messages, max_tokens: 4, temperature: 0 })).choices[0].message.content;
+    await small.unload();
+    const big = await llm.createEngine({ model: qwen, backend: "cpu" });
+    const ask = { messages: [{ role: "user", content: "What is the weather in Paris right now, in celsius?" }], tools: [weather],
+      tool_choice: { type: "function", function: { name: "get_weather" } }, max_tokens: 60, temperature: 0 };
+    out.call = (await big.chat.completions.create(ask)).choices[0];
+    const chunks = [];
+    for await (const ch of await big.chat.completions.create({ ...ask, stream: true })) chunks.push(ch);
+    out.streamed = chunks.at(-2).choices[0].delta.tool_calls;
+    out.streamFinish = chunks.at(-1).choices[0].finish_reason;
+    await big.unload();
+    return out;
+  }, [MODEL, "/models/Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf"]);
+  assert(!r.error, JSON.stringify(r.error));
+  const pick = JSON.parse(r.schema.message.content);
+  assert(["red", "blue"].includes(pick.colour) && pick.n >= 1 && pick.n <= 9 && Object.keys(pick).length === 2, r.schema.message.content);
+  same(r.schema.finish_reason, "stop", "a complete schema answer");
+  const object = JSON.parse(r.object);
+  assert(typeof object === "object" && !Array.isArray(object), r.object);
+  assert(r.unsupported[0] === "invalid_argument" && r.unsupported[1].includes("uniqueItems"), JSON.stringify(r.unsupported));
+  same(r.badType[0], "invalid_argument", "an unknown response_format type");
+  assert(r.noTools[0] === "invalid_argument" && r.noTools[1].includes("tools"), JSON.stringify(r.noTools));
+  assert(r.after.length > 0, "the engine works after the errors");
+  same(r.call.finish_reason, "tool_calls", "finish_reason");
+  same(r.call.message.content, null, "no text besides the call");
+  const [call] = r.call.message.tool_calls;
+  same([call.type, call.function.name], ["function", "get_weather"], "the call");
+  const args = JSON.parse(call.function.arguments);
+  assert(typeof args.city === "string" && ["celsius", "fahrenheit"].includes(args.unit), call.function.arguments);
+  same(r.streamed[0].function, call.function, "streamed, the same call");
+  same(r.streamFinish, "tool_calls", "streamed finish_reason");
+});
+
 test("a corrupt model is bad_model; no model is invalid_argument", async () => {
   const r = await inPage(page, async (llm, model) => {
     const bytes = new Uint8Array(await (await fetch(model)).arrayBuffer());
