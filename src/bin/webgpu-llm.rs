@@ -71,6 +71,14 @@ sampling options (applied in this order; see src/sampler.rs):
   --repeat-penalty R    --repeat-last-n N   --frequency-penalty F   --presence-penalty P
   --top-k K             --temperature T (0 = greedy)   --top-p P   --min-p M
   --seed S              --max-tokens N      --stop TEXT (repeatable)
+
+speculative decoding (output-preserving: greedy output is plain greedy's, sampled output has
+the target's distribution; see src/engine/speculative.rs):
+  --draft-model NAME|PATH   a smaller model with the same vocabulary drafts tokens
+  --draft-tokens K          tokens drafted per verification step (1..15; default adaptive;
+                            0 turns the draft model off)
+  --lookup N                without a draft model: draft from earlier n-grams of the text
+                            (prompt lookup), n-gram size N down to 1 (1..8)
 "#;
 
 /// Options that take no value.
@@ -146,6 +154,8 @@ impl Args {
         set!("--presence-penalty", presence_penalty);
         set!("--max-tokens", max_tokens);
         p.seed = self.num("--seed")?;
+        p.draft_tokens = self.num("--draft-tokens")?;
+        p.lookup = self.num("--lookup")?;
         p.stop = self.all("--stop").to_vec();
         for b in self.all("--logit-bias") {
             let parsed = b.split_once('=').and_then(|(id, v)| Some((id.parse().ok()?, v.parse().ok()?)));
@@ -170,16 +180,24 @@ const SAMPLING_FLAGS: &[&str] = &[
     "--seed",
     "--stop",
     "--logit-bias",
+    "--draft-model",
+    "--draft-tokens",
+    "--lookup",
 ];
 
 /// `--model`: a catalog name (its file under models/, which must have been fetched) or a path;
 /// the catalog's default model without it.
 fn model_path(args: &Args) -> Result<PathBuf> {
-    let entry = match args.str("--model") {
+    resolve_model(args.str("--model"))
+}
+
+/// A catalog name's file (which must have been fetched) or a path; `None`: the default model.
+fn resolve_model(name: Option<&str>) -> Result<PathBuf> {
+    let entry = match name {
         None => Some(catalog::default_entry()),
         Some(name) => catalog::find(name),
     };
-    match (entry, args.str("--model")) {
+    match (entry, name) {
         (Some(e), _) => {
             let path = Path::new(MODELS_DIR).join(&e.file);
             match path.is_file() {
@@ -283,7 +301,11 @@ fn load(args: &Args, purpose: Use) -> Result<(Engine, f64)> {
         tokenizer_json,
         ..EngineOptions::default()
     };
-    let engine = Engine::load_file(&path, &options)?;
+    let mut engine = Engine::load_file(&path, &options)?;
+    if let Some(name) = args.str("--draft-model") {
+        let draft = Engine::load_file(&resolve_model(Some(name))?, &options)?;
+        engine.set_draft(Some(draft))?;
+    }
     Ok((engine, started.elapsed().as_secs_f64()))
 }
 
@@ -355,6 +377,9 @@ fn generate(args: &Args) -> Result<()> {
             "finish_reason": gen.finish_reason,
             "prefill_tokens_per_s": gen.prefill_tokens_per_s(),
             "decode_tokens_per_s": gen.decode_tokens_per_s(),
+            "decode_secs": gen.decode_secs,
+            "drafted_tokens": gen.drafted_tokens,
+            "accepted_tokens": gen.accepted_tokens,
             "backend": engine.backend_name(),
         });
         println!("{report}");

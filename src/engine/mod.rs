@@ -19,6 +19,7 @@ use crate::tokenizer::Tokenizer;
 mod chat;
 mod evaluate;
 mod generate;
+mod speculative;
 
 pub use chat::Chat;
 pub use evaluate::{ChunkPerplexity, EvaluateOptions, Perplexity};
@@ -133,6 +134,10 @@ pub struct Generation {
     pub decode_work: BackendStats,
     /// The knobs it started with, then each change made while it ran.
     pub sampling: Vec<SamplingChange>,
+    /// Speculative decoding: tokens drafted (by the draft model or prompt lookup), and how
+    /// many of them the target accepted (0 and 0 without speculation).
+    pub drafted_tokens: usize,
+    pub accepted_tokens: usize,
 }
 
 impl Generation {
@@ -195,6 +200,8 @@ pub struct Engine {
     context: Vec<u32>,
     retune: Retune,
     pause: Option<Pause>,
+    /// The model that drafts for speculative decoding ([`Engine::set_draft`]).
+    draft: Option<Box<Engine>>,
 }
 
 impl Engine {
@@ -240,6 +247,7 @@ impl Engine {
             context: Vec::new(),
             retune: Retune::default(),
             pause: None,
+            draft: None,
         }
     }
 
