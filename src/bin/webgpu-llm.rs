@@ -26,6 +26,8 @@ commands:
                                   [{"role": "system", "content": "..."}, {"role": "user", ...},
                                   {"role": "assistant", ...}, ...] (FILE - reads stdin).
                                   A base model (no chat template) takes --prompt only
+            [--n N] [--best-of B]   N choices (seeded seed, seed+1, ...), or the N of B with the
+                                  highest mean log-probability; --json adds "choices": [...]
   chat      [--system TEXT] [sampling]
                                   interactive chat that keeps its context (/reset, /quit)
   perplexity --file TEXT [--ctx 512] [--chunks N] [--json]
@@ -345,8 +347,10 @@ fn run() -> Result<()> {
 }
 
 fn generate(args: &Args) -> Result<()> {
-    args.only(&[SAMPLING_FLAGS, &["--prompt", "--chat", "--messages", "--json"]].concat())?;
+    args.only(&[SAMPLING_FLAGS, &["--prompt", "--chat", "--messages", "--json", "--n", "--best-of"]].concat())?;
     let params = args.sampling()?;
+    let n: usize = args.num("--n")?.unwrap_or(1);
+    let best_of: Option<usize> = args.num("--best-of")?;
     let messages = match (args.str("--prompt"), args.str("--chat"), args.str("--messages")) {
         (Some(_), None, None) => None,
         (None, Some(text), None) => Some(vec![Message::new("user", text)]),
@@ -361,16 +365,18 @@ fn generate(args: &Args) -> Result<()> {
         (None, text) => engine.encode_prompt(text.unwrap_or_default())?,
     };
     let json = args.flag("--json");
+    let several = n > 1 || best_of.is_some();
     let mut out = std::io::stdout();
-    let gen = engine.generate(&prompt, &params, &mut |t| {
-        if !json {
+    let choices = engine.generate_choices(&prompt, &params, n, best_of, &mut |_, t| {
+        if !json && !several {
             print!("{}", t.text);
             let _ = out.flush();
         }
         true
     })?;
+    let gen = &choices[0].generation;
     if json {
-        let report = serde_json::json!({
+        let mut report = serde_json::json!({
             "prompt_tokens": gen.prompt_tokens,
             "tokens": gen.tokens,
             "text": gen.text,
@@ -382,7 +388,27 @@ fn generate(args: &Args) -> Result<()> {
             "accepted_tokens": gen.accepted_tokens,
             "backend": engine.backend_name(),
         });
+        if several {
+            let list: Vec<_> = choices
+                .iter()
+                .map(|c| {
+                    serde_json::json!({
+                        "index": c.index,
+                        "tokens": c.generation.tokens,
+                        "text": c.generation.text,
+                        "finish_reason": c.generation.finish_reason,
+                        "seed": c.seed,
+                        "mean_logprob": c.mean_logprob,
+                    })
+                })
+                .collect();
+            report["choices"] = list.into();
+        }
         println!("{report}");
+    } else if several {
+        for c in &choices {
+            println!("--- choice {} (mean log-probability {:.3})\n{}", c.index, c.mean_logprob, c.generation.text);
+        }
     } else {
         println!();
     }

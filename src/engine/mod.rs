@@ -17,11 +17,13 @@ use crate::sampler::{Alternative, Logits, LogitsRequest, Sampler, SamplingParams
 use crate::tokenizer::Tokenizer;
 
 mod chat;
+mod choices;
 mod evaluate;
 mod generate;
 mod speculative;
 
 pub use chat::Chat;
+pub use choices::{Choice, MAX_CHOICES};
 pub use evaluate::{ChunkPerplexity, EvaluateOptions, Perplexity};
 use generate::{run, run_all};
 
