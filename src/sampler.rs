@@ -102,7 +102,19 @@ pub struct SamplingParams {
     /// Constrain the output to a JSON schema, any JSON object, or a Lark grammar (used by the
     /// engine, which masks every step's logits; see [`crate::constraint`]). Default `None`.
     pub grammar: Option<crate::constraint::Grammar>,
+    /// Speculative decoding (used by the engine): tokens drafted per verification step,
+    /// 1..=[`MAX_DRAFT_TOKENS`]; `None` adapts it to how many get accepted; 0 turns the draft
+    /// model off for this request. Default `None`.
+    pub draft_tokens: Option<usize>,
+    /// Prompt-lookup drafting (used by the engine when no draft model is attached): draft the
+    /// tokens that followed the last earlier occurrence of the text's final n-gram, trying
+    /// n = `lookup` down to 1 (1..=8). Default `None` (off).
+    pub lookup: Option<usize>,
 }
+
+/// The most tokens a speculative step drafts: with the token before them, one step of
+/// [`crate::gpu::ALL_ROWS`] verifies them.
+pub const MAX_DRAFT_TOKENS: usize = 15;
 
 impl Default for SamplingParams {
     fn default() -> Self {
@@ -122,6 +134,8 @@ impl Default for SamplingParams {
             stop_token_ids: Vec::new(),
             top_logprobs: 0,
             grammar: None,
+            draft_tokens: None,
+            lookup: None,
         }
     }
 }
@@ -162,6 +176,12 @@ impl SamplingParams {
         }
         if self.max_tokens == 0 {
             return Err(invalid("max_tokens", 0, "at least 1"));
+        }
+        if let Some(k) = self.draft_tokens.filter(|&k| k > MAX_DRAFT_TOKENS) {
+            return Err(invalid("draft_tokens", k, &format!("at most {MAX_DRAFT_TOKENS} (0 turns drafting off)")));
+        }
+        if let Some(n) = self.lookup.filter(|&n| !(1..=8).contains(&n)) {
+            return Err(invalid("lookup", n, "an n-gram size from 1 to 8"));
         }
         if let Some(i) = self.stop.iter().position(String::is_empty) {
             return Err(invalid(&format!("stop[{i}]"), "\"\"", "a non-empty string"));
@@ -246,7 +266,7 @@ pub struct Shortlist {
 
 impl Shortlist {
     /// Every listed logit at its place, `-inf` elsewhere.
-    fn dense(&self) -> Vec<f32> {
+    pub(crate) fn dense(&self) -> Vec<f32> {
         let mut l = vec![f32::NEG_INFINITY; self.vocab];
         for &(id, x) in &self.entries {
             if let Some(slot) = l.get_mut(id as usize) {
@@ -480,6 +500,34 @@ impl Sampler {
                 Ok(sampled(id, &plan, (raw as f64 - log_z) as f32, &best, log_z))
             }
         }
+    }
+
+    /// A uniform number in [0, 1) from the sampler's stream (speculative acceptance tests).
+    pub(crate) fn uniform(&mut self) -> f64 {
+        self.rng.next_f64()
+    }
+
+    /// One of `cands` (probabilities, not necessarily normalized), drawn with one uniform.
+    pub(crate) fn draw_candidate(&mut self, cands: &[Candidate]) -> u32 {
+        let u = self.rng.next_f64();
+        draw(cands, u).id
+    }
+
+    /// What [`Sampler::sample`] reports for `id` chosen from the whole `logits`, whose final
+    /// distribution is `dist` (a token chosen by speculative acceptance rather than a draw).
+    pub(crate) fn describe(&self, logits: &[f32], id: u32, dist: &[Candidate]) -> Sampled {
+        let prob = |id: u32| dist.iter().find(|c| c.id == id).map_or(0.0, |c| c.prob);
+        let log_z = log_normalizer(logits);
+        let raw = (sanitize(logits[id as usize]) as f64 - log_z) as f32;
+        let best = match self.params.top_logprobs {
+            0 => Vec::new(),
+            n => top_k_select(logits.iter().map(|&x| sanitize(x)), n),
+        };
+        let top = best
+            .iter()
+            .map(|&(x, i)| Alternative { id: i, logprob: (x as f64 - log_z) as f32, prob: prob(i) })
+            .collect();
+        Sampled { id, prob: prob(id), logprob_raw: raw, top }
     }
 
     /// Draws the next token. Errors when `logits` is empty or every token is banned (then no

@@ -6,9 +6,9 @@ mod common;
 
 use webgpu_llm::backend::Backend;
 use webgpu_llm::engine::{BackendKind, Engine, EngineOptions, EvaluateOptions};
+use webgpu_llm::gguf::Gguf;
 use webgpu_llm::gpu::{Gpu, GpuModel, GpuOptions};
 use webgpu_llm::model::{Config, Weights};
-use webgpu_llm::gguf::Gguf;
 
 fn golden() -> serde_json::Value {
     let p = common::golden_root().join("qwen2.5-coder-0.5b/perplexity.json");
@@ -26,12 +26,8 @@ fn check(engine: &mut Engine, run: &str, chunks: usize, tolerance: f64) {
     let g = golden();
     let text = g["text"].as_str().unwrap();
     assert_eq!(engine.encode_prompt(text).unwrap(), common::ids(&g["token_ids"]), "llama.cpp's tokens");
-    let want: Vec<f64> = g["runs"][run]["cumulative_ppl_after_chunk"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap())
-        .collect();
+    let want: Vec<f64> =
+        g["runs"][run]["cumulative_ppl_after_chunk"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     let mut seen = Vec::new();
     let options = EvaluateOptions { context_size: 256, max_chunks: Some(chunks) };
     let got = engine
@@ -50,7 +46,8 @@ fn check(engine: &mut Engine, run: &str, chunks: usize, tolerance: f64) {
     assert_eq!(seen.len(), chunks);
     assert_eq!(got.ppl, *seen.last().unwrap());
     if chunks == 4 {
-        let (ppl, pm) = (g["runs"][run]["final_ppl"].as_f64().unwrap(), g["runs"][run]["final_ppl_plus_minus"].as_f64().unwrap());
+        let (ppl, pm) =
+            (g["runs"][run]["final_ppl"].as_f64().unwrap(), g["runs"][run]["final_ppl_plus_minus"].as_f64().unwrap());
         assert!((got.ppl / ppl - 1.0).abs() < tolerance);
         assert!((got.ppl_stderr / pm - 1.0).abs() < 0.02, "± {} vs llama.cpp's {pm}", got.ppl_stderr);
     }

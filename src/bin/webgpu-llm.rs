@@ -33,6 +33,8 @@ commands:
                                   template with tools support; calls in the answer are printed
                                   (with --json as "tool_calls"); --tool-choice required or a
                                   function's NAME constrains the answer to such a call
+            [--n N] [--best-of B]   N choices (seeded seed, seed+1, ...), or the N of B with the
+                                  highest mean log-probability; --json adds "choices": [...]
   chat      [--system TEXT] [sampling]
                                   interactive chat that keeps its context (/reset, /quit)
   perplexity --file TEXT [--ctx 512] [--chunks N] [--json]
@@ -78,6 +80,14 @@ sampling options (applied in this order; see src/sampler.rs):
   --repeat-penalty R    --repeat-last-n N   --frequency-penalty F   --presence-penalty P
   --top-k K             --temperature T (0 = greedy)   --top-p P   --min-p M
   --seed S              --max-tokens N      --stop TEXT (repeatable)
+
+speculative decoding (output-preserving: greedy output is plain greedy's, sampled output has
+the target's distribution; see src/engine/speculative.rs):
+  --draft-model NAME|PATH   a smaller model with the same vocabulary drafts tokens
+  --draft-tokens K          tokens drafted per verification step (1..15; default adaptive;
+                            0 turns the draft model off)
+  --lookup N                without a draft model: draft from earlier n-grams of the text
+                            (prompt lookup), n-gram size N down to 1 (1..8)
 
 structured output (every token masked by the grammar; the answer always parses):
   --json-object         any JSON object
@@ -159,6 +169,8 @@ impl Args {
         set!("--presence-penalty", presence_penalty);
         set!("--max-tokens", max_tokens);
         p.seed = self.num("--seed")?;
+        p.draft_tokens = self.num("--draft-tokens")?;
+        p.lookup = self.num("--lookup")?;
         p.stop = self.all("--stop").to_vec();
         for b in self.all("--logit-bias") {
             let parsed = b.split_once('=').and_then(|(id, v)| Some((id.parse().ok()?, v.parse().ok()?)));
@@ -211,16 +223,24 @@ const SAMPLING_FLAGS: &[&str] = &[
     "--json-object",
     "--json-schema",
     "--grammar",
+    "--draft-model",
+    "--draft-tokens",
+    "--lookup",
 ];
 
 /// `--model`: a catalog name (its file under models/, which must have been fetched) or a path;
 /// the catalog's default model without it.
 fn model_path(args: &Args) -> Result<PathBuf> {
-    let entry = match args.str("--model") {
+    resolve_model(args.str("--model"))
+}
+
+/// A catalog name's file (which must have been fetched) or a path; `None`: the default model.
+fn resolve_model(name: Option<&str>) -> Result<PathBuf> {
+    let entry = match name {
         None => Some(catalog::default_entry()),
         Some(name) => catalog::find(name),
     };
-    match (entry, args.str("--model")) {
+    match (entry, name) {
         (Some(e), _) => {
             let path = Path::new(MODELS_DIR).join(&e.file);
             match path.is_file() {
@@ -324,7 +344,11 @@ fn load(args: &Args, purpose: Use) -> Result<(Engine, f64)> {
         tokenizer_json,
         ..EngineOptions::default()
     };
-    let engine = Engine::load_file(&path, &options)?;
+    let mut engine = Engine::load_file(&path, &options)?;
+    if let Some(name) = args.str("--draft-model") {
+        let draft = Engine::load_file(&resolve_model(Some(name))?, &options)?;
+        engine.set_draft(Some(draft))?;
+    }
     Ok((engine, started.elapsed().as_secs_f64()))
 }
 
@@ -364,7 +388,13 @@ fn run() -> Result<()> {
 }
 
 fn generate(args: &Args) -> Result<()> {
-    args.only(&[SAMPLING_FLAGS, &["--prompt", "--chat", "--messages", "--json", "--tools", "--tool-choice"]].concat())?;
+    args.only(
+        &[
+            SAMPLING_FLAGS,
+            &["--prompt", "--chat", "--messages", "--json", "--tools", "--tool-choice", "--n", "--best-of"],
+        ]
+        .concat(),
+    )?;
     let mut params = args.sampling()?;
     let tools: Option<Vec<serde_json::Value>> = args
         .str("--tools")
@@ -388,6 +418,8 @@ fn generate(args: &Args) -> Result<()> {
     }
     // tool_choice "none": the template does not see the tools.
     let offered = tools.as_deref().filter(|_| choice != ToolChoice::None);
+    let n: usize = args.num("--n")?.unwrap_or(1);
+    let best_of: Option<usize> = args.num("--best-of")?;
     let messages = match (args.str("--prompt"), args.str("--chat"), args.str("--messages")) {
         (Some(_), None, None) => None,
         (None, Some(text), None) => Some(vec![Message::new("user", text)]),
@@ -405,14 +437,16 @@ fn generate(args: &Args) -> Result<()> {
         (None, text) => engine.encode_prompt(text.unwrap_or_default())?,
     };
     let json = args.flag("--json");
+    let several = n > 1 || best_of.is_some();
     let mut out = std::io::stdout();
-    let gen = engine.generate(&prompt, &params, &mut |t| {
-        if !json {
+    let choices = engine.generate_choices(&prompt, &params, n, best_of, &mut |_, t| {
+        if !json && !several {
             print!("{}", t.text);
             let _ = out.flush();
         }
         true
     })?;
+    let gen = &choices[0].generation;
     let calls = offered.map(|t| tools::parse(&gen.text, t).1).unwrap_or_default();
     if json {
         let mut report = serde_json::json!({
@@ -422,6 +456,9 @@ fn generate(args: &Args) -> Result<()> {
             "finish_reason": gen.finish_reason,
             "prefill_tokens_per_s": gen.prefill_tokens_per_s(),
             "decode_tokens_per_s": gen.decode_tokens_per_s(),
+            "decode_secs": gen.decode_secs,
+            "drafted_tokens": gen.drafted_tokens,
+            "accepted_tokens": gen.accepted_tokens,
             "backend": engine.backend_name(),
         });
         if params.grammar.is_some() {
@@ -432,7 +469,27 @@ fn generate(args: &Args) -> Result<()> {
         if !calls.is_empty() {
             report["tool_calls"] = serde_json::to_value(&calls).map_err(|e| Error::InvalidArgument(e.to_string()))?;
         }
+        if several {
+            let list: Vec<_> = choices
+                .iter()
+                .map(|c| {
+                    serde_json::json!({
+                        "index": c.index,
+                        "tokens": c.generation.tokens,
+                        "text": c.generation.text,
+                        "finish_reason": c.generation.finish_reason,
+                        "seed": c.seed,
+                        "mean_logprob": c.mean_logprob,
+                    })
+                })
+                .collect();
+            report["choices"] = list.into();
+        }
         println!("{report}");
+    } else if several {
+        for c in &choices {
+            println!("--- choice {} (mean log-probability {:.3})\n{}", c.index, c.mean_logprob, c.generation.text);
+        }
     } else {
         println!();
         for c in &calls {

@@ -5,7 +5,7 @@
 
 use super::ops::{dot, glu, matmul, rmsnorm, rmsnorm_in_place, rope, softmax, Matrix};
 use super::quantized::{matmul_q, QMatrix};
-use crate::backend::{check_step, Backend, BackendStats, StepFuture, AllFuture};
+use crate::backend::{check_step, AllFuture, Backend, BackendStats, StepFuture};
 use crate::error::{Error, Result};
 use crate::gguf::{TensorInfo, TensorView};
 use crate::model::{Config, Weights};

@@ -155,6 +155,31 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// [`Engine::logits_async`], waiting for it (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn logits(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        pollster::block_on(self.logits_async(tokens))
+    }
+
+    /// The model's raw logits for the token after `tokens` (the whole vocabulary), reusing the
+    /// cached prefix as a generation does.
+    pub async fn logits_async(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        if tokens.is_empty() {
+            return Err(Error::InvalidArgument("logits: no tokens".into()));
+        }
+        let reused = generate::common_prefix(&self.context, tokens).min(tokens.len() - 1);
+        self.backend.truncate(reused);
+        self.context.truncate(reused);
+        match run(&mut *self.backend, &mut self.context, &tokens[reused..], &LogitsRequest::Full).await? {
+            Logits::Full(v) => Ok(v),
+            Logits::Shortlist(_) => {
+                Err(Error::InvalidArgument("the backend answered a full request with a shortlist".into()))
+            }
+        }
+    }
+}
+
 /// −log softmax(logits)[target], the sum in f64 as llama-perplexity computes it.
 fn nll(logits: &[f32], target: u32) -> f64 {
     let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));

@@ -2,6 +2,7 @@
 
 use web_time::Instant;
 
+use super::speculative::speculate;
 use super::*;
 use crate::tokenizer::Detokenizer;
 
@@ -43,6 +44,11 @@ impl Engine {
         let mut constraint = match &params.grammar {
             Some(g) => Some(self.constraints()?.start(g)?),
             None => None,
+        };
+        // A constraint's mask would have to follow every draft: no speculation under a grammar.
+        let mut speculation = match constraint {
+            Some(_) => None,
+            None => self.speculation(params)?,
         };
         self.retune.take();
 
@@ -89,6 +95,8 @@ impl Engine {
             decode_work: BackendStats::default(),
             sampling: vec![SamplingChange { from_token: 0, params: params.clone() }],
             mask_secs: 0.0,
+            drafted_tokens: 0,
+            accepted_tokens: 0,
         };
         let mut stream = TextStream::new(&self.tokenizer, &params.stop);
         let Some(mut logits) = prefilled else {
@@ -96,12 +104,15 @@ impl Engine {
             return Ok(gen);
         };
         let started = Instant::now();
-        loop {
-            if let Some(c) = &mut constraint {
-                logits = c.mask(logits)?;
-            }
-            // The context is the prompt and every token generated so far: the penalties' window.
-            let s = sampler.sample_from(&logits, &self.context)?;
+        // Chosen tokens not yet shown: one from each plain step, or a speculative step's
+        // accepted drafts and the token after them (already run, but for the last).
+        let mut queue = std::collections::VecDeque::new();
+        if let Some(c) = &mut constraint {
+            logits = c.mask(logits)?;
+        }
+        // The context is the prompt and every token generated so far: the penalties' window.
+        queue.push_back(sampler.sample_from(&logits, &self.context)?);
+        while let Some(s) = queue.pop_front() {
             if self.tokenizer.eog_ids().contains(&s.id) || params.stop_token_ids.contains(&s.id) {
                 gen.finish_reason = FinishReason::Stop;
                 break;
@@ -126,9 +137,12 @@ impl Engine {
                 gen.finish_reason = FinishReason::Abort;
                 break;
             }
-            if gen.tokens.len() >= params.max_tokens || self.context.len() >= capacity {
+            if gen.tokens.len() >= params.max_tokens || prompt.len() + gen.tokens.len() > capacity {
                 gen.finish_reason = FinishReason::Length;
                 break;
+            }
+            if !queue.is_empty() {
+                continue;
             }
             if !self.go_on().await {
                 gen.finish_reason = FinishReason::Abort;
@@ -146,14 +160,40 @@ impl Engine {
                     ..p
                 };
                 sampler.set_params(p.clone())?;
+                if let Some(spec) = &mut speculation {
+                    spec.retune(&p)?;
+                }
                 gen.sampling.push(SamplingChange { from_token: gen.tokens.len(), params: p });
+            }
+            if let Some(spec) = &mut speculation {
+                // No point drafting past max_tokens: the step's own token is one more.
+                let limit = params.max_tokens - gen.tokens.len() - 1;
+                let draft = self.draft.as_deref_mut();
+                let round =
+                    speculate(&mut *self.backend, &mut self.context, draft, spec, &mut sampler, s.id, limit).await?;
+                gen.decoded_tokens += 1 + round.accepted;
+                gen.drafted_tokens += round.drafted;
+                gen.accepted_tokens += round.accepted;
+                queue.extend(round.chosen);
+                continue;
             }
             let want = match constraint {
                 Some(_) => LogitsRequest::Full,
                 None => sampler.request(&self.context, &[s.id]),
             };
-            logits = run(&mut *self.backend, &mut self.context, &[s.id], &want).await?;
+            let mut logits = run(&mut *self.backend, &mut self.context, &[s.id], &want).await?;
             gen.decoded_tokens += 1;
+            if let Some(c) = &mut constraint {
+                logits = c.mask(logits)?;
+            }
+            queue.push_back(sampler.sample_from(&logits, &self.context)?);
+        }
+        // A speculative step may have run drafts that were accepted but not shown (generation
+        // ended before them): the cache keeps only the prompt and the tokens generated.
+        let shown = prompt.len() + gen.tokens.len();
+        if self.context.len() > shown {
+            self.backend.truncate(shown);
+            self.context.truncate(shown);
         }
         gen.decode_secs = started.elapsed().as_secs_f64();
         gen.mask_secs = constraint.map_or(0.0, |c| c.mask_secs);
@@ -201,7 +241,11 @@ pub(crate) async fn run(
 }
 
 /// [`run`] returning every token's logits ([`Backend::forward_all`]).
-pub(crate) async fn run_all(backend: &mut dyn Backend, context: &mut Vec<u32>, tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
+pub(crate) async fn run_all(
+    backend: &mut dyn Backend,
+    context: &mut Vec<u32>,
+    tokens: &[u32],
+) -> Result<Vec<Vec<f32>>> {
     match backend.forward_all(tokens).await {
         Ok(logits) => {
             context.extend_from_slice(tokens);
@@ -214,7 +258,7 @@ pub(crate) async fn run_all(backend: &mut dyn Backend, context: &mut Vec<u32>, t
     }
 }
 
-fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+pub(crate) fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 

@@ -18,10 +18,13 @@ use crate::sampler::{Alternative, Logits, LogitsRequest, Sampler, SamplingParams
 use crate::tokenizer::Tokenizer;
 
 mod chat;
+mod choices;
 mod evaluate;
 mod generate;
+mod speculative;
 
 pub use chat::Chat;
+pub use choices::{Choice, MAX_CHOICES};
 pub use evaluate::{ChunkPerplexity, EvaluateOptions, Perplexity};
 use generate::{run, run_all};
 
@@ -136,6 +139,10 @@ pub struct Generation {
     pub sampling: Vec<SamplingChange>,
     /// Time spent computing the grammar's token masks (0 without `grammar`).
     pub mask_secs: f64,
+    /// Speculative decoding: tokens drafted (by the draft model or prompt lookup), and how
+    /// many of them the target accepted (0 and 0 without speculation).
+    pub drafted_tokens: usize,
+    pub accepted_tokens: usize,
 }
 
 impl Generation {
@@ -200,6 +207,8 @@ pub struct Engine {
     pause: Option<Pause>,
     /// The vocabulary as the grammar engine sees it, built by the first constrained generation.
     constraints: Option<Rc<Constraints>>,
+    /// The model that drafts for speculative decoding ([`Engine::set_draft`]).
+    draft: Option<Box<Engine>>,
 }
 
 impl Engine {
@@ -246,6 +255,7 @@ impl Engine {
             retune: Retune::default(),
             pause: None,
             constraints: None,
+            draft: None,
         }
     }
 

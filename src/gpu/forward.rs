@@ -97,9 +97,9 @@ impl Activations {
             &self.logits_all,
             &self.staging_all,
         ]
-            .iter()
-            .map(|b| b.size())
-            .sum()
+        .iter()
+        .map(|b| b.size())
+        .sum()
     }
 }
 
