@@ -108,7 +108,13 @@ fn bench_reports_what_it_measured() {
             assert!(ratio >= 1.0 && ratio <= held, "{ratio} (the GPU holds {held} × the file's weights)");
             let memory = out["gpu_memory_bytes"].as_u64().unwrap();
             let held = out["weight_bytes"].as_u64().unwrap() + out["kv_cache_bytes"].as_u64().unwrap();
-            assert!(memory > held && memory < held + (8 << 20), "{memory} vs weights + cache {held}");
+            // Besides: activations, tables and the read-out (under 8 MB), and the 16 rows of
+            // logits a verification step writes and reads back (2 × 16 × 49152 × 4 bytes).
+            let logits_all = 2 * 16 * 49152 * 4;
+            assert!(
+                memory > held + logits_all && memory < held + logits_all + (8 << 20),
+                "{memory} vs weights + cache {held}"
+            );
             assert!(out["kv_cache_bytes"].as_u64().unwrap() > 0);
             assert!(out["adapter"].is_string());
         } else {
