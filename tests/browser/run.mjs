@@ -1191,7 +1191,7 @@ test("bad n, best_of, draft_tokens, lookup are invalid_argument; the engine keep
   same(r.two, [r.before[0], r.before[0]], "greedy n: 2");
 });
 
-test("demo: n answers side by side (each the engine's greedy answer), prompt lookup's acceptance shown, JSON mode passed along", async () => {
+test("demo: n answers side by side (each the engine's greedy answer), prompt lookup's acceptance shown, JSON mode passed along; the speculative switch loads a draft model", async () => {
   const { p, problems } = await openDemo();
   try {
     await p.evaluate(() => {
@@ -1228,6 +1228,29 @@ test("demo: n answers side by side (each the engine's greedy answer), prompt loo
     same(Number(shown.drafted), direct[1], "the drafts of the last answer");
     assert(shown.acceptance.length > 0, "the acceptance line");
     same([shown.decoding.n, shown.decoding.lookup, shown.decoding.json], [2, true, true], "the decoding panel's settings");
+    // The speculative switch loads the model again with the picked draft model (by default the
+    // smallest present one: here the default model itself, so greedy keeps every draft).
+    await p.evaluate(() => {
+      const n = document.getElementById("n-answers");
+      n.value = "1";
+      n.dispatchEvent(new Event("change"));
+      document.getElementById("lookup").click();
+      document.getElementById("speculative").click();
+    });
+    await p.waitForFunction(() => document.body.dataset.state === "ready" && document.getElementById("facts").textContent.includes("Draft model"),
+      null, { timeout: 60000 });
+    await p.fill("#input", "What is the capital of France?");
+    await p.press("#input", "Enter");
+    await p.waitForFunction(() => document.body.dataset.state === "ready" && document.querySelectorAll("#messages li").length === 2,
+      null, { timeout: 60000 });
+    const spec = await p.evaluate(() => ({
+      answer: document.querySelector("#messages li.assistant").textContent,
+      ...document.getElementById("acceptance").dataset,
+      text: document.getElementById("acceptance").textContent,
+    }));
+    same(spec.answer, direct[0], "the speculative answer");
+    assert(Number(spec.drafted) > 0 && spec.accepted === spec.drafted, `drafts accepted: ${JSON.stringify(spec)}`);
+    assert(spec.text.includes(`${spec.accepted} / ${spec.drafted}`), `acceptance shown: ${spec.text}`);
     assert(problems.length === 0, `console errors: ${problems.join(" | ")}`);
   } finally {
     // The settings persist in localStorage: the other demo tests start from the defaults.
