@@ -552,14 +552,26 @@ export class Host {
   /** What the fit check estimated for the loaded model (shown by `info()`). */
   #estimate = null;
 
-  /** Load the model; resolves to `info()`. */
-  async load({ model, cache, sha256, ...options }, onProgress = () => {}) {
+  /**
+   * Load the model, and `draftModel` (a URL, File/Blob, bytes or parts, like `model`), with the
+   * same options, as its draft model for speculative decoding (its progress events carry
+   * `draft: true`); resolves to `info()`.
+   */
+  async load({ model, draftModel, cache, sha256, ...options }, onProgress = () => {}) {
     // A reload: free the old engine (its GPU device and memory) first.
     this.engine?.free();
     this.engine = null;
     try {
       ({ engine: this.engine, estimate: this.#estimate } = await loadModel(model, { ...options, cache, sha256, onProgress }));
+      if (draftModel !== undefined && draftModel !== null) {
+        const onDraftProgress = (p) => onProgress({ ...p, draft: true });
+        const { engine: draft } = await loadModel(draftModel, { ...options, cache, onProgress: onDraftProgress });
+        // setDraft moves the draft's engine into the target (the `draft` object is consumed).
+        this.engine.setDraft(draft);
+      }
     } catch (e) {
+      this.engine?.free();
+      this.engine = null;
       throw this.#crashed(e);
     }
     // Between tokens: a turn for pending messages, then stop if an abort came in meanwhile.
@@ -628,6 +640,39 @@ export class Host {
     try {
       return await this.#live().generate(Uint32Array.from(ids), params, (event) => {
         onToken(event);
+        return !stopRequested();
+      });
+    } catch (e) {
+      throw this.#crashed(e);
+    } finally {
+      this.#stopRequested = () => false;
+    }
+  }
+
+  /**
+   * `n` choices (or the `n` best of `bestOf`); `onToken(index, event)` sees each choice's tokens
+   * (not with bestOf > n). Resolves to the Choices.
+   */
+  async generateChoices(ids, params, n, bestOf, onToken, stopRequested = () => false) {
+    this.#stopRequested = stopRequested;
+    try {
+      return await this.#live().generateChoices(Uint32Array.from(ids), params, n, bestOf ?? undefined, (index, event) => {
+        onToken(index, event);
+        return !stopRequested();
+      });
+    } catch (e) {
+      throw this.#crashed(e);
+    } finally {
+      this.#stopRequested = () => false;
+    }
+  }
+
+  /** The perplexity of `text`; `onChunk(chunk)` sees each chunk as it ends. Resolves to the Perplexity. */
+  async evaluate(text, options, onChunk, stopRequested = () => false) {
+    this.#stopRequested = stopRequested;
+    try {
+      return await this.#live().evaluate(text, options, (chunk) => {
+        onChunk(chunk);
         return !stopRequested();
       });
     } catch (e) {

@@ -30,6 +30,8 @@ export interface Progress {
   totalBytes: number;
   /** Bytes the engine has placed on its backend (GPU buffers, or the CPU's weights) so far. */
   placedBytes: number;
+  /** Set on the draft model's events (`draftModel`). */
+  draft?: boolean;
 }
 
 /** A model: one file (URL, File/Blob, bytes) or a split model's parts, in order. */
@@ -72,6 +74,13 @@ export interface EngineOptions extends LimitOptions {
    * a mismatch is `bad_model` and deletes the stored copies.
    */
   sha256?: string;
+  /**
+   * A second, smaller model with the same vocabulary (token for token; else `invalid_argument`),
+   * loaded with the same options, as the draft model of speculative decoding: it proposes
+   * tokens that the main model checks in one pass, keeping the main model's distribution
+   * (greedy output is plain greedy's). Its progress events carry `draft: true`.
+   */
+  draftModel?: ModelSource;
 }
 
 /** Sampling knobs, applied in the order documented in src/sampler.rs. */
@@ -94,6 +103,29 @@ export interface SamplingOptions {
   max_completion_tokens?: number;
   /** Report this many of each step's most likely tokens (0-20; `generate` and, with `logprobs`, chat). */
   top_logprobs?: number;
+  /**
+   * Speculative decoding with the draft model (`draftModel`): tokens it drafts per step, 1-15
+   * (unset: adapts to the acceptance); 0 turns the draft model off for this request.
+   */
+  draft_tokens?: number;
+  /** The same as `draft_tokens`. */
+  draftTokens?: number;
+  /**
+   * Prompt lookup (without a draft model): draft the tokens that followed the last earlier
+   * occurrence of the text's final n-gram, n = `lookup` (1-8) down to 1. Unset: off.
+   */
+  lookup?: number;
+}
+
+/** OpenAI's `n` and `best_of`: several continuations of one prompt. */
+export interface ChoiceOptions {
+  /** Choices to return, 1-16 (default 1); choice i is seeded `seed + i`. */
+  n?: number;
+  /**
+   * Generate this many (n-16) and return the `n` with the highest mean log-probability (cannot
+   * stream or report logprobs when greater than `n`).
+   */
+  best_of?: number | null;
 }
 
 export interface ChatMessage {
@@ -144,7 +176,8 @@ export interface ChatCompletion {
   created: number;
   model: string;
   choices: {
-    index: 0;
+    /** 0 to n-1. */
+    index: number;
     /** With tools, a call in the answer is in `tool_calls` (and `content` is the rest, or null). */
     message: { role: "assistant"; content: string | null; tool_calls?: ToolCall[] };
     finish_reason: FinishReason;
@@ -159,8 +192,9 @@ export interface ChatCompletionChunk {
   created: number;
   model: string;
   choices: {
-    index: 0;
-    /** Tool calls come whole, in one delta before the last chunk. */
+    /** Which choice this chunk continues (0 to n-1). */
+    index: number;
+    /** Tool calls come whole, in one delta before the choice's last chunk. */
     delta: { role?: "assistant"; content?: string; tool_calls?: (ToolCall & { index: number })[] };
     finish_reason: FinishReason | null;
     logprobs: { content: LogprobEntry[] } | null;
@@ -169,7 +203,7 @@ export interface ChatCompletionChunk {
   usage?: Usage;
 }
 
-export interface ChatCompletionRequest extends SamplingOptions {
+export interface ChatCompletionRequest extends SamplingOptions, ChoiceOptions {
   /** Report each token's log-probability (and `top_logprobs` rivals) in `choices[0].logprobs`. */
   logprobs?: boolean;
   messages: ChatMessage[];
@@ -187,6 +221,8 @@ export interface ChatCompletionRequest extends SamplingOptions {
    * prompt leaves room for the answer (`max_tokens`, at most a quarter of the context).
    */
   truncation?: "auto" | "disabled";
+  /** OpenAI's structured output switch (`{ type: "json_object" }`), passed through. */
+  response_format?: { type: "text" | "json_object" | string; [key: string]: unknown };
 }
 
 /** One of a step's likely tokens, OpenAI-shaped, plus `prob`. */
@@ -244,6 +280,52 @@ export interface Generation {
   /** What the backend did for the prompt and for the decoded tokens (counters), and the memory it holds. */
   prefill_work: WorkStats;
   decode_work: WorkStats;
+  /** Speculative decoding: tokens drafted (by the draft model or prompt lookup), and those the model kept. */
+  drafted_tokens: number;
+  accepted_tokens: number;
+}
+
+/** One of a request's choices (`lastGeneration` after a request with `n` or `best_of`). */
+export interface Choice extends Generation {
+  index: number;
+  /** The seed it ran with (null: fresh entropy). */
+  seed: number | null;
+  /** Mean raw log-probability of its tokens (0 when it has none). */
+  mean_logprob: number;
+}
+
+/** Perplexity options of `engine.evaluate`. */
+export interface EvaluateOptions {
+  /** Tokens per chunk (llama-perplexity's `-c`; default 512, at most the engine's context). */
+  contextSize?: number;
+  /** Evaluate only the first chunks (llama-perplexity's `--chunks`). */
+  maxChunks?: number;
+  /** Each chunk as it ends. */
+  onProgress?: (chunk: ChunkPerplexity) => void;
+  /** Stops after the running chunk (the call then rejects with `aborted`). */
+  signal?: AbortSignal;
+}
+
+export interface ChunkPerplexity {
+  index: number;
+  /** Of this chunk's scored tokens alone. */
+  ppl: number;
+  /** Of every chunk so far (llama-perplexity's `[k]X`). */
+  cumulative_ppl: number;
+  /** Chunks the evaluation runs. */
+  of: number;
+}
+
+/** The outcome of `engine.evaluate`, as llama.cpp's llama-perplexity computes it. */
+export interface Perplexity {
+  ppl: number;
+  ppl_stderr: number;
+  /** The text's tokens, and those scored. */
+  tokens: number;
+  scored_tokens: number;
+  context_size: number;
+  chunks: ChunkPerplexity[];
+  secs: number;
 }
 
 /** Work counters of a backend (0 on the CPU for the GPU-only ones) and the memory it holds. */
@@ -380,6 +462,8 @@ export interface EngineInfo {
   wasm_memory_bytes: number;
   /** The fit check's estimate that this load went by. */
   estimate: ModelEstimate;
+  /** The draft model attached (`draftModel`), or null. */
+  draft: { backend: "gpu" | "cpu"; config: Record<string, unknown>; context_size: number } | null;
 }
 
 /** Usage of a raw completion. */
@@ -396,7 +480,7 @@ export interface CompletionLogprobs {
   content: LogprobEntry[];
 }
 
-export interface CompletionRequest extends SamplingOptions {
+export interface CompletionRequest extends SamplingOptions, ChoiceOptions {
   /** Text, one text in an array, or token ids. */
   prompt: string | [string] | number[];
   stream?: boolean;
@@ -410,7 +494,7 @@ export interface Completion {
   object: "text_completion";
   created: number;
   model: string;
-  choices: { index: 0; text: string; finish_reason: FinishReason; logprobs: CompletionLogprobs | null }[];
+  choices: { index: number; text: string; finish_reason: FinishReason; logprobs: CompletionLogprobs | null }[];
   usage: CompletionUsage;
 }
 
@@ -419,7 +503,7 @@ export interface CompletionChunk {
   object: "text_completion";
   created: number;
   model: string;
-  choices: { index: 0; text: string; finish_reason: FinishReason | null; logprobs: CompletionLogprobs | null }[];
+  choices: { index: number; text: string; finish_reason: FinishReason | null; logprobs: CompletionLogprobs | null }[];
   /** On the last chunk. */
   usage?: CompletionUsage;
 }
@@ -441,8 +525,16 @@ export interface LlmEngine {
     prompt: string | number[],
     options?: SamplingOptions & { signal?: AbortSignal },
   ): AsyncIterable<TokenPiece> & { result: Generation | null };
-  /** The engine's record of the last finished generation (null before the first). */
-  readonly lastGeneration: Generation | null;
+  /**
+   * The engine's record of the last finished generation (null before the first); after a
+   * request with `n` or `best_of`, its first choice.
+   */
+  readonly lastGeneration: Generation | Choice | null;
+  /**
+   * The perplexity of `text`, as llama.cpp's llama-perplexity computes it (chunks of
+   * `contextSize` tokens, the second half of each scored; the text needs two chunks' worth).
+   */
+  evaluate(text: string, options?: EvaluateOptions): Promise<Perplexity>;
   /** Knobs for later calls, and for a running generation from its next token. */
   setSampling(partial: SamplingOptions): Promise<void>;
   resetChat(): Promise<void>;

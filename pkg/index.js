@@ -56,7 +56,12 @@ class WorkerTransport {
   }
 
   generate(ids, params, onToken) {
-    const [id, promise] = this.start("generate", { ids, params }, onToken);
+    return this.stream("generate", { ids, params }, onToken);
+  }
+
+  /** A call whose events stream (generate, generateChoices, evaluate): `{ promise, abort }`. */
+  stream(method, args, onEvent) {
+    const [id, promise] = this.start(method, args, onEvent);
     return { promise, abort: () => this.call("abort", { id }) };
   }
 
@@ -78,9 +83,22 @@ class LocalTransport {
   }
 
   generate(ids, params, onToken) {
+    return this.stream("generate", { ids, params }, onToken);
+  }
+
+  /** The worker's streaming calls, with the same events (see worker.js). */
+  stream(method, args, onEvent) {
     let stop = false;
+    const stopped = () => stop;
+    const h = this.#host;
+    const run = {
+      generate: () => h.generate(args.ids, args.params, onEvent, stopped),
+      generateChoices: () => h.generateChoices(args.ids, args.params, args.n, args.bestOf,
+        (index, event) => onEvent({ index, event }), stopped),
+      evaluate: () => h.evaluate(args.text, args.options, (chunk) => onEvent({ chunk }), stopped),
+    }[method];
     const promise = Promise.resolve()
-      .then(() => this.#host.generate(ids, params, onToken, () => stop))
+      .then(run)
       .catch((e) => {
         throw toError(e);
       });
@@ -101,6 +119,10 @@ function samplingParams(o) {
   for (const k of ["temperature", "top_k", "top_p", "min_p", "repetition_penalty", "frequency_penalty",
     "presence_penalty", "repeat_last_n", "seed", "max_tokens", "top_logprobs"]) copy(k);
   copy("max_completion_tokens", "max_tokens");
+  // Speculative decoding: drafts per step (0-15; 0 turns the draft model off) and prompt lookup's n-gram (1-8).
+  copy("draftTokens", "draft_tokens");
+  copy("draft_tokens");
+  copy("lookup");
   if (o.logit_bias) p.logit_bias = Object.entries(o.logit_bias).map(([id, b]) => [Number(id), b]);
   if (o.stop !== undefined && o.stop !== null) p.stop = Array.isArray(o.stop) ? o.stop : [o.stop];
   copy("grammar");
@@ -246,7 +268,9 @@ class LlmEngine {
 
   /**
    * The engine's own record of the last finished generation: token ids, timings, and the knobs
-   * it sampled with (`sampling`: the starting knobs, then each change and the token it applied from).
+   * it sampled with (`sampling`: the starting knobs, then each change and the token it applied from),
+   * and speculative decoding's `drafted_tokens` and `accepted_tokens`. After a request with `n` or
+   * `best_of`: its first choice (with `index`, `seed` and `mean_logprob`).
    */
   get lastGeneration() {
     return this.#last;
@@ -276,22 +300,57 @@ class LlmEngine {
    * token event. Resolves to the engine's Generation. Honors `options.signal`.
    */
   async #run(ids, options, onToken) {
+    return this.#call(options, (t) => t.generate(ids, samplingParams({ ...this.#sampling, ...options }), onToken),
+      (gen) => (this.#last = gen));
+  }
+
+  /**
+   * `choices.n` choices of `ids` (or the n best of `choices.bestOf`); `onToken(event, index)`
+   * sees each choice's token events. Resolves to the engine's Choices (Generations with `index`,
+   * `seed`, `mean_logprob`).
+   */
+  async #runChoices(ids, options, { n, bestOf }, onToken) {
+    const params = samplingParams({ ...this.#sampling, ...options });
+    return this.#call(options, (t) => t.stream("generateChoices", { ids, params, n, bestOf }, (e) => onToken(e.event, e.index)),
+      (choices) => (this.#last = choices[0] ?? null));
+  }
+
+  /** One streaming call at a time, stopped by `options.signal`; `done(result)` before it resolves. */
+  async #call(options, start, done) {
     if (this.#busy) throw new WebGpuLlmError("invalid_argument", "a generation is already running");
     const signal = options.signal;
     if (signal?.aborted) throw new WebGpuLlmError("aborted", "aborted before it started");
     this.#busy = options;
-    const { promise, abort } = this.#t.generate(ids, samplingParams({ ...this.#sampling, ...options }), onToken);
+    const { promise, abort } = start(this.#t);
     const onAbort = () => abort();
     signal?.addEventListener("abort", onAbort);
     try {
-      const gen = await promise;
-      this.#last = gen;
+      const result = await promise;
+      done(result);
       if (signal?.aborted) throw new WebGpuLlmError("aborted", "generation was aborted");
-      return gen;
+      return result;
     } finally {
       signal?.removeEventListener("abort", onAbort);
       this.#busy = null;
     }
+  }
+
+  /**
+   * The perplexity of `text` as llama.cpp's llama-perplexity computes it: chunks of
+   * `contextSize` tokens (default 512, at most the engine's context), the second half of each
+   * scored; `maxChunks` evaluates only the first ones; `onProgress(chunk)` sees each chunk as it
+   * ends (`{ index, ppl, cumulative_ppl, of }`); `signal` stops it after the running chunk (the
+   * result then covers the chunks run, and the call rejects with `aborted`).
+   */
+  async evaluate(text, { contextSize, maxChunks, onProgress, signal } = {}) {
+    if (typeof text !== "string") throw new WebGpuLlmError("invalid_argument", "evaluate needs a text (a string)");
+    const options = {};
+    for (const [k, v] of [["contextSize", contextSize], ["maxChunks", maxChunks]]) {
+      if (v === undefined || v === null) continue;
+      if (!Number.isInteger(v) || v < 0) throw new WebGpuLlmError("invalid_argument", `${k} must be a positive integer, not ${JSON.stringify(v)}`);
+      options[k] = v;
+    }
+    return this.#call({ signal }, (t) => t.stream("evaluate", { text, options }, (e) => e.chunk && onProgress?.(e.chunk)), () => {});
   }
 
   /**
@@ -377,61 +436,95 @@ class LlmEngine {
 
   /**
    * Run `ids` and answer in `shape` (CHAT or COMPLETION): the whole result, or with
-   * `knobs.stream` an async iterable of chunks whose last one carries `usage`.
+   * `knobs.stream` an async iterable of chunks whose last one carries `usage`. `knobs.n` choices
+   * (choice i seeded `seed + i`), or the n of `knobs.best_of` with the highest mean log-probability.
    */
   async #respond(ids, knobs, logprobs, shape, moreUsage, toolCalls = null) {
+    const { n, bestOf } = choiceCounts(knobs, logprobs);
     const id = `${shape.prefix}-${Date.now().toString(36)}-${completionCount++}`;
     const base = { id, created: Math.floor(Date.now() / 1000), model: this.#model };
-    const usage = (g) => ({
-      prompt_tokens: g.prompt_tokens.length,
-      completion_tokens: g.tokens.length,
-      total_tokens: g.prompt_tokens.length + g.tokens.length,
-      cached_tokens: g.reused_tokens,
-      ...moreUsage,
-    });
+    const usage = (gens) => {
+      const completion = gens.reduce((k, g) => k + g.tokens.length, 0);
+      return {
+        prompt_tokens: gens[0].prompt_tokens.length,
+        completion_tokens: completion,
+        total_tokens: gens[0].prompt_tokens.length + completion,
+        cached_tokens: gens[0].reused_tokens,
+        ...moreUsage,
+      };
+    };
     const finish = (g) => (g.finish_reason === "abort" ? "stop" : g.finish_reason);
-    const rated = [];
-    let ratedChars = 0; // the text of the rated tokens so far (legacy logprobs' text_offset)
+    // One choice runs as a plain generation; several (or best_of) as the engine's choices.
+    const run = (onToken) => (n === 1 && bestOf === null
+      ? this.#run(ids, knobs, (e) => onToken(e, 0)).then((g) => [{ ...g, index: 0 }])
+      : this.#runChoices(ids, knobs, { n, bestOf }, onToken));
+    const rated = Array.from({ length: n }, () => []);
+    const ratedChars = Array(n).fill(0); // the text of each choice's rated tokens so far (legacy logprobs' text_offset)
     if (!knobs.stream) {
-      const g = await this.#run(ids, knobs, (e) => e.token && rated.push(logprobEntry(e.token)));
-      const choice = { index: 0, ...shape.whole(g.text, logprobs ? rated : null), finish_reason: finish(g) };
-      // OpenAI's shape: the calls in message.tool_calls, the text (if any) in content.
-      const parsed = toolCalls && await toolCalls(g.text);
-      if (parsed?.tool_calls.length) {
-        choice.message = { ...choice.message, content: parsed.content || null, tool_calls: parsed.tool_calls };
-        choice.finish_reason = "tool_calls";
+      const gens = await run((e, i) => e.token && rated[i].push(logprobEntry(e.token)));
+      const choices = [];
+      for (const g of gens) {
+        const choice = { index: g.index, ...shape.whole(g.text, logprobs ? rated[g.index] : null), finish_reason: finish(g) };
+        // OpenAI's shape: the calls in message.tool_calls, the text (if any) in content.
+        const parsed = toolCalls && await toolCalls(g.text);
+        if (parsed?.tool_calls.length) {
+          choice.message = { ...choice.message, content: parsed.content || null, tool_calls: parsed.tool_calls };
+          choice.finish_reason = "tool_calls";
+        }
+        choices.push(choice);
       }
-      return { ...base, object: shape.object, choices: [choice], usage: usage(g) };
+      return { ...base, object: shape.object, choices, usage: usage(gens) };
     }
     const channel = new Channel();
-    const chunk = (part, finish_reason = null, extra = {}) => ({
-      ...base, object: shape.chunkObject, choices: [{ index: 0, ...part, finish_reason }], ...extra,
+    const chunk = (index, part, finish_reason = null, extra = {}) => ({
+      ...base, object: shape.chunkObject, choices: [{ index, ...part, finish_reason }], ...extra,
     });
-    if (shape.opening) channel.push(chunk(shape.opening));
-    this.#run(ids, knobs, (e) => {
+    if (shape.opening) for (let i = 0; i < n; i++) channel.push(chunk(i, shape.opening));
+    run((e, i) => {
       // With logprobs every token gets its chunk, even one whose text is still held back.
       if (logprobs && e.token) {
         const entry = logprobEntry(e.token);
-        channel.push(chunk(shape.piece(e.text, [entry], ratedChars)));
-        ratedChars += entry.token.length;
+        channel.push(chunk(i, shape.piece(e.text, [entry], ratedChars[i])));
+        ratedChars[i] += entry.token.length;
       } else if (e.text) {
-        channel.push(chunk(shape.piece(e.text, null)));
+        channel.push(chunk(i, shape.piece(e.text, null)));
       }
-    }).then(async (g) => {
-      // Streamed, the calls come as one delta at the end (after the text they were read from).
-      const parsed = toolCalls && await toolCalls(g.text);
-      if (parsed?.tool_calls.length) {
-        const deltas = parsed.tool_calls.map((c, index) => ({ index, ...c }));
-        channel.push(chunk({ delta: { tool_calls: deltas }, logprobs: null }));
-        channel.push(chunk(shape.closing, "tool_calls", { usage: usage(g) }));
-        channel.end();
-        return;
+    }).then(async (gens) => {
+      for (const [k, g] of gens.entries()) {
+        const extra = k === gens.length - 1 ? { usage: usage(gens) } : {};
+        // Streamed, the calls come as one delta at the end (after the text they were read from).
+        const parsed = toolCalls && await toolCalls(g.text);
+        if (parsed?.tool_calls.length) {
+          const deltas = parsed.tool_calls.map((c, index) => ({ index, ...c }));
+          channel.push(chunk(g.index, { delta: { tool_calls: deltas }, logprobs: null }));
+          channel.push(chunk(g.index, shape.closing, "tool_calls", extra));
+        } else {
+          channel.push(chunk(g.index, shape.closing, finish(g), extra));
+        }
       }
-      channel.push(chunk(shape.closing, finish(g), { usage: usage(g) }));
       channel.end();
     }, (e) => channel.end(toError(e)));
     return channel;
   }
+}
+
+/** The most choices (and best_of) a request may ask for: the engine's MAX_CHOICES. */
+const MAX_CHOICES = 16;
+
+/** OpenAI's `n` (1 by default) and `best_of` (null: n), checked as invalid_argument. */
+function choiceCounts({ n = 1, best_of: bestOf = null, stream }, logprobs) {
+  if (n === null) n = 1;
+  if (!Number.isInteger(n) || n < 1 || n > MAX_CHOICES) {
+    throw new WebGpuLlmError("invalid_argument", `n must be an integer from 1 to ${MAX_CHOICES}, not ${JSON.stringify(n)}`);
+  }
+  if (bestOf === undefined || bestOf === null) return { n, bestOf: null };
+  if (!Number.isInteger(bestOf) || bestOf < n || bestOf > MAX_CHOICES) {
+    throw new WebGpuLlmError("invalid_argument", `best_of must be an integer from n (${n}) to ${MAX_CHOICES}, not ${JSON.stringify(bestOf)}`);
+  }
+  // The best are known only at the end: nothing to stream, and no token events to rate.
+  if (bestOf > n && stream) throw new WebGpuLlmError("invalid_argument", "best_of greater than n cannot stream");
+  if (bestOf > n && logprobs) throw new WebGpuLlmError("invalid_argument", "best_of greater than n cannot report logprobs");
+  return { n, bestOf };
 }
 
 /** How chat.completions answers: a message, or deltas after a first one naming the role. */
@@ -477,10 +570,12 @@ const COMPLETION = {
  * Options: onProgress({ stage, loadedBytes, totalBytes, placedBytes }), backend ("auto" | "gpu"
  * | "cpu"), contextSize, exactCpu, gpuLimits ({ maxBufferBytes, maxBindingBytes }: lower the
  * adapter's), memoryLimitBytes, worker (default true), cache (default true: OPFS where it
- * exists, else the Cache API; "opfs", "cache-api", or false), sha256.
+ * exists, else the Cache API; "opfs", "cache-api", or false), sha256, draftModel (a second, smaller
+ * model with the same vocabulary, loaded with the same options, as the draft model of
+ * speculative decoding; its progress events carry `draft: true`).
  */
 export async function createEngine(options) {
-  const { model, onProgress, worker = true, backend = "auto", contextSize, exactCpu, cache = true, sha256, gpuLimits,
+  const { model, draftModel, onProgress, worker = true, backend = "auto", contextSize, exactCpu, cache = true, sha256, gpuLimits,
     memoryLimitBytes } = options ?? {};
   if (model === undefined || model === null) throw new WebGpuLlmError("invalid_argument", "createEngine needs a model");
   if (cache !== false) await persist();
@@ -489,7 +584,7 @@ export async function createEngine(options) {
     : new LocalTransport();
   const progress = (event) => event.progress && onProgress?.(event.progress);
   try {
-    const load = { model, backend, contextSize, exactCpu, cache, sha256, gpuLimits, memoryLimitBytes };
+    const load = { model, draftModel, backend, contextSize, exactCpu, cache, sha256, gpuLimits, memoryLimitBytes };
     const info = await transport.call("load", load, progress);
     const first = Array.isArray(model) ? model[0] : model;
     const name = typeof first === "string" || first instanceof URL ? String(first).split("/").pop() : first?.name ?? "model";

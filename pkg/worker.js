@@ -29,6 +29,21 @@ self.onmessage = async ({ data: { id, method, args } }) => {
         reply(id, { result });
         break;
       }
+      case "generateChoices": {
+        const onToken = (index, event) => reply(id, { event: { index, event } });
+        const { ids, params, n, bestOf } = args;
+        const result = await host.generateChoices(ids, params, n, bestOf, onToken, () => aborted.has(id));
+        aborted.delete(id);
+        reply(id, { result });
+        break;
+      }
+      case "evaluate": {
+        const onChunk = (chunk) => reply(id, { event: { chunk } });
+        const result = await host.evaluate(args.text, args.options, onChunk, () => aborted.has(id));
+        aborted.delete(id);
+        reply(id, { result });
+        break;
+      }
       case "abort":
         aborted.add(args.id);
         reply(id, { result: null });

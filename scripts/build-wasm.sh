@@ -17,7 +17,7 @@ fi
 cargo build --release --lib --target wasm32-unknown-unknown
 rm -rf pkg/wasm
 wasm-bindgen --target web --out-dir pkg/wasm --out-name webgpu_llm \
-  target/wasm32-unknown-unknown/release/webgpu_llm.wasm
+  "${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/release/webgpu_llm.wasm"
 tests/browser/node_modules/.bin/wasm-opt -O pkg/wasm/webgpu_llm_bg.wasm -o pkg/wasm/webgpu_llm_bg.wasm
 # The model catalog, for the package's listModels() (read on the page's thread, without the wasm).
 cp src/model/catalog.json pkg/wasm/catalog.json

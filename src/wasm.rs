@@ -8,7 +8,7 @@ use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 
 use crate::chat::Message;
-use crate::engine::{Engine, EngineOptions, Pause, Retune, TokenEvent};
+use crate::engine::{ChunkPerplexity, Engine, EngineOptions, EvaluateOptions, Pause, Retune, TokenEvent};
 use crate::error::Error;
 use crate::sampler::SamplingParams;
 
@@ -192,6 +192,12 @@ impl WasmEngine {
             "has_chat_template": e.has_chat_template(),
             "catalog": self.catalog,
             "cached_tokens": e.cached_tokens().len(),
+            // The draft model attached for speculative decoding (setDraft), or null.
+            "draft": e.draft().map(|d| serde_json::json!({
+                "backend": d.backend_name(),
+                "config": d.config(),
+                "context_size": d.context_size(),
+            })),
             "weight_bytes": stats.weight_bytes,
             "kv_cache_bytes": stats.kv_bytes,
             "gpu_memory_bytes": stats.device_bytes,
@@ -263,6 +269,94 @@ impl WasmEngine {
             }
             to_js(&gen)
         })
+    }
+
+    /// [`Engine::generate_choices_async`]: `n` choices of `prompt` (choice i seeded `seed + i`),
+    /// or the `n` best by mean log-probability of `best_of` (null: `n`); `on_token(index,
+    /// event)` receives each choice's `TokenEvent`s (only when `best_of` is null or `n`) and
+    /// returns `false` to stop that choice. Resolves to the `Choice`s (a `Generation` each, with
+    /// `index`, `seed` and `mean_logprob`).
+    #[wasm_bindgen(js_name = generateChoices)]
+    #[allow(clippy::await_holding_refcell_ref)]
+    pub fn generate_choices(
+        &self,
+        prompt: Vec<u32>,
+        params: JsValue,
+        n: usize,
+        best_of: Option<usize>,
+        on_token: js_sys::Function,
+    ) -> js_sys::Promise {
+        let engine = self.engine.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let params: SamplingParams = from_js("params", params)?;
+            let mut e = engine.try_borrow_mut().map_err(|_| busy())?;
+            let mut callback_error = None;
+            let mut forward = |i: usize, t: &TokenEvent| -> bool {
+                let event = match to_js(t) {
+                    Ok(v) => v,
+                    Err(err) => {
+                        callback_error = Some(err);
+                        return false;
+                    }
+                };
+                match on_token.call2(&JsValue::NULL, &JsValue::from(i as u32), &event) {
+                    Ok(v) => v.as_bool() != Some(false),
+                    Err(err) => {
+                        callback_error = Some(err);
+                        false
+                    }
+                }
+            };
+            let choices =
+                e.generate_choices_async(&prompt, &params, n, best_of, &mut forward).await.map_err(js_error)?;
+            if let Some(err) = callback_error {
+                return Err(err);
+            }
+            to_js(&choices)
+        })
+    }
+
+    /// [`Engine::evaluate_async`]: the perplexity of `text` as llama-perplexity computes it;
+    /// `options`: `{ contextSize, maxChunks }`; `on_chunk` receives each `ChunkPerplexity` as it
+    /// ends and returns `false` to stop. Resolves to the `Perplexity`.
+    #[allow(clippy::await_holding_refcell_ref)]
+    pub fn evaluate(&self, text: String, options: JsValue, on_chunk: js_sys::Function) -> js_sys::Promise {
+        let engine = self.engine.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let options: EvaluateOptions = from_js("options", options)?;
+            let mut e = engine.try_borrow_mut().map_err(|_| busy())?;
+            let mut callback_error = None;
+            let mut forward = |c: &ChunkPerplexity| -> bool {
+                let result = to_js(c).and_then(|v| on_chunk.call1(&JsValue::NULL, &v));
+                match result {
+                    Ok(v) => v.as_bool() != Some(false),
+                    Err(err) => {
+                        callback_error = Some(err);
+                        false
+                    }
+                }
+            };
+            let ppl = e.evaluate_async(&text, &options, &mut forward).await.map_err(js_error)?;
+            if let Some(err) = callback_error {
+                return Err(err);
+            }
+            to_js(&ppl)
+        })
+    }
+
+    /// Attach `draft` (another loaded `Engine`, with the same vocabulary) as this one's draft
+    /// model for speculative decoding, or detach it with `null`. The other engine is moved: its
+    /// JS object is consumed (its methods throw afterwards), even when attaching fails (a
+    /// different vocabulary is `invalid_argument`, and the other model is then freed).
+    #[wasm_bindgen(js_name = setDraft)]
+    pub fn set_draft(&self, draft: Option<WasmEngine>) -> Result<(), JsValue> {
+        let mut e = self.engine.try_borrow_mut().map_err(|_| busy())?;
+        let draft = match draft {
+            None => None,
+            // Another handle to it is a call still running on the other engine.
+            Some(d) => Some(Rc::try_unwrap(d.engine).map_err(|_| busy())?.into_inner()),
+        };
+        e.set_draft(draft).map_err(js_error)
     }
 
     /// New sampling knobs for the running generation, from its next step on.

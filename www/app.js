@@ -30,6 +30,44 @@ function knobs() {
   return out;
 }
 
+// ---- Decoding: speculative (a draft model), prompt lookup, JSON mode, n answers side by side. ----
+
+const DECODING_STORE = "webgpu-llm.demo.decoding";
+const decoding = { speculative: false, draft: "", lookup: false, json: false, n: 1 };
+try {
+  Object.assign(decoding, JSON.parse(localStorage.getItem(DECODING_STORE) ?? "{}"));
+} catch {
+  /* a broken entry: keep the defaults */
+}
+
+/** The per-request options of the decoding panel (the draft model itself is loaded with the model). */
+function decodingOptions() {
+  const out = {};
+  if (decoding.lookup) out.lookup = 3;
+  // A loaded draft model with the switch off: no drafting.
+  if (info?.draft && !decoding.speculative) out.draft_tokens = 0;
+  return out;
+}
+
+function showDecoding() {
+  $("speculative").checked = decoding.speculative;
+  $("draft-pick").disabled = !decoding.speculative;
+  $("lookup").checked = decoding.lookup;
+  $("json-mode").checked = decoding.json;
+  $("n-answers").value = String(decoding.n);
+}
+
+function saveDecoding() {
+  localStorage.setItem(DECODING_STORE, JSON.stringify(decoding));
+  showDecoding();
+}
+
+/** The draft model to load with the model: the picked catalog entry, when the switch is on. */
+function draftModel() {
+  if (!decoding.speculative) return undefined;
+  return catalog.find((m) => m.present && m.name === decoding.draft)?.url;
+}
+
 /** Knob changes the engine acknowledged, with how many tokens of the reply had arrived then. */
 const applied = [];
 
@@ -108,6 +146,8 @@ $("reset-all").addEventListener("click", () => {
 
 let engine = null;
 let info = null;
+/** The model loaded last (a URL or a File): loaded again when the draft model changes. */
+let currentModel = null;
 
 const MB = (b) => (b / 1048576).toFixed(1);
 
@@ -163,7 +203,40 @@ async function fillPicker() {
     $("other-model").open = true;
   }
   showPicked();
+  const drafts = present;
+  $("draft-pick").replaceChildren(...drafts.map((m) => option(m.name, `${m.title} · ${MB(m.size_bytes)} MB`)));
+  // The smallest model drafts by default.
+  decoding.draft = drafts.find((m) => m.name === decoding.draft)?.name ??
+    [...drafts].sort((a, b) => a.size_bytes - b.size_bytes)[0]?.name ?? "";
+  $("draft-pick").value = decoding.draft;
+  showDecoding();
 }
+
+/** The draft model changed: load the model again with it (or without one). */
+function reloadForDraft() {
+  saveDecoding();
+  if (engine && currentModel && !controller) load(currentModel);
+}
+$("speculative").addEventListener("change", () => {
+  decoding.speculative = $("speculative").checked;
+  reloadForDraft();
+});
+$("draft-pick").addEventListener("change", () => {
+  decoding.draft = $("draft-pick").value;
+  reloadForDraft();
+});
+$("lookup").addEventListener("change", () => {
+  decoding.lookup = $("lookup").checked;
+  saveDecoding();
+});
+$("json-mode").addEventListener("change", () => {
+  decoding.json = $("json-mode").checked;
+  saveDecoding();
+});
+$("n-answers").addEventListener("change", () => {
+  decoding.n = Number($("n-answers").value);
+  saveDecoding();
+});
 
 $("model-pick").addEventListener("change", () => {
   const m = picked();
@@ -185,7 +258,7 @@ $("model-file").addEventListener("change", () => {
   showPicked();
 });
 
-async function load(model) {
+async function load(model, withDraft = true) {
   hideError();
   setBusy(true, "loading");
   if (engine) await engine.unload();
@@ -197,16 +270,19 @@ async function load(model) {
   bar.hidden = false;
   const t0 = performance.now();
   try {
+    currentModel = model;
     engine = await createEngine({
       model,
+      draftModel: withDraft ? draftModel() : undefined,
       backend: $("backend-choice").value,
       contextSize: contextChoice(),
-      onProgress: ({ stage, loadedBytes, totalBytes }) => {
+      onProgress: ({ stage, loadedBytes, totalBytes, draft }) => {
         const secs = (performance.now() - t0) / 1000;
         bar.value = totalBytes ? loadedBytes / totalBytes : 0;
         const rate = secs > 0 ? ` at ${MB(loadedBytes / secs)} MB/s` : "";
         $("progress-text").textContent =
-          stage === "load" ? "preparing the model…" : `${stage}: ${MB(loadedBytes)} / ${MB(totalBytes)} MB${rate}`;
+          (draft ? "draft model: " : "") +
+          (stage === "load" ? "preparing the model…" : `${stage}: ${MB(loadedBytes)} / ${MB(totalBytes)} MB${rate}`);
       },
     });
     await engine.setSampling(knobs());
@@ -218,6 +294,13 @@ async function load(model) {
     newChat();
   } catch (e) {
     $("progress-text").textContent = "";
+    if (withDraft && draftModel() && e.code === "invalid_argument") {
+      // A draft model with another vocabulary: load the model alone, and say why.
+      bar.hidden = true;
+      await load(model, false);
+      showError(e);
+      return;
+    }
     showError(e);
   } finally {
     bar.hidden = true;
@@ -241,6 +324,7 @@ function showFacts() {
     ["Backend", info.backend === "gpu" ? `WebGPU${a?.name ? ` on ${a.name}` : ""}, ${a?.f16 ? "f16" : "f32"} KV cache` : `CPU (wasm)${why}`],
     ...templateRows(info),
     ["Catalog", catalogText(info.catalog)],
+    ...(info.draft ? [["Draft model", `${info.draft.config.name || "(unnamed)"}, ${info.draft.config.n_layers} layers (speculative decoding)`]] : []),
   ];
   $("facts").replaceChildren(...rows.flatMap(([k, v]) => {
     const dt = document.createElement("dt");
@@ -414,15 +498,80 @@ async function streamInto(view, start, part, onText = () => {}) {
   return text;
 }
 
+/** A chat request's decoding options: speculative / lookup, and JSON mode. */
+function chatOptions() {
+  return { ...decodingOptions(), ...(decoding.json ? { response_format: { type: "json_object" } } : {}) };
+}
+
 async function reply() {
+  if (decoding.n > 1) return replyMany(decoding.n);
   const li = bubble("assistant", "");
   li.setAttribute("aria-label", "Answer: arrow keys step through its tokens and their alternatives");
   const text = await streamInto(li,
     (signal) => engine.chat.completions.create({
-      messages: conversation(), stream: true, signal, logprobs: true, top_logprobs: TOP, ...knobs(),
+      messages: conversation(), stream: true, signal, logprobs: true, top_logprobs: TOP, ...knobs(), ...chatOptions(),
     }),
     (chunk) => [chunk.choices[0].delta.content, chunk.choices[0].logprobs?.content[0]]);
   messages.push({ role: "assistant", content: text });
+  setBusy(false);
+  $("input").focus();
+}
+
+/**
+ * `n` answers side by side (OpenAI's `n`: answer i seeded seed + i), streamed by their chunks'
+ * `index`; the first one continues the conversation.
+ */
+async function replyMany(n) {
+  const li = document.createElement("li");
+  li.className = "assistant answers";
+  li.style.setProperty("--n", n);
+  const views = Array.from({ length: n }, (_, i) => {
+    const view = document.createElement("div");
+    view.className = "answer";
+    view.dataset.index = i + 1;
+    view.tabIndex = 0;
+    view.tokens = [];
+    view.text = "";
+    li.append(view);
+    return view;
+  });
+  $("messages").append(li);
+  li.scrollIntoView({ block: "end" });
+  hideError();
+  setBusy(true, "generating");
+  controller = new AbortController();
+  replyTokens = 0;
+  const t0 = performance.now();
+  let first = null;
+  try {
+    const stream = await engine.chat.completions.create({
+      messages: conversation(), stream: true, signal: controller.signal, logprobs: true, top_logprobs: TOP, n, ...knobs(), ...chatOptions(),
+    });
+    for await (const chunk of stream) {
+      const c = chunk.choices[0];
+      const view = views[c.index];
+      const piece = c.delta.content ?? "";
+      const entry = c.logprobs?.content[0];
+      if (entry) {
+        first ??= performance.now();
+        replyTokens++;
+        showStep(entry, view.tokens.length);
+        view.tokens.push({ start: view.text.length, end: view.text.length + piece.length, entry });
+      } else if (view.tokens.length) {
+        view.tokens.at(-1).end += piece.length;
+      }
+      if (piece || entry) {
+        view.text += piece;
+        render(view, view.text, view.tokens);
+      }
+    }
+  } catch (e) {
+    if (e.code !== "aborted") showError(e);
+  } finally {
+    controller = null;
+    showStats(engine.lastGeneration, first ? (first - t0) / 1000 : null);
+  }
+  messages.push({ role: "assistant", content: views[0].text });
   setBusy(false);
   $("input").focus();
 }
@@ -438,7 +587,7 @@ async function complete() {
   if (!before || !engine || controller) return;
   doc.readOnly = true;
   const text = await streamInto($("continuation"),
-    (signal) => engine.completions.create({ prompt: before, stream: true, signal, logprobs: TOP, ...knobs() }),
+    (signal) => engine.completions.create({ prompt: before, stream: true, signal, logprobs: TOP, ...knobs(), ...decodingOptions() }),
     (chunk) => [chunk.choices[0].text, chunk.choices[0].logprobs?.content[0]],
     (piece) => {
       doc.value += piece;
@@ -488,6 +637,15 @@ function showStats(g, ttft) {
     `context ${g.prompt_tokens.length + g.tokens.length} / ${info.context_size}`,
   ];
   $("stats").textContent = parts.filter(Boolean).join(" · ");
+  // Speculative decoding: how many drafted tokens the model kept.
+  const accept = $("acceptance");
+  if (g.drafted_tokens > 0) {
+    accept.textContent = `Drafts accepted: ${g.accepted_tokens} / ${g.drafted_tokens} (${pct(g.accepted_tokens / g.drafted_tokens)})`;
+    Object.assign(accept.dataset, { drafted: g.drafted_tokens, accepted: g.accepted_tokens });
+  } else {
+    accept.textContent = decoding.speculative || decoding.lookup ? "No tokens were drafted in the last answer." : "";
+    Object.assign(accept.dataset, { drafted: 0, accepted: 0 });
+  }
 }
 
 // ---- What the sliders do: each step's most likely tokens, before and after the knobs. ----
@@ -660,7 +818,8 @@ function hideError() {
 }
 
 buildKnobs();
+showDecoding();
 setMode("chat");
-window.demo = { get engine() { return engine; }, get catalog() { return catalog; }, get mode() { return mode; }, settings, knobs, applied };
+window.demo = { get engine() { return engine; }, get catalog() { return catalog; }, get mode() { return mode; }, settings, knobs, applied, decoding };
 await fillPicker();
 load($("model-url").value);

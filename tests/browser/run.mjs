@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { chromium } from "playwright-core";
 import { serve } from "../../scripts/serve.mjs";
-import { FLAGS, assert, runTests, same } from "./harness.mjs";
+import { FLAGS, assert, cliBinary, runTests, same } from "./harness.mjs";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 const MODEL = "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -1072,6 +1072,251 @@ test("the benchmark page reports the native bench's fields, for webgpu-llm and f
   const theirs = await run("runtime=wllama&gpu_layers=0&threads=1&prompt=16&gen=4");
   same([theirs.runtime, theirs.generated_tokens], ["wllama", 4], "wllama's run");
   assert(theirs.prompt_tokens >= 12 && theirs.decode_tokens_per_s > 0, JSON.stringify(theirs));
+});
+
+// ---- Speculative decoding, n choices, perplexity (the package's API over the engine's). ----
+
+const COPY_PROMPT = "Copy the list.\nList: apple, banana, cherry, grape, lemon, mango, peach, plum.\n" +
+  "Copy: apple, banana, cherry, grape, lemon, mango, peach, plum.\nList: red, green, blue, yellow, purple, orange, white, black.\nCopy:";
+
+test("prompt lookup (lookup: 3) gives plain greedy's tokens on the CPU and the GPU, with drafts accepted", async () => {
+  const r = await inPage(page, async (llm, [model, prompt, short]) => {
+    const out = {};
+    // SwiftShader is slow: a shorter text and fewer tokens on the GPU.
+    for (const [backend, max_tokens, text] of [["cpu", 16, prompt], ["gpu", 3, short]]) {
+      const engine = await llm.createEngine({ model, backend, contextSize: 96 });
+      const run = async (opts) => {
+        const it = engine.generate(text, { temperature: 0, max_tokens, ...opts });
+        const ids = [];
+        for await (const p of it) if (p.tokenId !== null) ids.push(p.tokenId);
+        return { ids, tokens: it.result.tokens, drafted: it.result.drafted_tokens, accepted: it.result.accepted_tokens };
+      };
+      const plain = await run({});
+      const lookup = await run({ lookup: 3 });
+      const last = engine.lastGeneration;
+      out[backend] = { plain, lookup, last: [last.drafted_tokens, last.accepted_tokens] };
+      await engine.unload();
+    }
+    return out;
+  }, [MODEL, COPY_PROMPT, "List: red, green, blue, yellow, purple.\nCopy: red, green, blue,"]);
+  assert(!r.error, JSON.stringify(r.error));
+  for (const backend of ["cpu", "gpu"]) {
+    const { plain, lookup, last } = r[backend];
+    same(lookup.ids, plain.ids, `${backend}: streamed tokens with lookup`);
+    same(lookup.tokens, plain.tokens, `${backend}: generated tokens with lookup`);
+    same([plain.drafted, plain.accepted], [0, 0], `${backend}: no drafts without lookup`);
+    assert(lookup.accepted > 0 && lookup.accepted <= lookup.drafted, `${backend}: accepted ${lookup.accepted} of ${lookup.drafted} drafts`);
+    same(last, [lookup.drafted, lookup.accepted], `${backend}: lastGeneration's drafted/accepted`);
+  }
+});
+
+test("a draft model (the default model drafting for itself) gives plain greedy's tokens, every draft accepted", async () => {
+  const r = await inPage(page, async (llm, [model, prompt]) => {
+    const draftStages = new Set();
+    const engine = await llm.createEngine({
+      model, draftModel: model, backend: "cpu", contextSize: 128, onProgress: (p) => p.draft && draftStages.add(p.stage),
+    });
+    const info = await engine.info();
+    const run = async (opts) => {
+      const r = await engine.completions.create({ prompt, temperature: 0, max_tokens: 16, ...opts });
+      const g = engine.lastGeneration;
+      return { text: r.choices[0].text, tokens: g.tokens, drafted: g.drafted_tokens, accepted: g.accepted_tokens };
+    };
+    const draft = await run({ draft_tokens: 4 });
+    const adaptive = await run({});
+    const plain = await run({ draftTokens: 0 });
+    await engine.unload();
+    return { draft, adaptive, plain, draftInfo: info.draft, draftStages: [...draftStages] };
+  }, [MODEL, COPY_PROMPT]);
+  assert(!r.error, JSON.stringify(r.error));
+  same(r.draftInfo?.backend, "cpu", "info().draft");
+  assert(r.draftStages.length > 0, "the draft model's load reports progress with draft: true");
+  same(r.draft.tokens, r.plain.tokens, "tokens with draft_tokens: 4");
+  same(r.adaptive.tokens, r.plain.tokens, "tokens with adaptive drafting");
+  same(r.draft.text, r.plain.text, "text");
+  same([r.plain.drafted, r.plain.accepted], [0, 0], "draftTokens: 0 turns the draft model off");
+  assert(r.draft.drafted > 0 && r.draft.accepted === r.draft.drafted, `a model drafting for itself: ${r.draft.accepted} of ${r.draft.drafted} accepted`);
+});
+
+test("n: 3 with a seed equals three n = 1 requests seeded seed, seed+1, seed+2; streamed chunks carry index 0..2", async () => {
+  const r = await inPage(page, async (llm, model) => {
+    const engine = await llm.createEngine({ model, backend: "cpu", contextSize: 256 });
+    const request = { messages: [{ role: "user", content: "Tell me a story." }], temperature: 1, max_tokens: 8 };
+    const three = await engine.chat.completions.create({ ...request, n: 3, seed: 41 });
+    const last = engine.lastGeneration;
+    const single = [];
+    for (const seed of [41, 42, 43]) single.push((await engine.chat.completions.create({ ...request, seed })).choices[0]);
+    const texts = ["", "", ""];
+    const finishes = [null, null, null];
+    let usage = null;
+    let roles = 0;
+    for await (const c of await engine.chat.completions.create({ ...request, n: 3, seed: 41, stream: true })) {
+      const ch = c.choices[0];
+      texts[ch.index] += ch.delta.content ?? "";
+      if (ch.delta.role) roles++;
+      if (ch.finish_reason) finishes[ch.index] = ch.finish_reason;
+      if (c.usage) usage = c.usage;
+    }
+    const completion = await engine.completions.create({ prompt: "Once upon a time", n: 3, seed: 9, temperature: 1, max_tokens: 6 });
+    const alone = await engine.completions.create({ prompt: "Once upon a time", seed: 10, temperature: 1, max_tokens: 6 });
+    const best = await engine.completions.create({ prompt: "Once upon a time", n: 1, best_of: 3, seed: 9, temperature: 1, max_tokens: 6 });
+    await engine.unload();
+    return { three, single, texts, finishes, usage, roles, last: { index: last.index, seed: last.seed }, completion, alone, best };
+  }, MODEL);
+  assert(!r.error, JSON.stringify(r.error));
+  same(r.three.choices.map((c) => c.index), [0, 1, 2], "indices");
+  same(r.three.choices.map((c) => c.message.content), r.single.map((c) => c.message.content), "choice i = the request seeded seed + i");
+  same(r.three.choices.map((c) => c.finish_reason), r.single.map((c) => c.finish_reason), "finish reasons");
+  assert(new Set(r.single.map((c) => c.message.content)).size > 1, `three seeds, one answer: ${r.single[0].message.content}`);
+  same(r.texts, r.single.map((c) => c.message.content), "streamed text of each index");
+  same(r.finishes, r.single.map((c) => c.finish_reason), "each index's streamed finish_reason");
+  same(r.roles, 3, "each choice opens with the role");
+  same(r.usage.completion_tokens, r.three.usage.completion_tokens, "streamed usage");
+  same([r.last.index, r.last.seed], [0, 41], "lastGeneration: the first choice");
+  same(r.completion.choices[1].text, r.alone.choices[0].text, "completions: choice 1 = seed + 1");
+  same(r.best.choices.length, 1, "best_of 3, n 1: one choice");
+  const runs = r.completion.choices.map((c) => c.text);
+  assert(runs.includes(r.best.choices[0].text), `best_of 3 answers one of the three seeded runs: ${JSON.stringify(r.best.choices[0].text)} of ${JSON.stringify(runs)}`);
+  same(r.best.choices[0].index, 0, "the best choice's index");
+});
+
+// The exact CPU path on both sides: the default (quantized-activation) paths of the native CLI
+// and of wasm differ by about 0.6% in perplexity on this text (183.37 vs 182.32).
+test("evaluate() gives the native CLI's perplexity (webgpu-llm perplexity --ctx 64 --chunks 2 --backend cpu --exact-cpu)", async () => {
+  const bin = cliBinary(ROOT);
+  assert(bin, "no webgpu-llm CLI binary under target/ (cargo build): it computes the expected perplexity");
+  const text = readFileSync(join(ROOT, "ARCHITECTURE.md"), "utf8").slice(0, 1500);
+  const dir = mkdtempSync(join(tmpdir(), "webgpu-llm-ppl-"));
+  writeFileSync(join(dir, "text.txt"), text);
+  const native = JSON.parse(execFileSync(bin, ["perplexity", "--file", join(dir, "text.txt"), "--ctx", "64", "--chunks", "2", "--json",
+    "--backend", "cpu", "--exact-cpu", "--model", join(ROOT, MODEL)], { encoding: "utf8", cwd: ROOT }));
+  const r = await inPage(page, async (llm, [model, text]) => {
+    const engine = await llm.createEngine({ model, backend: "cpu", exactCpu: true, contextSize: 128 });
+    const seen = [];
+    const ppl = await engine.evaluate(text, { contextSize: 64, maxChunks: 2, onProgress: (c) => seen.push(c) });
+    let short;
+    try {
+      await engine.evaluate("too short", { contextSize: 64 });
+    } catch (e) {
+      short = e.code;
+    }
+    await engine.unload();
+    return { ppl, seen, short };
+  }, [MODEL, text]);
+  assert(!r.error, JSON.stringify(r.error));
+  const close = (a, b, what) => assert(Math.abs(a - b) <= 1e-3 * Math.abs(b), `${what}: ${a} vs the CLI's ${b}`);
+  close(r.ppl.ppl, native.ppl, "ppl");
+  close(r.ppl.ppl_stderr, native.ppl_stderr, "ppl_stderr");
+  same([r.ppl.tokens, r.ppl.scored_tokens, r.ppl.context_size], [native.tokens, native.scored_tokens, 64], "token counts");
+  same(r.ppl.chunks.length, 2, "maxChunks: 2");
+  r.ppl.chunks.forEach((c, i) => close(c.cumulative_ppl, native.chunks[i].cumulative_ppl, `chunk ${i}`));
+  same(r.seen, r.ppl.chunks, "onProgress sees each chunk");
+  same(r.short, "invalid_argument", "a text shorter than two chunks");
+});
+
+test("bad n, best_of, draft_tokens, lookup are invalid_argument; the engine keeps working", async () => {
+  const r = await inPage(page, async (llm, model) => {
+    const engine = await llm.createEngine({ model, backend: "cpu", contextSize: 128 });
+    const messages = [{ role: "user", content: "What is the capital of France?" }];
+    const ask = async (extra) => {
+      try {
+        const r = await engine.chat.completions.create({ messages, temperature: 0, max_tokens: 4, ...extra });
+        return r.choices.map((c) => c.message.content);
+      } catch (e) {
+        return e.code;
+      }
+    };
+    const before = await ask({});
+    const bad = {};
+    for (const [name, extra] of Object.entries({
+      n0: { n: 0 }, n17: { n: 17 }, nHalf: { n: 1.5 }, bestOfBelowN: { n: 3, best_of: 2 }, bestOfStream: { n: 1, best_of: 2, stream: true },
+      draft16: { draft_tokens: 16 }, draftNeg: { draftTokens: -1 }, lookup0: { lookup: 0 }, lookup9: { lookup: 9 },
+      nDraft: { n: 2, draft_tokens: 99 },
+    })) bad[name] = await ask(extra);
+    let ctx;
+    try {
+      await engine.evaluate("x".repeat(10), { contextSize: 2 });
+    } catch (e) {
+      ctx = e.code;
+    }
+    const after = await ask({});
+    const two = await ask({ n: 2 });
+    await engine.unload();
+    return { before, bad, ctx, after, two };
+  }, MODEL);
+  assert(!r.error, JSON.stringify(r.error));
+  for (const [name, code] of Object.entries(r.bad)) same(code, "invalid_argument", name);
+  same(r.ctx, "invalid_argument", "evaluate with contextSize 2");
+  same(r.after, r.before, "the engine answers as before");
+  same(r.two, [r.before[0], r.before[0]], "greedy n: 2");
+});
+
+test("demo: n answers side by side (each the engine's greedy answer), prompt lookup's acceptance shown, JSON mode passed along; the speculative switch loads a draft model", async () => {
+  const { p, problems } = await openDemo();
+  try {
+    await p.evaluate(() => {
+      const set = (key, v) => {
+        const el = document.getElementById(`knob-${key}`);
+        el.value = v;
+        el.dispatchEvent(new Event("input"));
+      };
+      set("temperature", 0);
+      set("max_tokens", 8);
+      const n = document.getElementById("n-answers");
+      n.value = "2";
+      n.dispatchEvent(new Event("change"));
+      for (const id of ["lookup", "json-mode"]) document.getElementById(id).click();
+    });
+    await p.fill("#input", "What is the capital of France?");
+    await p.press("#input", "Enter");
+    await p.waitForFunction(() => document.body.dataset.state === "ready" && document.querySelectorAll("#messages li").length === 2,
+      null, { timeout: 60000 });
+    const shown = await p.evaluate(() => ({
+      answers: [...document.querySelectorAll("#messages li.answers > .answer")].map((a) => a.textContent),
+      drafted: document.getElementById("acceptance").dataset.drafted,
+      acceptance: document.getElementById("acceptance").textContent,
+      decoding: { ...window.demo.decoding },
+    }));
+    const direct = await p.evaluate(async () => {
+      const r = await window.demo.engine.chat.completions.create({
+        messages: [{ role: "user", content: "What is the capital of France?" }], temperature: 0, max_tokens: 8,
+        lookup: 3, response_format: { type: "json_object" },
+      });
+      return [r.choices[0].message.content, window.demo.engine.lastGeneration.drafted_tokens];
+    });
+    same(shown.answers, [direct[0], direct[0]], "two greedy answers side by side");
+    same(Number(shown.drafted), direct[1], "the drafts of the last answer");
+    assert(shown.acceptance.length > 0, "the acceptance line");
+    same([shown.decoding.n, shown.decoding.lookup, shown.decoding.json], [2, true, true], "the decoding panel's settings");
+    // The speculative switch loads the model again with the picked draft model (by default the
+    // smallest present one: here the default model itself, so greedy keeps every draft).
+    await p.evaluate(() => {
+      const n = document.getElementById("n-answers");
+      n.value = "1";
+      n.dispatchEvent(new Event("change"));
+      document.getElementById("lookup").click();
+      document.getElementById("speculative").click();
+    });
+    await p.waitForFunction(() => document.body.dataset.state === "ready" && document.getElementById("facts").textContent.includes("Draft model"),
+      null, { timeout: 60000 });
+    await p.fill("#input", "What is the capital of France?");
+    await p.press("#input", "Enter");
+    await p.waitForFunction(() => document.body.dataset.state === "ready" && document.querySelectorAll("#messages li").length === 2,
+      null, { timeout: 60000 });
+    const spec = await p.evaluate(() => ({
+      answer: document.querySelector("#messages li.assistant").textContent,
+      ...document.getElementById("acceptance").dataset,
+      text: document.getElementById("acceptance").textContent,
+    }));
+    same(spec.answer, direct[0], "the speculative answer");
+    assert(Number(spec.drafted) > 0 && spec.accepted === spec.drafted, `drafts accepted: ${JSON.stringify(spec)}`);
+    assert(spec.text.includes(`${spec.accepted} / ${spec.drafted}`), `acceptance shown: ${spec.text}`);
+    assert(problems.length === 0, `console errors: ${problems.join(" | ")}`);
+  } finally {
+    // The settings persist in localStorage: the other demo tests start from the defaults.
+    await p.evaluate(() => localStorage.removeItem("webgpu-llm.demo.decoding"));
+    await p.close();
+  }
 });
 
 const failed = await runTests(tests, process.env.BROWSER_TEST_FILTER);

@@ -1,7 +1,7 @@
 // Compiled (never run) by run.mjs with `tsc --noEmit --strict`: the package's declarations
 // describe the API the way an app uses it.
 import { createEngine, WebGpuLlmError, listCachedModels, deleteCachedModel, clearModelCache, listModels, estimateMemory } from "../../pkg/index.js";
-import type { CatalogModel, ChatCompletion, ChatCompletionChunk, Completion, CompletionChunk, EngineInfo, FunctionTool, Generation, MemoryEstimate, ModelEstimate, TokenPiece, ToolCall } from "../../pkg/index.js";
+import type { CatalogModel, Choice, ChunkPerplexity, Perplexity, ChatCompletion, ChatCompletionChunk, Completion, CompletionChunk, EngineInfo, FunctionTool, Generation, MemoryEstimate, ModelEstimate, TokenPiece, ToolCall } from "../../pkg/index.js";
 
 export async function app(file: File, signal: AbortSignal): Promise<string> {
   const engine = await createEngine({
@@ -61,6 +61,20 @@ export async function app(file: File, signal: AbortSignal): Promise<string> {
   const result: Generation | null = it.result;
   const knobs = engine.lastGeneration?.sampling.map((c) => `${c.from_token}:${c.params.temperature}`);
   text += knobs?.join() ?? "";
+  const fast = await createEngine({ model: "/big.gguf", draftModel: "/small.gguf", onProgress: (p) => console.log(p.draft ?? false) });
+  const three: ChatCompletion = await fast.chat.completions.create({
+    messages: [{ role: "user", content: "Hi" }], n: 3, seed: 7, draft_tokens: 4, lookup: 3, response_format: { type: "json_object" },
+  });
+  text += three.choices.map((c) => `${c.index}:${c.message.content}:${c.finish_reason}`).join();
+  const best: Completion = await fast.completions.create({ prompt: "Hi", n: 2, best_of: 4, draftTokens: 0 });
+  text += best.choices[1].text;
+  const last = fast.lastGeneration;
+  text += last ? `${last.accepted_tokens}/${last.drafted_tokens}` : "";
+  const choice = last as Choice;
+  text += choice.mean_logprob + String(choice.seed) + (await fast.info()).draft?.context_size;
+  const chunks: ChunkPerplexity[] = [];
+  const ppl: Perplexity = await fast.evaluate("some text", { contextSize: 64, maxChunks: 2, onProgress: (c) => chunks.push(c), signal });
+  text += `${ppl.ppl}±${ppl.ppl_stderr} ${ppl.chunks.map((c) => c.cumulative_ppl).join()} ${chunks.length}`;
   await engine.setSampling({ top_k: 20 });
   await engine.resetChat();
   const again: EngineInfo = await engine.reload();
