@@ -221,8 +221,6 @@ export interface ChatCompletionRequest extends SamplingOptions, ChoiceOptions {
    * prompt leaves room for the answer (`max_tokens`, at most a quarter of the context).
    */
   truncation?: "auto" | "disabled";
-  /** OpenAI's structured output switch (`{ type: "json_object" }`), passed through. */
-  response_format?: { type: "text" | "json_object" | string; [key: string]: unknown };
 }
 
 /** One of a step's likely tokens, OpenAI-shaped, plus `prob`. */
