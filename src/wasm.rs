@@ -8,7 +8,7 @@ use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 
 use crate::chat::Message;
-use crate::engine::{ChunkPerplexity, Engine, EngineOptions, EvaluateOptions, Pause, Retune, TokenEvent};
+use crate::engine::{Engine, EngineOptions, EvaluateOptions, Pause, Retune, TokenEvent};
 use crate::error::Error;
 use crate::sampler::SamplingParams;
 
@@ -37,6 +37,42 @@ fn from_js<T: serde::de::DeserializeOwned>(what: &str, v: JsValue) -> Result<T, 
 fn to_js<T: serde::Serialize>(v: &T) -> Result<JsValue, JsValue> {
     v.serialize(&serde_wasm_bindgen::Serializer::json_compatible())
         .map_err(|e| js_error(Error::InvalidArgument(format!("result: {e}"))))
+}
+
+/// A JS callback the engine calls as it works: returns `false` (stop) when the callback does,
+/// or when it throws or its argument cannot cross; the first such error is kept for the caller.
+struct Callback {
+    f: js_sys::Function,
+    error: Option<JsValue>,
+}
+
+impl Callback {
+    fn new(f: js_sys::Function) -> Callback {
+        Callback { f, error: None }
+    }
+
+    /// Call it with `value` (after `index`, when given).
+    fn call<T: serde::Serialize>(&mut self, index: Option<usize>, value: &T) -> bool {
+        let result = to_js(value).and_then(|v| match index {
+            Some(i) => self.f.call2(&JsValue::NULL, &JsValue::from(i as u32), &v),
+            None => self.f.call1(&JsValue::NULL, &v),
+        });
+        match result {
+            Ok(v) => v.as_bool() != Some(false),
+            Err(err) => {
+                self.error.get_or_insert(err);
+                false
+            }
+        }
+    }
+
+    /// The work's result, or the callback's error first.
+    fn finish<T: serde::Serialize>(self, result: T) -> Result<JsValue, JsValue> {
+        match self.error {
+            Some(err) => Err(err),
+            None => to_js(&result),
+        }
+    }
 }
 
 fn busy() -> JsValue {
@@ -246,28 +282,9 @@ impl WasmEngine {
         wasm_bindgen_futures::future_to_promise(async move {
             let params: SamplingParams = from_js("params", params)?;
             let mut e = engine.try_borrow_mut().map_err(|_| busy())?;
-            let mut callback_error = None;
-            let mut forward = |t: &TokenEvent| -> bool {
-                let event = match to_js(t) {
-                    Ok(v) => v,
-                    Err(err) => {
-                        callback_error = Some(err);
-                        return false;
-                    }
-                };
-                match on_token.call1(&JsValue::NULL, &event) {
-                    Ok(v) => v.as_bool() != Some(false),
-                    Err(err) => {
-                        callback_error = Some(err);
-                        false
-                    }
-                }
-            };
-            let gen = e.generate_async(&prompt, &params, &mut forward).await.map_err(js_error)?;
-            if let Some(err) = callback_error {
-                return Err(err);
-            }
-            to_js(&gen)
+            let mut callback = Callback::new(on_token);
+            let gen = e.generate_async(&prompt, &params, &mut |t| callback.call(None, t)).await.map_err(js_error)?;
+            callback.finish(gen)
         })
     }
 
@@ -290,29 +307,11 @@ impl WasmEngine {
         wasm_bindgen_futures::future_to_promise(async move {
             let params: SamplingParams = from_js("params", params)?;
             let mut e = engine.try_borrow_mut().map_err(|_| busy())?;
-            let mut callback_error = None;
-            let mut forward = |i: usize, t: &TokenEvent| -> bool {
-                let event = match to_js(t) {
-                    Ok(v) => v,
-                    Err(err) => {
-                        callback_error = Some(err);
-                        return false;
-                    }
-                };
-                match on_token.call2(&JsValue::NULL, &JsValue::from(i as u32), &event) {
-                    Ok(v) => v.as_bool() != Some(false),
-                    Err(err) => {
-                        callback_error = Some(err);
-                        false
-                    }
-                }
-            };
+            let mut callback = Callback::new(on_token);
+            let mut forward = |i: usize, t: &TokenEvent| callback.call(Some(i), t);
             let choices =
                 e.generate_choices_async(&prompt, &params, n, best_of, &mut forward).await.map_err(js_error)?;
-            if let Some(err) = callback_error {
-                return Err(err);
-            }
-            to_js(&choices)
+            callback.finish(choices)
         })
     }
 
@@ -325,22 +324,9 @@ impl WasmEngine {
         wasm_bindgen_futures::future_to_promise(async move {
             let options: EvaluateOptions = from_js("options", options)?;
             let mut e = engine.try_borrow_mut().map_err(|_| busy())?;
-            let mut callback_error = None;
-            let mut forward = |c: &ChunkPerplexity| -> bool {
-                let result = to_js(c).and_then(|v| on_chunk.call1(&JsValue::NULL, &v));
-                match result {
-                    Ok(v) => v.as_bool() != Some(false),
-                    Err(err) => {
-                        callback_error = Some(err);
-                        false
-                    }
-                }
-            };
-            let ppl = e.evaluate_async(&text, &options, &mut forward).await.map_err(js_error)?;
-            if let Some(err) = callback_error {
-                return Err(err);
-            }
-            to_js(&ppl)
+            let mut callback = Callback::new(on_chunk);
+            let ppl = e.evaluate_async(&text, &options, &mut |c| callback.call(None, c)).await.map_err(js_error)?;
+            callback.finish(ppl)
         })
     }
 

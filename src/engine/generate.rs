@@ -228,16 +228,8 @@ pub(crate) async fn run(
     tokens: &[u32],
     want: &LogitsRequest,
 ) -> Result<Logits> {
-    match backend.forward(tokens, want).await {
-        Ok(logits) => {
-            context.extend_from_slice(tokens);
-            Ok(logits)
-        }
-        Err(e) => {
-            backend.truncate(context.len());
-            Err(e)
-        }
-    }
+    let result = backend.forward(tokens, want).await;
+    in_step(backend, context, tokens, result)
 }
 
 /// [`run`] returning every token's logits ([`Backend::forward_all`]).
@@ -246,16 +238,17 @@ pub(crate) async fn run_all(
     context: &mut Vec<u32>,
     tokens: &[u32],
 ) -> Result<Vec<Vec<f32>>> {
-    match backend.forward_all(tokens).await {
-        Ok(logits) => {
-            context.extend_from_slice(tokens);
-            Ok(logits)
-        }
-        Err(e) => {
-            backend.truncate(context.len());
-            Err(e)
-        }
+    let result = backend.forward_all(tokens).await;
+    in_step(backend, context, tokens, result)
+}
+
+/// After a step: `context` gains its tokens, or on error the cache is cut back to `context`.
+fn in_step<T>(backend: &mut dyn Backend, context: &mut Vec<u32>, tokens: &[u32], result: Result<T>) -> Result<T> {
+    match &result {
+        Ok(_) => context.extend_from_slice(tokens),
+        Err(_) => backend.truncate(context.len()),
     }
+    result
 }
 
 pub(crate) fn common_prefix(a: &[u32], b: &[u32]) -> usize {
