@@ -416,3 +416,55 @@ fn structured_output_and_tool_calls_on_the_command_line() {
     assert!(args["city"].is_string(), "{args}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn speculative_choices_and_perplexity_on_the_command_line() {
+    let prompt = "Copy the list.\nList: apple, banana, cherry, grape, lemon, mango, peach, plum.\n\
+                  Copy: apple, banana, cherry, grape, lemon, mango, peach, plum.\n\
+                  List: red, green, blue, yellow, purple, orange, white, black.\nCopy:";
+    let base =
+        ["generate", "--prompt", prompt, "--temperature", "0", "--max-tokens", "24", "--backend", "cpu", "--json"];
+    let plain = json(&cli(&base));
+    let lookup = json(&cli(&[&base[..], &["--lookup", "3"]].concat()));
+    assert_eq!(lookup["tokens"], plain["tokens"], "prompt lookup keeps greedy's tokens");
+    assert!(lookup["accepted_tokens"].as_u64().unwrap() > 0);
+    assert!(lookup["accepted_tokens"].as_u64() <= lookup["drafted_tokens"].as_u64());
+    assert_eq!(plain["drafted_tokens"], 0);
+    let model = model_path();
+    let draft = json(&cli(&[&base[..], &["--draft-model", model.to_str().unwrap(), "--draft-tokens", "4"]].concat()));
+    assert_eq!(draft["tokens"], plain["tokens"], "a draft model keeps greedy's tokens");
+    assert_eq!(draft["accepted_tokens"], draft["drafted_tokens"], "the model drafting for itself");
+
+    // --n: choices seeded seed, seed + 1, each the request alone with its seed.
+    let sampled = ["generate", "--prompt", "Once upon a time", "--max-tokens", "8", "--backend", "cpu", "--json"];
+    let three = json(&cli(&[&sampled[..], &["--n", "3", "--seed", "5"]].concat()));
+    let choices = three["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 3);
+    for (i, c) in choices.iter().enumerate() {
+        let alone = json(&cli(&[&sampled[..], &["--seed", &(5 + i).to_string()]].concat()));
+        assert_eq!((c["index"].as_u64(), &c["tokens"]), (Some(i as u64), &alone["tokens"]), "choice {i}");
+    }
+    assert_eq!(three["tokens"], choices[0]["tokens"]);
+    let out = cli(&[&sampled[..], &["--n", "0"]].concat());
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("[invalid_argument]"));
+
+    // perplexity: --json's fields; a context past the text is a typed error.
+    let dir = std::env::temp_dir().join(format!("webgpu-llm-ppl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("text.txt");
+    std::fs::write(&file, "The quick brown fox jumps over the lazy dog. ".repeat(30)).unwrap();
+    let ppl =
+        json(&cli(&["perplexity", "--file", file.to_str().unwrap(), "--ctx", "64", "--backend", "cpu", "--json"]));
+    let chunks = ppl["chunks"].as_array().unwrap();
+    assert!(chunks.len() >= 2);
+    assert_eq!(ppl["scored_tokens"].as_u64(), Some(31 * chunks.len() as u64));
+    let last = chunks.last().unwrap()["cumulative_ppl"].as_f64().unwrap();
+    assert_eq!(ppl["ppl"].as_f64(), Some(last));
+    assert!(last > 1.0 && ppl["ppl_stderr"].as_f64().unwrap() > 0.0);
+    let out =
+        cli(&["perplexity", "--file", file.to_str().unwrap(), "--ctx", "256", "--context", "128", "--backend", "cpu"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("[context_overflow]"));
+    let out = cli(&["perplexity", "--file", file.to_str().unwrap(), "--ctx", "4096", "--backend", "cpu"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("needs at least 8192"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
