@@ -126,6 +126,14 @@ pub(crate) async fn speculate(
         (Some(ds), Some(draft)) if k > 0 => propose(draft, ds, &seq, k).await?,
         _ => lookup(&seq, spec.lookup.unwrap_or(0), k).into_iter().map(|d| (d, None)).collect(),
     };
+    if drafts.is_empty() {
+        // Nothing to verify (no n-gram matched, or no room): a plain step, whose read-out is
+        // the sampler's shortlist rather than a whole vocabulary of logits.
+        let want = sampler.request(context, &[last]);
+        let logits = run(backend, context, &[last], &want).await?;
+        let chosen = vec![sampler.sample_from(&logits, context)?];
+        return Ok(Round { chosen, drafted: 0, accepted: 0 });
+    }
     let mut tokens = vec![last];
     tokens.extend(drafts.iter().map(|d| d.0));
     let rows = run_all(backend, context, &tokens).await?;
