@@ -20,6 +20,7 @@ struct AttnParams {
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<uniform> p: AttnParams;
 @group(0) @binding(5) var<uniform> step: Step;
+@group(0) @binding(6) var<storage, read> places: array<Place>;
 
 const WG: u32 = 64u;
 const MAX_HEAD_DIM: u32 = 256u;
@@ -27,6 +28,11 @@ var<workgroup> q_head: array<f32, MAX_HEAD_DIM>;
 var<workgroup> weights: array<f32, 64>;
 var<workgroup> shared_max: f32;
 var<workgroup> shared_sum: f32;
+
+// The cache slot of visible position number `i`.
+fn slot_of(i: u32, first_shared: u32, n_shared: u32, own_first: u32) -> u32 {
+    return select(own_first + i - n_shared, first_shared + i, i < n_shared);
+}
 
 @compute @workgroup_size(64)
 fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
@@ -41,17 +47,24 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
     }
     workgroupBarrier();
 
-    let seen = step.start + t + 1u; // causal: positions 0 ..= start + t
-    let first = select(0u, seen - p.window, p.window != 0u && seen > p.window);
+    // The visible slots in position order, numbered 0 .. seen: slots first_shared .. prefix,
+    // then own_first ..= slot (Place::visible in src/backend.rs). A plain step's token t at
+    // position start + t sees slots first .. start + t + 1.
+    let pl = places[t];
+    let first_pos = select(0u, pl.pos + 1u - p.window, p.window != 0u && pl.pos + 1u > p.window);
+    let first_shared = min(first_pos, pl.prefix);
+    let own_first = max(pl.own, first_pos + pl.slot - pl.pos);
+    let n_shared = pl.prefix - first_shared;
+    let seen = n_shared + pl.slot + 1u - own_first;
     var m = -3.0e38;                // running max of the scores
     var l = 0.0;                    // running sum of exp(score - m), kept by invocation 0
     var acc: array<f32, 4>;         // output dims tid, tid + 64, ... (head_dim <= 256)
-    for (var base = first; base < seen; base += WG) {
+    for (var base = 0u; base < seen; base += WG) {
         let pos = base + tid;
         var s = -3.0e38;
         if (pos < seen) {
             var dot_qk = 0.0;
-            let kb = pos * kv_dim + kv_off;
+            let kb = slot_of(pos, first_shared, n_shared, own_first) * kv_dim + kv_off;
             for (var d = 0u; d < hd; d++) {
                 dot_qk += q_head[d] * f32(k_cache[kb + d]);
             }
@@ -87,7 +100,8 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
             if (d < hd) {
                 var o = acc[j] * correction;
                 for (var i = 0u; i < count; i++) {
-                    o += weights[i] * f32(v_cache[(base + i) * kv_dim + kv_off + d]);
+                    let slot = slot_of(base + i, first_shared, n_shared, own_first);
+                    o += weights[i] * f32(v_cache[slot * kv_dim + kv_off + d]);
                 }
                 acc[j] = o;
             }

@@ -1,12 +1,22 @@
 // Prepended to every kernel. `kv_t` (the KV-cache element type) and `enable f16;` are set by
 // src/gpu/kernels.rs from the device's features.
 
-// Per step: how many tokens this step runs and the position of the first one.
+// Per step: how many tokens this step runs.
 struct Step {
     n: u32,
-    start: u32,
     _pad0: u32,
     _pad1: u32,
+    _pad2: u32,
+}
+
+// Where a token of the step sits in the KV cache (`Place` in src/backend.rs): its K/V go to
+// `slot`, it is rotated as position `pos`, and it attends to slots 0 .. prefix, then to its own
+// run own ..= slot (positions pos - (slot - own) ..= pos).
+struct Place {
+    slot: u32,
+    pos: u32,
+    prefix: u32, // `shared` (a reserved word in WGSL)
+    own: u32,
 }
 
 // Eight consecutive weights, dequantized.

@@ -110,16 +110,8 @@ fn times_norm_w(e: Eight, i: u32) -> Eight {
     return Eight(e.lo * norm_w[2u * i], e.hi * norm_w[2u * i + 1u]);
 }
 
+// The matrix × matrix norm prologue's partial sums of squares.
 var<workgroup> norm_partial: array<f32, 64>;
-
-// 1 / rms of a token from the 64 partial sums of squares in `norm_partial`.
-fn inv_rms() -> f32 {
-    var total = 0.0;
-    for (var j = 0u; j < 64u; j++) {
-        total += norm_partial[j];
-    }
-    return inverseSqrt(total / f32(p.cols) + p.eps);
-}
 
 // Embedding lookup: row tokens[t] of W (when it lies in this part) becomes y[t]. One invocation
 // per 8 values of a row; grid (ceil(cols / 8 / 64), n).
@@ -142,14 +134,21 @@ fn embed(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
 }
 
-// Matrix × vector (decode: one token). A workgroup of 64 computes MV_ROWS rows: each invocation
-// takes eighths of groups of 32 columns, loads its 8 inputs once and uses them for every row,
-// then one invocation per row adds up the partial sums. (On lavapipe, 8 rows and a single
-// barrier ran 2-3x faster than 4 rows and a reduction tree.) With the SwiGLU epilogue the 8
-// rows are 4 gate rows and the 4 matching up rows.
+// Matrix × vector (decode: a step of at most 16 tokens, one sequence's or one each of n
+// choices'). A workgroup of 64 computes MV_ROWS rows for `per_pass` tokens at a time (1 for a
+// single token, MV_COLS for more): each invocation takes eighths of groups of 32 columns, loads
+// each token's 8 inputs once and dequantizes each row's 8 weights once for all the pass's
+// tokens, then one invocation per (row, token) adds up the partial sums. A token's arithmetic
+// is the same in both entries and whatever the step's size, so one of n choices decoded
+// together gets the logits it would get alone. (On lavapipe, 8 rows and a single barrier ran
+// 2-3x faster than 4 rows and a reduction tree, and the 1-token entry 2.5x faster than the
+// 4-token one on a single token.) With the SwiGLU epilogue the 8 rows are 4 gate rows and the
+// 4 matching up rows.
 const MV_WG: u32 = 64u;
 const MV_ROWS: u32 = 8u;
-var<workgroup> mv_partial: array<f32, 512>; // MV_ROWS * MV_WG
+const MV_COLS: u32 = 4u;
+var<workgroup> mv_partial: array<f32, 2048>; // MV_ROWS * MV_COLS * MV_WG
+var<workgroup> mv_squares: array<f32, 256>;  // MV_COLS * MV_WG
 
 // Row r of the workgroup whose first slot is r0, in W (this part's rows).
 fn mv_row(epi: u32, r0: u32, r: u32) -> u32 {
@@ -160,85 +159,154 @@ fn mv_row(epi: u32, r0: u32, r: u32) -> u32 {
     return r0 + r;
 }
 
-fn mv_sum(r: u32) -> f32 {
+// The sum of row r's partial sums for token c of the group.
+fn mv_sum(r: u32, c: u32) -> f32 {
     var sum = 0.0;
     for (var i = 0u; i < MV_WG; i++) {
-        sum += mv_partial[r * MV_WG + i];
+        sum += mv_partial[(r * MV_COLS + c) * MV_WG + i];
     }
     return sum;
 }
 
-fn matvec_body(pro: u32, epi: u32, wid: vec3<u32>, nwg: vec3<u32>, tid: u32) {
+// 1 / rms of token c of the group, from its 64 partial sums of squares.
+fn mv_inv_rms(c: u32) -> f32 {
+    var total = 0.0;
+    for (var j = 0u; j < 64u; j++) {
+        total += mv_squares[c * MV_WG + j];
+    }
+    return inverseSqrt(total / f32(p.cols) + p.eps);
+}
+
+fn matvec_body(pro: u32, epi: u32, per_pass: u32, wid: vec3<u32>, nwg: vec3<u32>, tid: u32) {
     let r0 = flat_wg(wid, nwg) * MV_ROWS;
     if (r0 >= p.rows) {
         return;
     }
-    let t = select(0u, step.n - 1u, p.last_only != 0u);
+    // The step's tokens, or its last one only (into output row 0).
+    let t_first = select(0u, step.n - 1u, p.last_only != 0u);
+    if (per_pass == 1u) {
+        // No loop around the pass: on lavapipe a barrier inside a loop costs the invocations'
+        // state at every turn.
+        matvec_pass(pro, epi, 1u, r0, t_first, t_first, tid);
+        return;
+    }
+    for (var c0 = t_first; c0 < step.n; c0 += per_pass) {
+        matvec_pass(pro, epi, per_pass, r0, t_first, c0, tid);
+        workgroupBarrier(); // the partial sums are reused by the next pass
+    }
+}
+
+// Rows r0 .. r0 + MV_ROWS for the pass's tokens c0 .. c0 + per_pass (those of the step).
+fn matvec_pass(pro: u32, epi: u32, per_pass: u32, r0: u32, t_first: u32, c0: u32, tid: u32) {
+    let cols = min(per_pass, step.n - c0);
     let items = p.cols / 8u;
-    var acc: array<f32, 8>;
     var row_base: array<u32, 8>; // MV_ROWS: where each row starts in w
     for (var r = 0u; r < MV_ROWS; r++) {
         row_base[r] = mv_row(epi, r0, r) * p.row_words;
     }
-    var squares = 0.0; // the norm's, of the inputs this invocation reads
+    var acc: array<f32, 32>;    // [row * MV_COLS + token]
+    var squares: array<f32, 4>; // the norm's, of the inputs this invocation reads
     for (var i = tid; i < items; i += MV_WG) {
         let g = i / 4u;
         let part = i % 4u;
-        var xi = input8(pro, t, i);
-        if (pro == NORM) {
-            squares += dot(xi.lo, xi.lo) + dot(xi.hi, xi.hi);
-            xi = times_norm_w(xi, i);
+        var xs: array<Eight, 4>;
+        for (var c = 0u; c < per_pass; c++) {
+            if (c < cols) {
+                var xi = input8(pro, c0 + c, i);
+                if (pro == NORM) {
+                    squares[c] += dot(xi.lo, xi.lo) + dot(xi.hi, xi.hi);
+                    xi = times_norm_w(xi, i);
+                }
+                xs[c] = xi;
+            }
         }
         for (var r = 0u; r < MV_ROWS; r++) {
             if (r0 + r < p.rows) {
                 let e = load8(row_base[r], g, part);
-                acc[r] += dot(e.lo, xi.lo) + dot(e.hi, xi.hi);
+                for (var c = 0u; c < per_pass; c++) {
+                    if (c < cols) {
+                        acc[r * MV_COLS + c] += dot(e.lo, xs[c].lo) + dot(e.hi, xs[c].hi);
+                    }
+                }
             }
         }
     }
     for (var r = 0u; r < MV_ROWS; r++) {
-        mv_partial[r * MV_WG + tid] = acc[r];
+        for (var c = 0u; c < per_pass; c++) {
+            mv_partial[(r * MV_COLS + c) * MV_WG + tid] = acc[r * MV_COLS + c];
+        }
     }
-    norm_partial[tid] = squares;
+    for (var c = 0u; c < per_pass; c++) {
+        mv_squares[c * MV_WG + tid] = squares[c];
+    }
     workgroupBarrier();
     // One invocation per output adds up the partial sums (one barrier, not a tree of them), and
     // applies the norm's 1 / rms to the sum.
-    var scale = 1.0;
-    if (pro == NORM && tid < MV_ROWS) {
-        scale = inv_rms();
-    }
-    if (epi == SWIGLU) {
-        if (tid < 4u) {
-            let gate = mv_sum(tid) * scale;
-            store(0u, p.out_row0 + r0 / 2u + tid, act(gate) * mv_sum(tid + 4u) * scale);
+    let c = tid / MV_ROWS;
+    let r = tid % MV_ROWS;
+    if (c < cols) {
+        var scale = 1.0;
+        if (pro == NORM) {
+            scale = mv_inv_rms(c);
         }
-    } else if (tid < MV_ROWS && r0 + tid < p.rows) {
-        store(0u, p.out_row0 + r0 + tid, mv_sum(tid) * scale);
+        let t_out = c0 + c - t_first;
+        if (epi == SWIGLU) {
+            if (r < 4u) {
+                let gate = mv_sum(r, c) * scale;
+                store(t_out, p.out_row0 + r0 / 2u + r, act(gate) * mv_sum(r + 4u, c) * scale);
+            }
+        } else if (r0 + r < p.rows) {
+            store(t_out, p.out_row0 + r0 + r, mv_sum(r, c) * scale);
+        }
     }
 }
 
 @compute @workgroup_size(64)
 fn matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) tid: u32) {
-    matvec_body(PLAIN, PLAIN, wid, nwg, tid);
+    matvec_body(PLAIN, PLAIN, 1u, wid, nwg, tid);
+}
+
+@compute @workgroup_size(64)
+fn matvec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) tid: u32) {
+    matvec_body(PLAIN, PLAIN, MV_COLS, wid, nwg, tid);
 }
 
 @compute @workgroup_size(64)
 fn matvec_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) tid: u32) {
-    matvec_body(NORM, PLAIN, wid, nwg, tid);
+    matvec_body(NORM, PLAIN, 1u, wid, nwg, tid);
+}
+
+@compute @workgroup_size(64)
+fn matvec4_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) tid: u32) {
+    matvec_body(NORM, PLAIN, MV_COLS, wid, nwg, tid);
 }
 
 @compute @workgroup_size(64)
 fn matvec_swiglu_in(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                     @builtin(local_invocation_index) tid: u32) {
-    matvec_body(SWIGLU, PLAIN, wid, nwg, tid);
+    matvec_body(SWIGLU, PLAIN, 1u, wid, nwg, tid);
+}
+
+@compute @workgroup_size(64)
+fn matvec4_swiglu_in(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) tid: u32) {
+    matvec_body(SWIGLU, PLAIN, MV_COLS, wid, nwg, tid);
 }
 
 @compute @workgroup_size(64)
 fn matvec_norm_swiglu_out(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                           @builtin(local_invocation_index) tid: u32) {
-    matvec_body(NORM, SWIGLU, wid, nwg, tid);
+    matvec_body(NORM, SWIGLU, 1u, wid, nwg, tid);
+}
+
+@compute @workgroup_size(64)
+fn matvec4_norm_swiglu_out(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                           @builtin(local_invocation_index) tid: u32) {
+    matvec_body(NORM, SWIGLU, MV_COLS, wid, nwg, tid);
 }
 
 // Matrix × matrix (prefill: n tokens). Each invocation owns one row and a tile of MM_TOKENS

@@ -1,6 +1,6 @@
 // Rotary position embedding fused into the KV-cache write. Reads a step's q|k|v rows (the
 // fused projection's output), writes the rotated queries to `q`, and appends the rotated keys
-// and the values to one layer's cache at positions start .. start + n, in the cache's element
+// and the values to one layer's cache at the tokens' slots (`places`), in the cache's element
 // type (f16 when the device has shader-f16). The cos/sin of every (position, pair) come from a
 // table computed once in f64 on the CPU, so no large angle ever meets a GPU's approximate sin.
 
@@ -22,6 +22,7 @@ struct RopeParams {
 @group(0) @binding(4) var<storage, read_write> v_cache: array<kv_t>;
 @group(0) @binding(5) var<uniform> p: RopeParams;
 @group(0) @binding(6) var<uniform> step: Step;
+@group(0) @binding(7) var<storage, read> places: array<Place>;
 
 // Element d of the head that starts at `base`, rotated by position `pos`.
 fn rotated(base: u32, d: u32, pos: u32) -> f32 {
@@ -60,12 +61,13 @@ fn rope_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let e = idx % row;
     let d = e % hd;
     let base = idx - d;
-    let pos = step.start + t;
+    let pos = places[t].pos;
+    let slot = places[t].slot;
     if (e < q_dim) {
         q[t * q_dim + e] = rotated(base, d, pos);
     } else if (e < q_dim + kv_dim) {
-        k_cache[pos * kv_dim + e - q_dim] = kv_t(rotated(base, d, pos));
+        k_cache[slot * kv_dim + e - q_dim] = kv_t(rotated(base, d, pos));
     } else {
-        v_cache[pos * kv_dim + e - q_dim - kv_dim] = kv_t(qkv[idx]);
+        v_cache[slot * kv_dim + e - q_dim - kv_dim] = kv_t(qkv[idx]);
     }
 }

@@ -110,9 +110,9 @@ fn matmul_every_format_matches_cpu() {
     for dtype in DType::ALL {
         let cols_options: &[usize] = if dtype.block_elems() == 256 { &[256, 768] } else { &[32, 96, 576] };
         for &cols in cols_options {
-            // Rows: below, at and past the matvec's 4 rows and the tile's 64; tokens: one (matrix
-            // × vector) and several (tiled), past the tile's 32.
-            for (rows, n) in [(1, 1), (7, 1), (67, 1), (5, 3), (130, 37)] {
+            // Rows: below, at and past the matvec's 8 rows and the tile's 64; tokens: one, a few
+            // and 16 (matrix × vector, 4 tokens a pass), 17 and past the tile's 32 (tiled).
+            for (rows, n) in [(1, 1), (7, 1), (67, 1), (5, 3), (9, 6), (67, 16), (13, 17), (130, 37)] {
                 let w = random_weights(&mut rng, dtype, rows, cols);
                 let x = rng.vec(n * cols);
                 let got = gpu.matmul(dtype, &w, (rows, cols), &x, None).unwrap();
@@ -191,7 +191,9 @@ fn embedding_lookup_is_exact() {
 fn matmul_with_norm_prologue_and_bias_matches_cpu() {
     let gpu = oneshot(false);
     let mut rng = Rng(11);
-    for (dtype, rows, cols, n) in [(DType::Q4_1, 67, 576, 1), (DType::Q8_0, 130, 96, 37), (DType::F16, 9, 1024, 3)] {
+    for (dtype, rows, cols, n) in
+        [(DType::Q4_1, 67, 576, 1), (DType::Q8_0, 130, 96, 37), (DType::F16, 9, 1024, 3), (DType::Q4_K, 17, 256, 11)]
+    {
         let x: Vec<f32> = rng.vec(n * cols).iter().map(|v| v * 5.0).collect();
         let (norm_w, bias, init) = (rng.vec(cols), rng.vec(rows), rng.vec(n * rows));
         let w = random_weights(&mut rng, dtype, rows, cols);
@@ -213,6 +215,46 @@ fn matmul_with_norm_prologue_and_bias_matches_cpu() {
 
         let got = gpu.matmul_fused(dtype, &w, (rows, cols), &x, &Fused { norm, last_only: true, ..Fused::default() });
         check(&format!("norm, last token {what}"), &got.unwrap(), &plain[(n - 1) * rows..], 1e-4);
+    }
+}
+
+/// A step of up to 16 tokens gives each token bit for bit what it gets alone (so n choices
+/// decoded together equal each one decoded alone): plain, with the norm prologue, the SwiGLU
+/// prologue and the SwiGLU epilogue.
+#[test]
+fn matvec_tokens_are_bitwise_the_single_token_products() {
+    let gpu = oneshot(false);
+    let mut rng = Rng(97);
+    let (rows, cols, n) = (70, 512, 11);
+    for dtype in [DType::Q4_K, DType::Q8_0, DType::F16] {
+        let w = random_weights(&mut rng, dtype, rows, cols);
+        let x: Vec<f32> = rng.vec(n * 2 * cols).iter().map(|v| v * 4.0).collect();
+        let norm_w = rng.vec(cols);
+        let norm = Some((norm_w.as_slice(), 1e-5));
+        for (what, f, per_token) in [
+            ("plain", Fused::default(), cols),
+            ("norm", Fused { norm, ..Fused::default() }, cols),
+            ("swiglu in", Fused { swiglu: true, ..Fused::default() }, 2 * cols),
+        ] {
+            let x = &x[..n * per_token];
+            let all = gpu.matmul_fused(dtype, &w, (rows, cols), x, &f).unwrap();
+            for (t, xt) in x.chunks_exact(per_token).enumerate() {
+                let alone = gpu.matmul_fused(dtype, &w, (rows, cols), xt, &f).unwrap();
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&all[t * rows..(t + 1) * rows]), bits(&alone), "{what} {} token {t}", dtype.name());
+            }
+        }
+        let up = random_weights(&mut rng, dtype, 64, cols);
+        let gate = random_weights(&mut rng, dtype, 64, cols);
+        let x = &x[..n * cols];
+        let all = gpu.gate_up(dtype, (&gate, &up), (64, cols), x, (&norm_w, 1e-5)).unwrap();
+        for (t, xt) in x.chunks_exact(cols).enumerate() {
+            let alone = gpu.gate_up(dtype, (&gate, &up), (64, cols), xt, (&norm_w, 1e-5)).unwrap();
+            assert!(
+                all[t * 64..(t + 1) * 64].iter().zip(&alone).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "gate_up {t}"
+            );
+        }
     }
 }
 
@@ -249,7 +291,9 @@ fn gate_up_with_swiglu_epilogue_matches_cpu() {
     .unwrap();
     let (whole, split) = (oneshot(false), Oneshot::new(small).unwrap());
     let mut rng = Rng(43);
-    for (dtype, rows, cols, n) in [(DType::Q4_1, 1536, 576, 1), (DType::Q8_0, 96, 64, 37), (DType::Q4_K, 64, 256, 2)] {
+    for (dtype, rows, cols, n) in
+        [(DType::Q4_1, 1536, 576, 1), (DType::Q8_0, 96, 64, 37), (DType::Q4_K, 64, 256, 2), (DType::Q6_K, 128, 256, 7)]
+    {
         let x: Vec<f32> = rng.vec(n * cols).iter().map(|v| v * 3.0).collect();
         let norm_w = rng.vec(cols);
         let (gate, up) = (random_weights(&mut rng, dtype, rows, cols), random_weights(&mut rng, dtype, rows, cols));

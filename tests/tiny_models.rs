@@ -5,7 +5,7 @@
 //! Gemma 3 (scaled embeddings, q/k norms, post-norms, GELU, a sliding window shorter than the
 //! prompt on one layer and full attention on the other, two RoPE bases, soft-capped logits).
 
-use webgpu_llm::backend::Backend;
+use webgpu_llm::backend::{Backend, Place};
 use webgpu_llm::cpu::CpuModel;
 use webgpu_llm::gguf::writer::GgufWriter;
 use webgpu_llm::gguf::{Gguf, Value};
@@ -276,6 +276,79 @@ fn qwen2_without_biases_is_a_bad_model() {
     let g = Gguf::parse(&b).unwrap();
     let c = Config::from_gguf(&g).unwrap();
     assert!(matches!(Weights::from_gguf(&g, &c), Err(webgpu_llm::Error::BadModel(m)) if m.contains("attn_q.bias")));
+}
+
+/// Several sequences after one shared prompt, one token each per placed step (n choices
+/// decoded as one batch), each in its own region of the cache: every sequence's logits are
+/// bit for bit those of the same tokens run alone, one at a time, on the same backend. Gemma's
+/// window of 5 on layer 0 is crossed inside the shared prompt and inside each region.
+#[test]
+fn placed_steps_give_each_sequence_the_logits_it_gets_alone() {
+    for arch in ["gemma3", "qwen2"] {
+        let (bytes, _) = random_model(arch, 5, true, false, None);
+        let g = Gguf::parse(&bytes).unwrap();
+        let c = Config::from_gguf(&g).unwrap();
+        let w = Weights::from_gguf(&g, &c).unwrap();
+        let backend = |gpu: bool| -> Box<dyn Backend> {
+            match gpu {
+                true => {
+                    let gpu = Gpu::new_blocking(&GpuOptions { allow_f16: false, ..GpuOptions::default() }).unwrap();
+                    Box::new(GpuModel::load_blocking(gpu, &c, &w, 96).unwrap())
+                }
+                false => Box::new(CpuModel::new(&c, &w, 96).unwrap()),
+            }
+        };
+        let prompt = [1u32, 4, 7, 10, 2, 5, 8, 11, 3];
+        let (p, region, steps) = (prompt.len(), 8, 7);
+        let seq = |b: usize, i: usize| ((b * 5 + i * 3 + 1) % VOCAB) as u32;
+        for gpu in [false, true] {
+            let mut batch = backend(gpu);
+            batch.forward_full(&prompt).unwrap();
+            let mut got = vec![Vec::new(); 3];
+            for i in 0..steps {
+                // Sequence 2 ends early: later steps run two tokens.
+                let live: Vec<usize> = (0..3).filter(|&b| b < 2 || i < 4).collect();
+                let tokens: Vec<u32> = live.iter().map(|&b| seq(b, i)).collect();
+                let places: Vec<Place> =
+                    live.iter().map(|&b| Place::branch(p, p + b * region, p + b * region + i)).collect();
+                let rows = pollster::block_on(batch.forward_placed(&tokens, &places)).unwrap();
+                for (&b, row) in live.iter().zip(rows) {
+                    got[b].push(row);
+                }
+            }
+            for (b, rows) in got.iter().enumerate() {
+                let mut alone = backend(gpu);
+                alone.forward_full(&prompt).unwrap();
+                for (i, row) in rows.iter().enumerate() {
+                    let want = alone.forward_full(&[seq(b, i)]).unwrap();
+                    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(row), bits(&want), "{arch}, gpu {gpu}: sequence {b}, token {i}");
+                }
+            }
+            // Sequence 0 continues the prompt: truncated to it, the cache is that one sequence.
+            batch.truncate(p + steps);
+            let next = batch.forward_full(&[9]).unwrap();
+            let mut alone = backend(gpu);
+            alone.forward_full(&prompt).unwrap();
+            for i in 0..steps {
+                alone.forward_full(&[seq(0, i)]).unwrap();
+            }
+            assert_eq!(next, alone.forward_full(&[9]).unwrap(), "{arch}, gpu {gpu}: sequence 0 continued");
+        }
+        // Places that make no sense are refused, and the backend goes on.
+        let mut b = backend(false);
+        b.forward_full(&prompt).unwrap();
+        let bad = [
+            vec![Place { slot: 20, pos: 3, shared: 9, own: 20 }],
+            vec![Place::branch(p, 20, 20), Place::branch(p, 20, 20)],
+            vec![Place::branch(p, 95, 96)],
+        ];
+        for places in bad {
+            let tokens = vec![1; places.len()];
+            assert!(pollster::block_on(b.forward_placed(&tokens, &places)).is_err(), "{places:?}");
+        }
+        assert_eq!(b.cached(), p);
+    }
 }
 
 /// 200 turns on the GPU backend, with a reset every 10th turn and a turn cut short after one

@@ -44,9 +44,10 @@ commands:
                                   {"ppl", "ppl_stderr", "chunks": [...], ...}
   tokenize  --text TEXT [--no-parse-special]
                                   print the token ids as a JSON array (no BOS added)
-  bench     [--prompt-tokens 128] [--gen-tokens 64] [--sample [--seed S]] [--json]
+  bench     [--prompt-tokens 128] [--gen-tokens 64] [--sample [--seed S]] [--choices N] [--json]
                                   prefill and decode speed and work per token; greedy, or
-                                  the default sampling knobs with --sample
+                                  the default sampling knobs with --sample; --choices N decodes
+                                  N choices as one batch (decode tokens/s summed over them)
   split     --max-size BYTES --out PREFIX
                                   split the model at tensor boundaries the way llama.cpp's
                                   gguf-split does, into PREFIX-00001-of-0000N.gguf, ... (BYTES
@@ -594,9 +595,10 @@ fn tokenize(args: &Args) -> Result<()> {
 }
 
 fn bench(args: &Args) -> Result<()> {
-    args.only(&["--prompt-tokens", "--gen-tokens", "--json", "--sample", "--seed"])?;
+    args.only(&["--prompt-tokens", "--gen-tokens", "--json", "--sample", "--seed", "--choices"])?;
     let prompt_tokens: usize = args.num("--prompt-tokens")?.unwrap_or(128);
     let gen_tokens: usize = args.num("--gen-tokens")?.unwrap_or(64);
+    let n: usize = args.num("--choices")?.unwrap_or(1);
     if prompt_tokens == 0 || gen_tokens == 0 {
         return Err(Error::InvalidArgument("--prompt-tokens and --gen-tokens must be at least 1".into()));
     }
@@ -616,11 +618,16 @@ fn bench(args: &Args) -> Result<()> {
     };
     let mut first_token: Option<f64> = None;
     let started = Instant::now();
-    let gen: Generation = engine.generate(&prompt, &params, &mut |_| {
+    let choices = engine.generate_choices(&prompt, &params, n, None, &mut |_, _| {
         first_token.get_or_insert_with(|| started.elapsed().as_secs_f64());
         true
     })?;
-    let report = serde_json::json!({
+    let gen: &Generation = &choices[0].generation;
+    // Every choice's tokens fed back, over the batch's decode time (each choice reports it).
+    let decoded: usize = choices.iter().map(|c| c.generation.decoded_tokens).sum();
+    let decode_rate = decoded as f64 / gen.decode_secs.max(f64::MIN_POSITIVE);
+    let steps = gen.decode_work.steps as usize;
+    let mut report = serde_json::json!({
         "model": engine.config().name,
         "backend": engine.backend_name(),
         "threads": std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -629,23 +636,28 @@ fn bench(args: &Args) -> Result<()> {
         "generated_tokens": gen.tokens.len(),
         "time_to_first_token_s": first_token.unwrap_or(0.0),
         "prefill_tokens_per_s": gen.prefill_tokens_per_s(),
-        "decode_tokens_per_s": gen.decode_tokens_per_s(),
+        "decode_tokens_per_s": decode_rate,
         "adapter": engine.adapter().map(|a| &a.name),
         "f16": engine.adapter().is_some_and(|a| a.f16),
         "prefill_submissions": gen.prefill_work.submissions,
         "prefill_dispatches": gen.prefill_work.dispatches,
-        "dispatches_per_token": per_token(gen.decode_work.dispatches, gen.decoded_tokens),
-        "submissions_per_token": per_token(gen.decode_work.submissions, gen.decoded_tokens),
-        "read_back_bytes_per_token": per_token(gen.decode_work.read_back_bytes, gen.decoded_tokens),
+        "dispatches_per_token": per_token(gen.decode_work.dispatches, steps),
+        "submissions_per_token": per_token(gen.decode_work.submissions, steps),
+        "read_back_bytes_per_token": per_token(gen.decode_work.read_back_bytes, steps),
         "weight_bytes": gen.decode_work.weight_bytes,
         "kv_cache_bytes": gen.decode_work.kv_bytes,
         "gpu_memory_bytes": gen.decode_work.device_bytes,
         "file_weight_bytes": engine.config().file_weight_bytes,
-        "weight_bytes_read_per_token": per_token(gen.decode_work.weight_read_bytes, gen.decoded_tokens),
-        // 1.0: each weight byte of the file read once per decoded token (0 on the CPU).
-        "weight_read_ratio": per_token(gen.decode_work.weight_read_bytes, gen.decoded_tokens)
+        "weight_bytes_read_per_token": per_token(gen.decode_work.weight_read_bytes, steps),
+        // 1.0: each weight byte of the file read once per decode step (0 on the CPU).
+        "weight_read_ratio": per_token(gen.decode_work.weight_read_bytes, steps)
             / engine.config().file_weight_bytes as f64,
     });
+    if n > 1 {
+        // The per-token counters above are per decode step: one token of every live choice.
+        report["choices"] = n.into();
+        report["decode_steps_per_s"] = (steps as f64 / gen.decode_secs.max(f64::MIN_POSITIVE)).into();
+    }
     if args.flag("--json") {
         println!("{report}");
     } else {
@@ -656,8 +668,8 @@ fn bench(args: &Args) -> Result<()> {
             load_secs,
             gen.prefill_tokens,
             gen.prefill_tokens_per_s(),
-            gen.tokens.len(),
-            gen.decode_tokens_per_s(),
+            decoded,
+            decode_rate,
             first_token.unwrap_or(0.0)
         );
     }

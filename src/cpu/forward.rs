@@ -5,7 +5,7 @@
 
 use super::ops::{dot, glu, matmul, rmsnorm, rmsnorm_in_place, rope, softmax, Matrix};
 use super::quantized::{matmul_q, QMatrix};
-use crate::backend::{check_step, AllFuture, Backend, BackendStats, StepFuture};
+use crate::backend::{check_places, check_step, AllFuture, Backend, BackendStats, Place, StepFuture};
 use crate::error::{Error, Result};
 use crate::gguf::{TensorInfo, TensorView};
 use crate::model::{Config, Weights};
@@ -15,8 +15,9 @@ use crate::sampler::{Logits, LogitsRequest};
 /// Prompts are processed this many tokens at a time, which bounds the scratch memory.
 const PREFILL_CHUNK: usize = 64;
 
-/// Keys and values of every layer for the positions seen so far: `k[layer]` holds
-/// `len × kv_dim` floats. It grows as positions are added, up to `capacity`.
+/// Keys and values of every layer for the slots written so far: `k[layer]` holds a row of
+/// `kv_dim` floats per slot. It grows as slots are written, up to `capacity`; `len` slots
+/// count as cached.
 pub struct KvCache {
     capacity: usize,
     len: usize,
@@ -93,6 +94,8 @@ struct Activations {
     gate: Vec<f32>,
     up: Vec<f32>,
     scores: Vec<f32>,
+    /// The places of a plain step's tokens.
+    places: Vec<Place>,
 }
 
 /// `v` as `len` zeros, reusing its memory.
@@ -124,12 +127,23 @@ impl CpuModel {
         load.finish()
     }
 
-    /// Run one chunk of tokens at positions `cache.len ..`; leaves the hidden states in `act.x`.
+    /// Run one chunk of tokens at slots `cache.len ..` of the one sequence the cache holds.
     fn forward_chunk(&mut self, tokens: &[u32]) -> Result<()> {
+        let mut places = std::mem::take(&mut self.act.places);
+        places.clear();
+        places.extend((self.cache.len..).take(tokens.len()).map(Place::linear));
+        let result = self.forward_places(tokens, &places);
+        self.act.places = places;
+        result
+    }
+
+    /// Run `tokens[i]` at `places[i]`; leaves the hidden states in `act.x`. The cache then
+    /// counts at least up to the last slot written.
+    fn forward_places(&mut self, tokens: &[u32], places: &[Place]) -> Result<()> {
         let CpuModel { config: c, weights: w, cache, act, .. } = self;
         let n = tokens.len();
         let (d, qd, kvd, hd) = (c.d_model, c.q_dim(), c.kv_dim(), c.head_dim);
-        let start = cache.len;
+        let slots = places.iter().map(|p| p.slot + 1).max().unwrap_or(0);
 
         // Embeddings.
         let x = zeroed(&mut act.x, n * d);
@@ -151,7 +165,7 @@ impl CpuModel {
         let proj = zeroed(&mut act.proj, n * d);
         let gate = zeroed(&mut act.gate, n * c.ffn_dim);
         let up = zeroed(&mut act.up, n * c.ffn_dim);
-        let scores = zeroed(&mut act.scores, start + n);
+        let scores = zeroed(&mut act.scores, slots);
         let freqs = w.rope_freqs.as_ref().map(CpuWeight::values);
         let group = c.n_heads / c.n_kv_heads;
         let scale = c.attn_scale;
@@ -175,34 +189,38 @@ impl CpuModel {
                 rmsnorm_in_place(k, kn.values(), c.rms_eps);
             }
             let (base, linear_scale) = c.rope_of(li);
-            for t in 0..n {
+            for (t, place) in places.iter().enumerate() {
                 let rope_head =
-                    |head: &mut [f32]| rope(head, start + t, c.rope_dim, base, linear_scale, freqs, c.rope_style);
+                    |head: &mut [f32]| rope(head, place.pos, c.rope_dim, base, linear_scale, freqs, c.rope_style);
                 q[t * qd..(t + 1) * qd].chunks_exact_mut(hd).for_each(rope_head);
                 k[t * kvd..(t + 1) * kvd].chunks_exact_mut(hd).for_each(rope_head);
             }
             let (kc, vc) = (&mut cache.k[li], &mut cache.v[li]);
-            kc.truncate(start * kvd);
-            vc.truncate(start * kvd);
-            kc.extend_from_slice(k);
-            vc.extend_from_slice(v);
+            if kc.len() < slots * kvd {
+                kc.resize(slots * kvd, 0.0);
+                vc.resize(slots * kvd, 0.0);
+            }
+            for (t, place) in places.iter().enumerate() {
+                kc[place.slot * kvd..][..kvd].copy_from_slice(&k[t * kvd..][..kvd]);
+                vc[place.slot * kvd..][..kvd].copy_from_slice(&v[t * kvd..][..kvd]);
+            }
 
-            // Grouped-query causal attention: token t sees positions 0 ..= start + t, or only the
-            // last `window` of them on a sliding-window layer.
-            for t in 0..n {
-                let seen = start + t + 1;
-                let first = c.window(li).map_or(0, |w| seen.saturating_sub(w));
-                let scores = &mut scores[..seen - first];
+            // Grouped-query causal attention: each token sees its place's slots in position
+            // order (a plain step's token t: positions 0 ..= start + t), or only the last
+            // `window` positions on a sliding-window layer.
+            for (t, place) in places.iter().enumerate() {
+                let (shared, own) = place.visible(c.window(li));
+                let scores = &mut scores[..shared.len() + own.len()];
                 for head in 0..c.n_heads {
                     let kvh = head / group;
                     let qh = &q[t * qd + head * hd..][..hd];
-                    for (p, s) in (first..).zip(scores.iter_mut()) {
+                    for (p, s) in shared.clone().chain(own.clone()).zip(scores.iter_mut()) {
                         *s = dot(qh, &kc[p * kvd + kvh * hd..][..hd]) * scale;
                     }
                     softmax(scores);
                     let out = &mut attn[t * qd + head * hd..][..hd];
                     out.fill(0.0);
-                    for (p, &s) in (first..).zip(scores.iter()) {
+                    for (p, &s) in shared.clone().chain(own.clone()).zip(scores.iter()) {
                         let vp = &vc[p * kvd + kvh * hd..][..hd];
                         out.iter_mut().zip(vp).for_each(|(o, v)| *o += s * v);
                     }
@@ -225,7 +243,7 @@ impl CpuModel {
             }
             x.iter_mut().zip(proj.iter()).for_each(|(x, p)| *x += p);
         }
-        cache.len = start + n;
+        cache.len = cache.len.max(slots);
         Ok(())
     }
 }
@@ -254,6 +272,10 @@ impl Backend for CpuModel {
 
     fn forward_all<'a>(&'a mut self, tokens: &'a [u32]) -> AllFuture<'a> {
         Box::pin(std::future::ready(self.run_all(tokens)))
+    }
+
+    fn forward_placed<'a>(&'a mut self, tokens: &'a [u32], places: &'a [Place]) -> AllFuture<'a> {
+        Box::pin(std::future::ready(self.run_placed(tokens, places)))
     }
 
     fn stats(&self) -> BackendStats {
@@ -297,6 +319,18 @@ impl CpuModel {
             all.extend(self.head(0..chunk.len()).chunks_exact(vocab).map(<[f32]>::to_vec));
         }
         Ok(all)
+    }
+
+    /// Run `tokens` at `places` in one chunk and return every one's logits.
+    fn run_placed(&mut self, tokens: &[u32], places: &[Place]) -> Result<Vec<Vec<f32>>> {
+        check_places(tokens, places, self.cache.capacity)?;
+        let len = self.cache.len;
+        if let Err(e) = self.forward_places(tokens, places) {
+            self.cache.len = len;
+            return Err(e);
+        }
+        self.steps += 1;
+        Ok(self.head(0..tokens.len()).chunks_exact(self.config.vocab_size).map(<[f32]>::to_vec).collect())
     }
 
     /// The output head over rows `rows` of the last chunk's residual stream: their logits, one

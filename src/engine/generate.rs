@@ -4,6 +4,8 @@ use web_time::Instant;
 
 use super::speculative::speculate;
 use super::*;
+use crate::constraint::Constraint;
+use crate::sampler::Sampled;
 use crate::tokenizer::Detokenizer;
 
 impl Engine {
@@ -27,6 +29,91 @@ impl Engine {
         params: &SamplingParams,
         on_token: &mut dyn FnMut(&TokenEvent) -> bool,
     ) -> Result<Generation> {
+        self.check_prompt(prompt)?;
+        // Validates the parameters before anything changes; knobs queued before this generation
+        // belonged to an earlier one.
+        let sampler = Sampler::new(params.clone())?;
+        let constraint = self.constraint(params)?;
+        // A constraint's mask would have to follow every draft: no speculation under a grammar.
+        let mut speculation = match constraint {
+            Some(_) => None,
+            None => self.speculation(params)?,
+        };
+        self.retune.take();
+
+        let (prefilled, mut gen) = {
+            let want = |history: &[u32], new: &[u32]| match constraint {
+                Some(_) => LogitsRequest::Full,
+                None => sampler.request(history, new),
+            };
+            self.prefill(prompt, params, want).await?
+        };
+        let capacity = self.backend.capacity();
+        let mut dec = Decoder::new(&self.tokenizer, params, sampler, constraint);
+        let Some(logits) = prefilled else {
+            gen.finish_reason = FinishReason::Abort;
+            return Ok(gen);
+        };
+        let started = Instant::now();
+        let after_prefill = self.backend.stats();
+        // Chosen tokens not yet shown: one from each plain step, or a speculative step's
+        // accepted drafts and the token after them (already run, but for the last).
+        let mut queue = std::collections::VecDeque::new();
+        // The context is the prompt and every token generated so far: the penalties' window.
+        queue.push_back(dec.choose(logits, &self.context)?);
+        while let Some(s) = queue.pop_front() {
+            if let Some(reason) = dec.show(&mut gen, &s, capacity, &mut *on_token)? {
+                gen.finish_reason = reason;
+                break;
+            }
+            if !queue.is_empty() {
+                continue;
+            }
+            if !self.go_on().await {
+                gen.finish_reason = FinishReason::Abort;
+                break;
+            }
+            // New knobs apply from the next step's logits on: the shortlist must be asked for
+            // with the knobs that will sample it.
+            if let Some(p) = self.retune.take() {
+                let p = dec.retune(&mut gen, p)?;
+                if let Some(spec) = &mut speculation {
+                    spec.retune(&p)?;
+                }
+            }
+            if let Some(spec) = &mut speculation {
+                // No point drafting past max_tokens: the step's own token is one more.
+                let limit = params.max_tokens - gen.tokens.len() - 1;
+                let draft = self.draft.as_deref_mut();
+                let round =
+                    speculate(&mut *self.backend, &mut self.context, draft, spec, &mut dec.sampler, s.id, limit)
+                        .await?;
+                gen.decoded_tokens += 1 + round.accepted;
+                gen.drafted_tokens += round.drafted;
+                gen.accepted_tokens += round.accepted;
+                queue.extend(round.chosen);
+                continue;
+            }
+            let want = dec.request(&self.context, &[s.id]);
+            let logits = run(&mut *self.backend, &mut self.context, &[s.id], &want).await?;
+            gen.decoded_tokens += 1;
+            queue.push_back(dec.choose(logits, &self.context)?);
+        }
+        // A speculative step may have run drafts that were accepted but not shown (generation
+        // ended before them): the cache keeps only the prompt and the tokens generated.
+        let shown = prompt.len() + gen.tokens.len();
+        if self.context.len() > shown {
+            self.backend.truncate(shown);
+            self.context.truncate(shown);
+        }
+        gen.decode_secs = started.elapsed().as_secs_f64();
+        gen.decode_work = self.backend.stats().since(&after_prefill);
+        dec.finish(&mut gen, on_token);
+        Ok(gen)
+    }
+
+    /// A prompt the engine can run: not empty, inside the context and the vocabulary.
+    pub(super) fn check_prompt(&self, prompt: &[u32]) -> Result<()> {
         if prompt.is_empty() {
             return Err(Error::InvalidArgument("the prompt is empty".into()));
         }
@@ -37,21 +124,26 @@ impl Engine {
         if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= self.config.vocab_size) {
             return Err(Error::InvalidArgument(format!("token id {bad} is outside the vocabulary")));
         }
-        // Validates the parameters before anything changes; knobs queued before this generation
-        // belonged to an earlier one.
-        let mut sampler = Sampler::new(params.clone())?;
-        // A grammar masks every step's logits: the whole vector, so sampling stays exact.
-        let mut constraint = match &params.grammar {
-            Some(g) => Some(self.constraints()?.start(g)?),
-            None => None,
-        };
-        // A constraint's mask would have to follow every draft: no speculation under a grammar.
-        let mut speculation = match constraint {
-            Some(_) => None,
-            None => self.speculation(params)?,
-        };
-        self.retune.take();
+        Ok(())
+    }
 
+    /// The grammar's matcher, when `params` has one.
+    pub(super) fn constraint(&mut self, params: &SamplingParams) -> Result<Option<Constraint>> {
+        match &params.grammar {
+            Some(g) => Ok(Some(self.constraints()?.start(g)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Run the part of `prompt` the cache does not hold (at least its last token, for logits):
+    /// the last token's logits as `want(history, new)` asks (`None` when an abort came during
+    /// prefill), and the generation's record so far.
+    pub(super) async fn prefill(
+        &mut self,
+        prompt: &[u32],
+        params: &SamplingParams,
+        want: impl Fn(&[u32], &[u32]) -> LogitsRequest,
+    ) -> Result<(Option<Logits>, Generation)> {
         // Reuse the cached prefix, but always run at least one token to get logits.
         let reused = common_prefix(&self.context, prompt).min(prompt.len() - 1);
         self.backend.truncate(reused);
@@ -71,17 +163,13 @@ impl Engine {
             let last = (i + 1) * piece >= new.len();
             // Only the last piece's logits are used: ask the others for as little as possible.
             let want = match last {
-                true if constraint.is_some() => LogitsRequest::Full,
-                true => sampler.request(&prompt[..reused], new),
+                true => want(&prompt[..reused], new),
                 false => LogitsRequest::Shortlist { top: 1, ids: Vec::new() },
             };
             let logits = run(&mut *self.backend, &mut self.context, chunk, &want).await?;
             prefilled = last.then_some(logits);
         }
-        let prefill_secs = started.elapsed().as_secs_f64();
-        let after_prefill = self.backend.stats();
-
-        let mut gen = Generation {
+        let gen = Generation {
             prompt_tokens: prompt.to_vec(),
             tokens: Vec::new(),
             text: String::new(),
@@ -89,136 +177,124 @@ impl Engine {
             reused_tokens: reused,
             prefill_tokens: prompt.len() - reused,
             decoded_tokens: 0,
-            prefill_secs,
+            prefill_secs: started.elapsed().as_secs_f64(),
             decode_secs: 0.0,
-            prefill_work: after_prefill.since(&before),
+            prefill_work: self.backend.stats().since(&before),
             decode_work: BackendStats::default(),
             sampling: vec![SamplingChange { from_token: 0, params: params.clone() }],
             mask_secs: 0.0,
             drafted_tokens: 0,
             accepted_tokens: 0,
         };
-        let mut stream = TextStream::new(&self.tokenizer, &params.stop);
-        let Some(mut logits) = prefilled else {
-            gen.finish_reason = FinishReason::Abort;
-            return Ok(gen);
-        };
-        let started = Instant::now();
-        // Chosen tokens not yet shown: one from each plain step, or a speculative step's
-        // accepted drafts and the token after them (already run, but for the last).
-        let mut queue = std::collections::VecDeque::new();
-        if let Some(c) = &mut constraint {
-            logits = c.mask(logits)?;
-        }
-        // The context is the prompt and every token generated so far: the penalties' window.
-        queue.push_back(sampler.sample_from(&logits, &self.context)?);
-        while let Some(s) = queue.pop_front() {
-            if self.tokenizer.eog_ids().contains(&s.id) || params.stop_token_ids.contains(&s.id) {
-                gen.finish_reason = FinishReason::Stop;
-                break;
-            }
-            gen.tokens.push(s.id);
-            // The grammar follows the choice; when it cannot go on, the output is complete.
-            let complete = match &mut constraint {
-                Some(c) => c.commit(s.id).map(|()| c.is_done())?,
-                None => false,
-            };
-            let (piece, hit_stop) = stream.push(s.id);
-            let top = s.top.iter().map(|a| self.top_token(a)).collect();
-            let me = Alternative { id: s.id, logprob: s.logprob_raw, prob: s.prob };
-            let token = TokenInfo { token: self.top_token(&me), top };
-            let event = TokenEvent { text: &piece, token: Some(token) };
-            let go_on = on_token(&event);
-            if hit_stop || complete {
-                gen.finish_reason = FinishReason::Stop;
-                break;
-            }
-            if !go_on {
-                gen.finish_reason = FinishReason::Abort;
-                break;
-            }
-            if gen.tokens.len() >= params.max_tokens || prompt.len() + gen.tokens.len() > capacity {
-                gen.finish_reason = FinishReason::Length;
-                break;
-            }
-            if !queue.is_empty() {
-                continue;
-            }
-            if !self.go_on().await {
-                gen.finish_reason = FinishReason::Abort;
-                break;
-            }
-            // New knobs apply from the next step's logits on: the shortlist must be asked for
-            // with the knobs that will sample it.
-            if let Some(p) = self.retune.take() {
-                // The running generation keeps its stop conditions; the record says so too.
-                let p = SamplingParams {
-                    max_tokens: params.max_tokens,
-                    stop: params.stop.clone(),
-                    stop_token_ids: params.stop_token_ids.clone(),
-                    grammar: params.grammar.clone(),
-                    ..p
-                };
-                sampler.set_params(p.clone())?;
-                if let Some(spec) = &mut speculation {
-                    spec.retune(&p)?;
-                }
-                gen.sampling.push(SamplingChange { from_token: gen.tokens.len(), params: p });
-            }
-            if let Some(spec) = &mut speculation {
-                // No point drafting past max_tokens: the step's own token is one more.
-                let limit = params.max_tokens - gen.tokens.len() - 1;
-                let draft = self.draft.as_deref_mut();
-                let round =
-                    speculate(&mut *self.backend, &mut self.context, draft, spec, &mut sampler, s.id, limit).await?;
-                gen.decoded_tokens += 1 + round.accepted;
-                gen.drafted_tokens += round.drafted;
-                gen.accepted_tokens += round.accepted;
-                queue.extend(round.chosen);
-                continue;
-            }
-            let want = match constraint {
-                Some(_) => LogitsRequest::Full,
-                None => sampler.request(&self.context, &[s.id]),
-            };
-            let mut logits = run(&mut *self.backend, &mut self.context, &[s.id], &want).await?;
-            gen.decoded_tokens += 1;
-            if let Some(c) = &mut constraint {
-                logits = c.mask(logits)?;
-            }
-            queue.push_back(sampler.sample_from(&logits, &self.context)?);
-        }
-        // A speculative step may have run drafts that were accepted but not shown (generation
-        // ended before them): the cache keeps only the prompt and the tokens generated.
-        let shown = prompt.len() + gen.tokens.len();
-        if self.context.len() > shown {
-            self.backend.truncate(shown);
-            self.context.truncate(shown);
-        }
-        gen.decode_secs = started.elapsed().as_secs_f64();
-        gen.mask_secs = constraint.map_or(0.0, |c| c.mask_secs);
-        gen.decode_work = self.backend.stats().since(&after_prefill);
-        let tail = stream.finish();
-        if !tail.is_empty() {
-            // The last piece held back for a possible stop string turned out to be plain text.
-            on_token(&TokenEvent { text: &tail, token: None });
-        }
-        gen.text = stream.text;
-        Ok(gen)
+        Ok((prefilled, gen))
     }
 }
 
-impl Engine {
-    fn top_token(&self, a: &Alternative) -> TopToken {
-        let t = &self.tokenizer;
-        TopToken {
-            id: a.id,
-            text: t.piece(a.id),
-            bytes: t.token_bytes(a.id).to_vec(),
-            logprob: a.logprob,
-            prob: a.prob,
+/// One generation's choices after its prompt: its sampler and grammar, which pick each token
+/// from a step's logits, and its text stream, which shows them. [`Engine::generate_async`]
+/// drives one; n choices decoded as one batch drive one each.
+pub(super) struct Decoder<'t> {
+    tokenizer: &'t Tokenizer,
+    /// The request's knobs: their stop conditions hold for the whole generation.
+    params: SamplingParams,
+    pub sampler: Sampler,
+    constraint: Option<Constraint>,
+    stream: TextStream<'t>,
+}
+
+impl<'t> Decoder<'t> {
+    pub fn new(
+        tokenizer: &'t Tokenizer,
+        params: &'t SamplingParams,
+        sampler: Sampler,
+        constraint: Option<Constraint>,
+    ) -> Decoder<'t> {
+        let stream = TextStream::new(tokenizer, &params.stop);
+        Decoder { tokenizer, params: params.clone(), sampler, constraint, stream }
+    }
+
+    /// What a step must read back for [`Decoder::choose`] to be exact: the whole vector under
+    /// a grammar (a shortlist may hold no allowed token), else what the sampler needs.
+    pub fn request(&self, history: &[u32], new: &[u32]) -> LogitsRequest {
+        match self.constraint {
+            Some(_) => LogitsRequest::Full,
+            None => self.sampler.request(history, new),
         }
     }
+
+    /// The next token from a step's logits, within the grammar; `recent` is the penalties'
+    /// window (the prompt and every token generated so far).
+    pub fn choose(&mut self, logits: Logits, recent: &[u32]) -> Result<Sampled> {
+        let logits = match &mut self.constraint {
+            Some(c) => c.mask(logits)?,
+            None => logits,
+        };
+        self.sampler.sample_from(&logits, recent)
+    }
+
+    /// Show a chosen token: record it, follow it with the grammar, stream its text. Returns why
+    /// generation ends with it, if it does (an end-of-generation or stop token is not shown).
+    pub fn show(
+        &mut self,
+        gen: &mut Generation,
+        s: &Sampled,
+        capacity: usize,
+        on_token: &mut dyn FnMut(&TokenEvent) -> bool,
+    ) -> Result<Option<FinishReason>> {
+        if self.tokenizer.eog_ids().contains(&s.id) || self.params.stop_token_ids.contains(&s.id) {
+            return Ok(Some(FinishReason::Stop));
+        }
+        gen.tokens.push(s.id);
+        // The grammar follows the choice; when it cannot go on, the output is complete.
+        let complete = match &mut self.constraint {
+            Some(c) => c.commit(s.id).map(|()| c.is_done())?,
+            None => false,
+        };
+        let (piece, hit_stop) = self.stream.push(s.id);
+        let top = s.top.iter().map(|a| top_token(self.tokenizer, a)).collect();
+        let me = Alternative { id: s.id, logprob: s.logprob_raw, prob: s.prob };
+        let token = TokenInfo { token: top_token(self.tokenizer, &me), top };
+        let go_on = on_token(&TokenEvent { text: &piece, token: Some(token) });
+        Ok(if hit_stop || complete {
+            Some(FinishReason::Stop)
+        } else if !go_on {
+            Some(FinishReason::Abort)
+        } else if gen.tokens.len() >= self.params.max_tokens || gen.prompt_tokens.len() + gen.tokens.len() > capacity {
+            Some(FinishReason::Length)
+        } else {
+            None
+        })
+    }
+
+    /// Sample with `p` from the next step on. The running generation keeps its stop
+    /// conditions, and the record says so too; returns the knobs as applied.
+    pub fn retune(&mut self, gen: &mut Generation, p: SamplingParams) -> Result<SamplingParams> {
+        let p = SamplingParams {
+            max_tokens: self.params.max_tokens,
+            stop: self.params.stop.clone(),
+            stop_token_ids: self.params.stop_token_ids.clone(),
+            grammar: self.params.grammar.clone(),
+            ..p
+        };
+        self.sampler.set_params(p.clone())?;
+        gen.sampling.push(SamplingChange { from_token: gen.tokens.len(), params: p.clone() });
+        Ok(p)
+    }
+
+    /// Generation has ended: the text held back for a possible stop string turned out to be
+    /// plain text (streamed now), and the record gets the text and the grammar's time.
+    pub fn finish(mut self, gen: &mut Generation, on_token: &mut dyn FnMut(&TokenEvent) -> bool) {
+        gen.mask_secs = self.constraint.map_or(0.0, |c| c.mask_secs);
+        let tail = self.stream.finish();
+        if !tail.is_empty() {
+            on_token(&TokenEvent { text: &tail, token: None });
+        }
+        gen.text = std::mem::take(&mut self.stream.text);
+    }
+}
+
+fn top_token(t: &Tokenizer, a: &Alternative) -> TopToken {
+    TopToken { id: a.id, text: t.piece(a.id), bytes: t.token_bytes(a.id).to_vec(), logprob: a.logprob, prob: a.prob }
 }
 
 /// Run tokens through the backend, keeping `context` in step with its cache even on error.

@@ -184,6 +184,14 @@ impl Retune {
     }
 }
 
+/// Await `pause`, if any: false when the caller asked to stop.
+async fn go_on(pause: &Option<Pause>) -> bool {
+    match pause {
+        Some(pause) => pause().await,
+        None => true,
+    }
+}
+
 /// Prompt tokens a prefill step runs when the engine pauses between steps (an abort waits at
 /// most this long during prefill).
 const PREFILL_PIECE: usize = 64;
@@ -335,10 +343,7 @@ impl Engine {
 
     /// Await the pause, if any: false when the caller asked to stop.
     async fn go_on(&self) -> bool {
-        match &self.pause {
-            Some(pause) => pause().await,
-            None => true,
-        }
+        go_on(&self.pause).await
     }
 
     /// Forget the KV cache.

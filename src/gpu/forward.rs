@@ -19,16 +19,19 @@
 //! sliding-window layers pass a window to `attention` and use their own RoPE table.
 //!
 //! A prompt runs in chunks of [`PREFILL_CHUNK`] tokens through the tiled matrix × matrix
-//! kernel; a decode step (one token) through the matrix × vector kernel.
+//! kernel; a step of at most 16 tokens (decoding; n choices decoded together; a speculative
+//! verification) through the matrix × vector kernel. Each token of a step has a place in the
+//! KV cache (`Place`: its slot, its position, the slots it attends to), written with the step,
+//! so n choices keep their tokens in regions of one cache after their shared prompt.
 
 use super::buffers::{read_back, staging, storage, storage_with};
 use super::device::Gpu;
-use super::kernels::{Kernels, StepParams, MAX_HEAD_DIM};
+use super::kernels::{Kernels, PlaceParams, StepParams, MAX_HEAD_DIM};
 use super::kv_cache::KvCache;
 use super::ops::{Input, Launch, MatMul, Recorder, Shape};
 use super::shortlist::Reader;
 use super::weights::{GateUp, GpuWeights, Placer};
-use crate::backend::{check_step, AllFuture, Backend, BackendStats, StepFuture};
+use crate::backend::{check_places, check_step, AllFuture, Backend, BackendStats, Place, StepFuture, MAX_PLACED};
 use crate::cpu::ops::rope_cos_sin;
 use crate::error::{Error, Result};
 use crate::gguf::{TensorInfo, TensorView};
@@ -50,6 +53,8 @@ pub const ALL_ROWS: usize = 16;
 /// The activations of one step, sized for [`PREFILL_CHUNK`] tokens.
 struct Activations {
     tokens: wgpu::Buffer,
+    /// Each token's place in the KV cache (`PlaceParams`).
+    places: wgpu::Buffer,
     /// The residual stream.
     x: wgpu::Buffer,
     qkv: wgpu::Buffer,
@@ -72,6 +77,7 @@ impl Activations {
         let f = |label: &str, per_token: usize| storage(gpu, label, n * per_token as u64 * 4);
         Activations {
             tokens: storage(gpu, "tokens", n * 4),
+            places: storage(gpu, "places", n * std::mem::size_of::<PlaceParams>() as u64),
             x: f("x", c.d_model),
             qkv: f("qkv", c.q_dim() + 2 * c.kv_dim()),
             q: f("q", c.q_dim()),
@@ -87,6 +93,7 @@ impl Activations {
     fn bytes(&self) -> u64 {
         [
             &self.tokens,
+            &self.places,
             &self.x,
             &self.qkv,
             &self.q,
@@ -118,6 +125,8 @@ pub struct GpuModel {
     stats: BackendStats,
     weights: GpuWeights,
     act: Activations,
+    /// The places of the step being written (kept so a step allocates nothing).
+    places: Vec<PlaceParams>,
     /// Kept alive for the bind groups.
     _params: wgpu::Buffer,
     _tables: RopeTables,
@@ -206,6 +215,7 @@ impl GpuLoad {
             cache,
             vocab: c.vocab_size,
             stats: BackendStats::default(),
+            places: Vec::with_capacity(PREFILL_CHUNK),
             _params: params,
             weights,
             _tables: table,
@@ -242,13 +252,21 @@ impl GpuModel {
     /// Run one chunk (at most [`PREFILL_CHUNK`] tokens) at the next positions; with `want`,
     /// also run the output head and read the logits back. One submission.
     async fn step(&mut self, tokens: &[u32], want: Option<&LogitsRequest>) -> Result<Option<Logits>> {
+        self.place_linear(tokens.len());
         match want {
             Some(w) => self.submit(tokens, Read::Last(w)).await,
             None => self.submit(tokens, Read::Nothing).await,
         }
     }
 
-    /// Run at most [`ALL_ROWS`] tokens and read back every one's logits. One submission.
+    /// The places of `n` tokens at the next positions of the one sequence.
+    fn place_linear(&mut self, n: usize) {
+        self.places.clear();
+        self.places.extend((self.cache.len..).take(n).map(|p| PlaceParams::from(Place::linear(p))));
+    }
+
+    /// Run at most [`ALL_ROWS`] tokens (at `self.places`) and read back every one's logits.
+    /// One submission.
     async fn step_all(&mut self, tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
         debug_assert!(tokens.len() <= ALL_ROWS);
         self.submit(tokens, Read::Every).await?;
@@ -258,16 +276,17 @@ impl GpuModel {
         Ok(words.chunks_exact(self.vocab).map(|row| row.iter().map(|&w| f32::from_bits(w)).collect()).collect())
     }
 
+    /// Run `tokens` at `self.places`; the cache then counts up to the last slot written.
     async fn submit(&mut self, tokens: &[u32], read: Read<'_>) -> Result<Option<Logits>> {
-        debug_assert!(!tokens.is_empty() && tokens.len() <= PREFILL_CHUNK);
+        debug_assert!(!tokens.is_empty() && tokens.len() <= PREFILL_CHUNK && tokens.len() == self.places.len());
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.vocab) {
             return Err(Error::InvalidArgument(format!("token id {bad} is outside the vocabulary")));
         }
         let n = tokens.len() as u32;
-        let start = self.cache.len as u32;
         let q = &self.gpu.queue;
-        q.write_buffer(&self.step, 0, bytemuck::bytes_of(&StepParams { n, start, _pad: [0; 2] }));
+        q.write_buffer(&self.step, 0, bytemuck::bytes_of(&StepParams { n, _pad: [0; 3] }));
         q.write_buffer(&self.act.tokens, 0, bytemuck::cast_slice(tokens));
+        q.write_buffer(&self.act.places, 0, bytemuck::cast_slice(&self.places));
 
         let mut encoder = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
         let mut dispatches = self.body.len() as u64;
@@ -303,7 +322,8 @@ impl GpuModel {
         self.stats.steps += 1;
         self.stats.submissions += 1;
         self.stats.dispatches += dispatches;
-        self.cache.len += tokens.len();
+        let end = self.places.iter().map(|p| p.slot as usize + 1).max().unwrap_or(0);
+        self.cache.len = self.cache.len.max(end);
         let Some(pending) = pending else {
             self.gpu.check()?;
             return Ok(None);
@@ -331,9 +351,19 @@ impl GpuModel {
         check_step(tokens, self.cache.len, self.cache.capacity)?;
         let mut all = Vec::with_capacity(tokens.len());
         for chunk in tokens.chunks(ALL_ROWS) {
+            self.place_linear(chunk.len());
             all.extend(self.step_all(chunk).await?);
         }
         Ok(all)
+    }
+
+    /// Run `tokens` at `places` in one step, reading back every one's logits.
+    async fn run_placed(&mut self, tokens: &[u32], places: &[Place]) -> Result<Vec<Vec<f32>>> {
+        const { assert!(MAX_PLACED <= ALL_ROWS) };
+        check_places(tokens, places, self.cache.capacity)?;
+        self.places.clear();
+        self.places.extend(places.iter().map(|&p| PlaceParams::from(p)));
+        self.step_all(tokens).await
     }
 }
 
@@ -384,6 +414,17 @@ impl Backend for GpuModel {
             let result = self.run_all(tokens).await;
             if result.is_err() {
                 self.cache.len = start;
+            }
+            result
+        })
+    }
+
+    fn forward_placed<'a>(&'a mut self, tokens: &'a [u32], places: &'a [Place]) -> AllFuture<'a> {
+        Box::pin(async move {
+            let len = self.cache.len;
+            let result = self.run_placed(tokens, places).await;
+            if result.is_err() {
+                self.cache.len = len;
             }
             result
         })
@@ -455,8 +496,8 @@ fn record_body(rec: &mut Recorder, c: &Config, w: &GpuWeights, a: &Activations, 
         if let Some((qn, kn)) = &l.qk_norm {
             rec.head_norm(&a.qkv, (qn, kn), &a.q, &shape, c.rms_eps);
         }
-        rec.rope_kv(&a.qkv, tables.of(c, li), &a.q, (&cache.k[li], &cache.v[li]), &shape);
-        rec.attention(&a.q, &cache.k[li], &cache.v[li], &a.attn, &shape);
+        rec.rope_kv(&a.qkv, (tables.of(c, li), &a.places), &a.q, (&cache.k[li], &cache.v[li]), &shape);
+        rec.attention((&a.q, &a.places), &cache.k[li], &cache.v[li], &a.attn, &shape);
         residual(rec, MatMul::new(&l.wo, &a.attn, &a.x), l.post_attn_norm.as_ref());
         let norm = Input::Norm(&l.ffn_norm, c.rms_eps);
         match &l.gate_up {

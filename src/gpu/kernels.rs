@@ -121,7 +121,7 @@ impl Family {
 
 /// Every kernel, compiled for one device.
 pub struct Kernels {
-    /// Per weight format: `embed`, and `matvec` / `matmat` with each prologue (see
+    /// Per weight format: `embed`, and `matvec` / `matvec4` / `matmat` with each prologue (see
     /// [`MATMUL_ENTRIES`]).
     pub matmul: HashMap<DType, Family>,
     pub rope_kv: Family,
@@ -158,14 +158,14 @@ impl Kernels {
                     gpu,
                     "rope_kv",
                     ROPE_KV,
-                    &[Read, Read, Write, Write, Write, Uniform, Uniform],
+                    &[Read, Read, Write, Write, Write, Uniform, Uniform, Read],
                     &["rope_kv"],
                 ),
                 attention: Family::new(
                     gpu,
                     "attention",
                     ATTENTION,
-                    &[Read, Read, Read, Write, Uniform, Uniform],
+                    &[Read, Read, Read, Write, Uniform, Uniform, Read],
                     &["attention"],
                 ),
                 norm: Family::new(
@@ -188,15 +188,19 @@ impl Kernels {
     }
 }
 
-/// The matmul entry points: the embedding lookup, then matrix × vector and matrix × matrix,
-/// plain, with the RMSNorm prologue, with the SwiGLU prologue, and with the RMSNorm prologue
-/// and the SwiGLU epilogue.
-pub const MATMUL_ENTRIES: [&str; 9] = [
+/// The matmul entry points: the embedding lookup, then matrix × vector (one token a pass, and
+/// four) and matrix × matrix, plain, with the RMSNorm prologue, with the SwiGLU prologue, and
+/// with the RMSNorm prologue and the SwiGLU epilogue.
+pub const MATMUL_ENTRIES: [&str; 13] = [
     "embed",
     "matvec",
     "matvec_norm",
     "matvec_swiglu_in",
     "matvec_norm_swiglu_out",
+    "matvec4",
+    "matvec4_norm",
+    "matvec4_swiglu_in",
+    "matvec4_norm_swiglu_out",
     "matmat",
     "matmat_norm",
     "matmat_swiglu_in",
@@ -217,8 +221,23 @@ pub fn grid(workgroups: u32) -> (u32, u32) {
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct StepParams {
     pub n: u32,
-    pub start: u32,
-    pub _pad: [u32; 2],
+    pub _pad: [u32; 3],
+}
+
+/// `Place` (common.wgsl): one per token of a step, written before every step.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct PlaceParams {
+    pub slot: u32,
+    pub pos: u32,
+    pub shared: u32,
+    pub own: u32,
+}
+
+impl From<crate::backend::Place> for PlaceParams {
+    fn from(p: crate::backend::Place) -> PlaceParams {
+        PlaceParams { slot: p.slot as u32, pos: p.pos as u32, shared: p.shared as u32, own: p.own as u32 }
+    }
 }
 
 /// `MatParams` (matmul.wgsl).

@@ -4,7 +4,7 @@
 
 use super::buffers::{read_back, staging, storage, storage_with, GpuMatrix};
 use super::device::Gpu;
-use super::kernels::{Kernels, StepParams};
+use super::kernels::{Kernels, PlaceParams, StepParams};
 use super::ops::{Input, MatMul, Recorder, Shape};
 use super::shortlist::Reader;
 use crate::error::Result;
@@ -44,15 +44,21 @@ impl Oneshot {
         self.input(&vec![f32::NAN; len])
     }
 
-    /// Record with `f` and run it as one step of `n` tokens from position `start`.
-    fn run(&self, n: usize, start: usize, f: impl FnOnce(&mut Recorder)) -> Result<()> {
+    /// The places of `n` tokens at positions `start ..` of one sequence.
+    fn places(&self, n: usize, start: usize) -> wgpu::Buffer {
+        let places: Vec<PlaceParams> = (start..start + n).map(|p| crate::backend::Place::linear(p).into()).collect();
+        storage_with(&self.gpu, "places", bytemuck::cast_slice(&places))
+    }
+
+    /// Record with `f` and run it as one step of `n` tokens.
+    fn run(&self, n: usize, f: impl FnOnce(&mut Recorder)) -> Result<()> {
         let step = self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("step"),
             size: 16,
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let params = StepParams { n: n as u32, start: start as u32, _pad: [0; 2] };
+        let params = StepParams { n: n as u32, _pad: [0; 3] };
         self.gpu.queue.write_buffer(&step, 0, bytemuck::bytes_of(&params));
         let mut rec = Recorder::new(&self.gpu, &self.kernels);
         f(&mut rec);
@@ -79,7 +85,7 @@ impl Oneshot {
     }
 
     /// `y[t] = W x[t]` for the `n` rows of `x` (W: `rows × cols` in `dtype`'s GGUF layout);
-    /// with `init`, `y = init + W x`. `n == 1` runs matrix × vector, more the tiled kernel.
+    /// with `init`, `y = init + W x`. Up to 16 tokens run matrix × vector, more the tiled kernel.
     pub fn matmul(
         &self,
         dtype: DType,
@@ -111,7 +117,7 @@ impl Oneshot {
         };
         let norm = f.norm.map(|(weight, eps)| (self.input(weight), eps));
         let bias = f.bias.map(|b| self.input(b));
-        self.run(n, 0, |r| {
+        self.run(n, |r| {
             let mut mm = MatMul::new(&w, &xb, &y).bias(bias.as_ref());
             if let Some((weight, eps)) = &norm {
                 mm = mm.input(Input::Norm(weight, *eps));
@@ -143,7 +149,7 @@ impl Oneshot {
         let n = x.len() / cols;
         let w = GpuMatrix::interleaved(&self.gpu, "gate_up", dtype, (rows, cols), gate, up)?;
         let (xb, nb, y) = (self.input(x), self.input(norm_w), self.poisoned(n * rows));
-        self.run(n, 0, |r| r.matmul(MatMul::new(&w, &xb, &y).input(Input::Norm(&nb, eps)).swiglu_out()))?;
+        self.run(n, |r| r.matmul(MatMul::new(&w, &xb, &y).input(Input::Norm(&nb, eps)).swiglu_out()))?;
         self.read(&y, n * rows)
     }
 
@@ -153,7 +159,7 @@ impl Oneshot {
         let t = storage_with(&self.gpu, "tokens", bytemuck::cast_slice(tokens));
         let spare = storage(&self.gpu, "spare", 16);
         let out = self.poisoned(tokens.len() * cols);
-        self.run(tokens.len(), 0, |r| r.embed(&w, &t, &spare, &out, 1.0))?;
+        self.run(tokens.len(), |r| r.embed(&w, &t, &spare, &out, 1.0))?;
         self.read(&out, tokens.len() * cols)
     }
 
@@ -195,7 +201,8 @@ impl Oneshot {
         let (positions, len) = (start + n, (start + n) * kv_dim);
         let (kc, vc) = (self.cache(old_keys, positions, kv_dim), self.cache(old_values, positions, kv_dim));
         let (xb, tb, q) = (self.input(qkv), self.input(table), self.poisoned(n * q_dim));
-        self.run(n, start, |r| r.rope_kv(&xb, &tb, &q, (&kc, &vc), s))?;
+        let places = self.places(n, start);
+        self.run(n, |r| r.rope_kv(&xb, (&tb, &places), &q, (&kc, &vc), s))?;
         Ok((self.read(&q, n * q_dim)?, self.read_cache(&kc, len)?, self.read_cache(&vc, len)?))
     }
 
@@ -208,7 +215,8 @@ impl Oneshot {
         let n = q.len() / (s.n_heads * s.head_dim);
         let (kc, vc) = (self.cache(keys, positions, kv_dim), self.cache(values, positions, kv_dim));
         let (qb, out) = (self.input(q), self.poisoned(q.len()));
-        self.run(n, positions - n, |r| r.attention(&qb, &kc, &vc, &out, s))?;
+        let places = self.places(n, positions - n);
+        self.run(n, |r| r.attention((&qb, &places), &kc, &vc, &out, s))?;
         self.read(&out, q.len())
     }
 

@@ -11,6 +11,14 @@ use crate::model::{Config, RopeStyle};
 /// Tokens per tile of the matrix × matrix kernel (`MM_TOKENS` in matmul.wgsl).
 const MM_TOKENS: u32 = 32;
 
+/// Tokens per pass over the weights of the matrix × vector kernel (`MV_COLS` in matmul.wgsl).
+const MV_COLS: u32 = 4;
+
+/// Steps of at most this many tokens run matrix × vector: decoding is bound by reading the
+/// weights, and a token's arithmetic there does not depend on the step's size, so n choices
+/// decoded together (and a speculative verification) get the logits of single-token steps.
+pub const MATVEC_MAX_TOKENS: u32 = 16;
+
 /// How many workgroups a launch needs for `n` tokens.
 #[derive(Clone, Copy)]
 pub enum Grid {
@@ -24,7 +32,8 @@ pub enum Grid {
     Threads(u32),
     /// One workgroup per (head, token).
     Heads(u32),
-    /// A matmul: matrix × vector for one token, tiled matrix × matrix for more.
+    /// A matmul: matrix × vector up to [`MATVEC_MAX_TOKENS`] (the one-token entry for one, the
+    /// four-token one for more), tiled matrix × matrix past that.
     Matmul { rows: u32 },
     /// Matrix × vector whatever the step size (the output head reads the last token only).
     MatVec { rows: u32 },
@@ -34,7 +43,8 @@ pub enum Grid {
 #[derive(Clone, Copy)]
 pub enum Reads {
     None,
-    /// A matrix part: once per matrix × vector, once per tile of tokens of the matrix × matrix.
+    /// A matrix part: once per group of [`MV_COLS`] tokens of the matrix × vector, once per
+    /// tile of tokens of the matrix × matrix.
     Matrix(u64),
     /// One row per token (the embedding lookup; counted on the first part).
     RowPerToken(u64),
@@ -43,8 +53,9 @@ pub enum Reads {
 /// One recorded kernel launch.
 pub struct Launch {
     pipeline: wgpu::ComputePipeline,
-    /// The tiled matrix × matrix pipeline of a `Grid::Matmul`.
-    matmat: Option<wgpu::ComputePipeline>,
+    /// The four-token matrix × vector and the tiled matrix × matrix pipelines of a
+    /// `Grid::Matmul`.
+    batched: Option<(wgpu::ComputePipeline, wgpu::ComputePipeline)>,
     bind: wgpu::BindGroup,
     grid: Grid,
     reads: Reads,
@@ -59,10 +70,13 @@ impl Launch {
             Grid::One => (&self.pipeline, (1, 1)),
             Grid::Threads(per_token) => (&self.pipeline, grid((n * per_token).div_ceil(64))),
             Grid::Heads(heads) => (&self.pipeline, (heads, n)),
-            Grid::Matmul { rows } if n > 1 => (
-                self.matmat.as_ref().expect("matmul launch has a matmat pipeline"),
+            Grid::Matmul { rows } if n > MATVEC_MAX_TOKENS => (
+                &self.batched.as_ref().expect("a matmul launch has its batched pipelines").1,
                 (rows.div_ceil(64), n.div_ceil(MM_TOKENS)),
             ),
+            Grid::Matmul { rows } if n > 1 => {
+                (&self.batched.as_ref().expect("a matmul launch has its batched pipelines").0, grid(rows.div_ceil(8)))
+            }
             Grid::Matmul { rows } | Grid::MatVec { rows } => (&self.pipeline, grid(rows.div_ceil(8))),
         };
         pass.set_pipeline(pipeline);
@@ -70,7 +84,10 @@ impl Launch {
         pass.dispatch_workgroups(x, y, 1);
         match (self.reads, self.grid) {
             (Reads::None, _) => 0,
-            (Reads::Matrix(bytes), Grid::Matmul { .. }) => bytes * n.div_ceil(MM_TOKENS) as u64,
+            (Reads::Matrix(bytes), Grid::Matmul { .. }) if n > MATVEC_MAX_TOKENS => {
+                bytes * n.div_ceil(MM_TOKENS) as u64
+            }
+            (Reads::Matrix(bytes), Grid::Matmul { .. }) => bytes * n.div_ceil(MV_COLS) as u64,
             (Reads::Matrix(bytes), _) => bytes,
             (Reads::RowPerToken(bytes), _) => bytes * n as u64,
         }
@@ -87,8 +104,8 @@ pub enum Res {
 struct PendingLaunch<'k> {
     family: &'k Family,
     entry: &'static str,
-    /// The matrix × matrix entry of a `Grid::Matmul`.
-    matmat: Option<&'static str>,
+    /// The four-token matrix × vector and the matrix × matrix entries of a `Grid::Matmul`.
+    batched: Option<(&'static str, &'static str)>,
     res: Vec<Res>,
     grid: Grid,
     reads: Reads,
@@ -113,7 +130,7 @@ impl<'k> Recorder<'k> {
     }
 
     fn launch(&mut self, family: &'k Family, entry: &'static str, res: Vec<Res>, grid: Grid) {
-        self.launches.push(PendingLaunch { family, entry, matmat: None, res, grid, reads: Reads::None });
+        self.launches.push(PendingLaunch { family, entry, batched: None, res, grid, reads: Reads::None });
     }
 
     fn param<T: bytemuck::Pod>(&mut self, value: T) -> Res {
@@ -123,11 +140,13 @@ impl<'k> Recorder<'k> {
     /// `y (+)= W x` (with its prologue and epilogue) for every part of the matrix.
     pub fn matmul(&mut self, m: MatMul) {
         let family = &self.kernels.matmul[&m.w.dtype];
-        let (vec_entry, mat_entry, norm_w, eps) = match (m.input, m.swiglu_out) {
-            (Input::Plain, false) => ("matvec", "matmat", m.x, 0.0),
-            (Input::Norm(weight, eps), false) => ("matvec_norm", "matmat_norm", weight, eps),
-            (Input::SwiGlu, false) => ("matvec_swiglu_in", "matmat_swiglu_in", m.x, 0.0),
-            (Input::Norm(weight, eps), true) => ("matvec_norm_swiglu_out", "matmat_norm_swiglu_out", weight, eps),
+        let (vec_entry, batched, norm_w, eps) = match (m.input, m.swiglu_out) {
+            (Input::Plain, false) => ("matvec", ("matvec4", "matmat"), m.x, 0.0),
+            (Input::Norm(weight, eps), false) => ("matvec_norm", ("matvec4_norm", "matmat_norm"), weight, eps),
+            (Input::SwiGlu, false) => ("matvec_swiglu_in", ("matvec4_swiglu_in", "matmat_swiglu_in"), m.x, 0.0),
+            (Input::Norm(weight, eps), true) => {
+                ("matvec_norm_swiglu_out", ("matvec4_norm_swiglu_out", "matmat_norm_swiglu_out"), weight, eps)
+            }
             _ => unreachable!("the SwiGLU epilogue is compiled with the norm prologue only"),
         };
         assert!(!(m.swiglu_out && m.bias.is_some()), "the SwiGLU epilogue takes no bias");
@@ -159,10 +178,10 @@ impl<'k> Recorder<'k> {
                 buf(m.bias.unwrap_or(m.x)),
             ];
             let rows = part.rows as u32;
-            let (grid, matmat) =
-                if m.last_only { (Grid::MatVec { rows }, None) } else { (Grid::Matmul { rows }, Some(mat_entry)) };
+            let (grid, batched) =
+                if m.last_only { (Grid::MatVec { rows }, None) } else { (Grid::Matmul { rows }, Some(batched)) };
             let reads = Reads::Matrix(part.buffer.size());
-            self.launches.push(PendingLaunch { family, entry: vec_entry, matmat, res, grid, reads });
+            self.launches.push(PendingLaunch { family, entry: vec_entry, batched, res, grid, reads });
         }
     }
 
@@ -187,7 +206,7 @@ impl<'k> Recorder<'k> {
                     .collect();
                 Launch {
                     pipeline: l.family.pipeline(l.entry).clone(),
-                    matmat: l.matmat.map(|entry| l.family.pipeline(entry).clone()),
+                    batched: l.batched.map(|(v, m)| (l.family.pipeline(v).clone(), l.family.pipeline(m).clone())),
                     bind: l.family.bind(self.gpu, &resources),
                     grid: l.grid,
                     reads: l.reads,
@@ -357,11 +376,12 @@ impl Recorder<'_> {
     }
 
     /// Rotate the step's queries and keys (from its q|k|v rows) by their positions: the
-    /// queries into `q`, the keys, with the values, appended to a layer's cache.
+    /// queries into `q`, the keys, with the values, written to a layer's cache at the tokens'
+    /// slots (`places`: a `PlaceParams` per token).
     pub fn rope_kv(
         &mut self,
         qkv: &wgpu::Buffer,
-        table: &wgpu::Buffer,
+        (table, places): (&wgpu::Buffer, &wgpu::Buffer),
         q: &wgpu::Buffer,
         (k_cache, v_cache): (&wgpu::Buffer, &wgpu::Buffer),
         s: &Shape,
@@ -375,14 +395,15 @@ impl Recorder<'_> {
             _pad: [0; 3],
         });
         let row = ((s.n_heads + 2 * s.n_kv_heads) * s.head_dim) as u32;
-        let res = vec![buf(qkv), buf(table), buf(q), buf(k_cache), buf(v_cache), p, Res::Step];
+        let res = vec![buf(qkv), buf(table), buf(q), buf(k_cache), buf(v_cache), p, Res::Step, buf(places)];
         self.launch(&self.kernels.rope_kv, "rope_kv", res, Grid::Threads(row));
     }
 
-    /// Causal grouped-query attention of the step's queries over a layer's cache.
+    /// Causal grouped-query attention of the step's queries over a layer's cache, each token
+    /// over the slots its place shows it (`places`).
     pub fn attention(
         &mut self,
-        q: &wgpu::Buffer,
+        (q, places): (&wgpu::Buffer, &wgpu::Buffer),
         k_cache: &wgpu::Buffer,
         v_cache: &wgpu::Buffer,
         out: &wgpu::Buffer,
@@ -396,7 +417,7 @@ impl Recorder<'_> {
             window: s.window as u32,
             _pad: [0; 3],
         });
-        let res = vec![buf(q), buf(k_cache), buf(v_cache), buf(out), p, Res::Step];
+        let res = vec![buf(q), buf(k_cache), buf(v_cache), buf(out), p, Res::Step, buf(places)];
         self.launch(&self.kernels.attention, "attention", res, Grid::Heads(s.n_heads as u32));
     }
 

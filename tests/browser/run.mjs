@@ -1089,7 +1089,9 @@ test("prompt lookup (lookup: 3) gives plain greedy's tokens on the CPU and the G
         const it = engine.generate(text, { temperature: 0, max_tokens, ...opts });
         const ids = [];
         for await (const p of it) if (p.tokenId !== null) ids.push(p.tokenId);
-        return { ids, tokens: it.result.tokens, drafted: it.result.drafted_tokens, accepted: it.result.accepted_tokens };
+        const g = it.result;
+        const rate = g.tokens.length / (g.prefill_secs + g.decode_secs);
+        return { ids, tokens: g.tokens, drafted: g.drafted_tokens, accepted: g.accepted_tokens, rate };
       };
       const plain = await run({});
       const lookup = await run({ lookup: 3 });
@@ -1102,6 +1104,9 @@ test("prompt lookup (lookup: 3) gives plain greedy's tokens on the CPU and the G
   assert(!r.error, JSON.stringify(r.error));
   for (const backend of ["cpu", "gpu"]) {
     const { plain, lookup, last } = r[backend];
+    // A figure for the report, not a test: generated tokens per second, prefill included.
+    console.log(`  ${backend}: plain ${plain.rate.toFixed(2)} tokens/s, lookup ${lookup.rate.toFixed(2)} tokens/s ` +
+      `(${lookup.accepted} of ${lookup.drafted} drafts accepted, ${plain.tokens.length} tokens)`);
     same(lookup.ids, plain.ids, `${backend}: streamed tokens with lookup`);
     same(lookup.tokens, plain.tokens, `${backend}: generated tokens with lookup`);
     same([plain.drafted, plain.accepted], [0, 0], `${backend}: no drafts without lookup`);
@@ -1136,6 +1141,35 @@ test("a draft model (the default model drafting for itself) gives plain greedy's
   same(r.draft.text, r.plain.text, "text");
   same([r.plain.drafted, r.plain.accepted], [0, 0], "draftTokens: 0 turns the draft model off");
   assert(r.draft.drafted > 0 && r.draft.accepted === r.draft.drafted, `a model drafting for itself: ${r.draft.accepted} of ${r.draft.drafted} accepted`);
+});
+
+test("n: 3 are decoded as one batch on the CPU and on WebGPU: one step per token of all choices, each the request alone", async () => {
+  const r = await inPage(page, async (llm, model) => {
+    const out = {};
+    for (const backend of ["cpu", "gpu"]) {
+      const engine = await llm.createEngine({ model, backend, contextSize: 128 });
+      const request = { prompt: "Once upon a time", temperature: 1, max_tokens: 4, repetition_penalty: 1.3 };
+      const three = await engine.completions.create({ ...request, n: 3, seed: 5 });
+      const last = engine.lastGeneration;
+      await engine.completions.create({ ...request, seed: 5 });
+      const one = engine.lastGeneration;
+      const single = [];
+      for (const seed of [5, 6, 7]) single.push((await engine.completions.create({ ...request, seed })).choices[0].text);
+      await engine.unload();
+      const finishes = three.choices.map((c) => c.finish_reason);
+      const rates = [3 * last.decoded_tokens / last.decode_secs, one.decoded_tokens / one.decode_secs];
+      out[backend] = { texts: three.choices.map((c) => c.text), single, finishes, steps: last.decode_work.steps, decoded: last.decoded_tokens, rates };
+    }
+    return out;
+  }, MODEL);
+  assert(!r.error, JSON.stringify(r.error));
+  for (const backend of ["cpu", "gpu"]) {
+    const b = r[backend];
+    console.log(`  ${backend}: decode ${b.rates[0].toFixed(2)} tokens/s summed over n = 3, ${b.rates[1].toFixed(2)} for n = 1 (a figure, not a test)`);
+    same(b.texts, b.single, `${backend}: choice i = the request seeded 5 + i`);
+    same(b.finishes, ["length", "length", "length"], `${backend}: every choice runs to max_tokens`);
+    same([b.decoded, b.steps], [3, 3], `${backend}: 3 tokens fed back per choice in 3 steps of all three`);
+  }
 });
 
 test("n: 3 with a seed equals three n = 1 requests seeded seed, seed+1, seed+2; streamed chunks carry index 0..2", async () => {
