@@ -78,14 +78,14 @@ pub fn check_step(tokens: &[u32], cached: usize, capacity: usize) -> Result<()> 
 pub const MAX_PLACED: usize = 16;
 
 /// Where a token of a step sits in the KV cache, and what it sees. Its K/V go to cache slot
-/// `slot` and it is rotated as position `pos`. It attends to slots `0 .. shared` (positions
-/// `0 .. shared`, a prompt several sequences share) and then to its own run of slots
-/// `own ..= slot` (positions `pos - (slot - own) ..= pos`), within a sliding window by
-/// position. A plain step is `Place::linear`: slot = pos, nothing shared, its run from 0.
+/// `slot`. It attends to slots `0 .. shared` (positions `0 .. shared`, a prompt several
+/// sequences share) and then to its own run of slots `own ..= slot`, which continues that
+/// prefix: slot `own` is position `shared`, so the token is at position
+/// `shared + slot - own` ([`Place::pos`]). A sliding window counts positions. A plain step
+/// is `Place::linear`: nothing shared, its run from slot 0, so slot = position.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Place {
     pub slot: usize,
-    pub pos: usize,
     pub shared: usize,
     pub own: usize,
 }
@@ -93,20 +93,26 @@ pub struct Place {
 impl Place {
     /// Position `pos` of the one sequence the cache holds from slot 0.
     pub fn linear(pos: usize) -> Place {
-        Place { slot: pos, pos, shared: 0, own: 0 }
+        Place { slot: pos, shared: 0, own: 0 }
     }
 
     /// Slot `slot` of a sequence that continues the cache's first `shared` positions from
     /// slot `own` on.
     pub fn branch(shared: usize, own: usize, slot: usize) -> Place {
-        Place { slot, pos: shared + slot - own, shared, own }
+        Place { slot, shared, own }
+    }
+
+    /// The token's position (RoPE's, and the window's).
+    pub fn pos(&self) -> usize {
+        self.shared + self.slot - self.own
     }
 
     /// The cache slots this token attends to, in position order: the shared part, then its
     /// own run. `window`: it sees only the last `window` positions, itself included.
     pub fn visible(&self, window: Option<usize>) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
-        let first = window.map_or(0, |w| (self.pos + 1).saturating_sub(w));
-        let own_first = self.own.max((first + self.slot).saturating_sub(self.pos));
+        let first = window.map_or(0, |w| (self.pos() + 1).saturating_sub(w));
+        // Own slot j is position j - own + shared.
+        let own_first = self.own.max((first + self.own).saturating_sub(self.shared));
         (first.min(self.shared)..self.shared, own_first..self.slot + 1)
     }
 }
@@ -123,7 +129,7 @@ pub fn check_places(tokens: &[u32], places: &[Place], capacity: usize) -> Result
         )));
     }
     for (i, p) in places.iter().enumerate() {
-        let consistent = p.shared <= p.own && p.own <= p.slot && p.pos == p.shared + (p.slot - p.own);
+        let consistent = p.shared <= p.own && p.own <= p.slot;
         if !consistent || places[..i].iter().any(|q| q.slot == p.slot) {
             return Err(Error::InvalidArgument(format!("inconsistent or repeated place {p:?}")));
         }
@@ -182,7 +188,7 @@ mod tests {
         assert_eq!(Place::linear(10).visible(Some(4)), (0..0, 7..11));
         // Slot 23 of a run from slot 20 after 8 shared positions: position 11.
         let p = Place::branch(8, 20, 23);
-        assert_eq!(p.pos, 11);
+        assert_eq!(p.pos(), 11);
         assert_eq!(p.visible(None), (0..8, 20..24));
         assert_eq!(p.visible(Some(6)), (6..8, 20..24)); // positions 6..=11
         assert_eq!(p.visible(Some(3)), (8..8, 21..24)); // positions 9..=11
@@ -194,8 +200,8 @@ mod tests {
         assert!(check_places(&[1, 2], &ok, 16).is_ok());
         assert!(check_places(&[1], &ok, 16).is_err(), "a place per token");
         assert!(check_places(&[1, 2], &[ok[0], ok[0]], 16).is_err(), "one slot twice");
-        let wrong_pos = Place { pos: 3, ..ok[0] };
-        assert!(check_places(&[1], &[wrong_pos], 16).is_err());
+        let before_shared = Place { own: 3, ..ok[0] };
+        assert!(check_places(&[1], &[before_shared], 16).is_err(), "a run that starts inside the prefix");
         let overflow = check_places(&[1], &[Place::branch(4, 10, 16)], 16).unwrap_err();
         assert_eq!(overflow.code(), "context_overflow");
         assert!(check_places(&[1; 17], &[Place::linear(0); 17], 64).is_err(), "at most 16");

@@ -339,7 +339,7 @@ fn placed_steps_give_each_sequence_the_logits_it_gets_alone() {
         let mut b = backend(false);
         b.forward_full(&prompt).unwrap();
         let bad = [
-            vec![Place { slot: 20, pos: 3, shared: 9, own: 20 }],
+            vec![Place { slot: 20, shared: 21, own: 20 }],
             vec![Place::branch(p, 20, 20), Place::branch(p, 20, 20)],
             vec![Place::branch(p, 95, 96)],
         ];

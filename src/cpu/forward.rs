@@ -191,7 +191,7 @@ impl CpuModel {
             let (base, linear_scale) = c.rope_of(li);
             for (t, place) in places.iter().enumerate() {
                 let rope_head =
-                    |head: &mut [f32]| rope(head, place.pos, c.rope_dim, base, linear_scale, freqs, c.rope_style);
+                    |head: &mut [f32]| rope(head, place.pos(), c.rope_dim, base, linear_scale, freqs, c.rope_style);
                 q[t * qd..(t + 1) * qd].chunks_exact_mut(hd).for_each(rope_head);
                 k[t * kvd..(t + 1) * kvd].chunks_exact_mut(hd).for_each(rope_head);
             }

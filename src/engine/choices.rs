@@ -102,8 +102,7 @@ impl Engine {
     ) -> Result<Vec<Choice>> {
         let mut choices = Vec::with_capacity(runs);
         for i in 0..runs {
-            let seed = params.seed.map(|s| s.wrapping_add(i as u64));
-            let p = SamplingParams { seed, ..params.clone() };
+            let (seed, p) = seeded(params, i);
             let mut logprobs = Vec::new();
             let generation = self
                 .generate_async(prompt, &p, &mut |t| {
@@ -133,8 +132,8 @@ impl Engine {
         let mut samplers = Vec::with_capacity(runs);
         let mut constraints = Vec::with_capacity(runs);
         for i in 0..runs {
-            let seed = params.seed.map(|s| s.wrapping_add(i as u64));
-            samplers.push((seed, Sampler::new(SamplingParams { seed, ..params.clone() })?));
+            let (seed, p) = seeded(params, i);
+            samplers.push((seed, Sampler::new(p)?));
             constraints.push(self.constraint(params)?);
         }
         self.retune.take();
@@ -267,6 +266,12 @@ impl Batch {
             }
         }
     }
+}
+
+/// Choice i's seed, and the request with it.
+fn seeded(params: &SamplingParams, i: usize) -> (Option<u64>, SamplingParams) {
+    let seed = params.seed.map(|s| s.wrapping_add(i as u64));
+    (seed, SamplingParams { seed, ..params.clone() })
 }
 
 /// The mean of `logprobs` (0 for none).

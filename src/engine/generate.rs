@@ -41,13 +41,8 @@ impl Engine {
         };
         self.retune.take();
 
-        let (prefilled, mut gen) = {
-            let want = |history: &[u32], new: &[u32]| match constraint {
-                Some(_) => LogitsRequest::Full,
-                None => sampler.request(history, new),
-            };
-            self.prefill(prompt, params, want).await?
-        };
+        let want = |history: &[u32], new: &[u32]| request(&sampler, &constraint, history, new);
+        let (prefilled, mut gen) = self.prefill(prompt, params, want).await?;
         let capacity = self.backend.capacity();
         let mut dec = Decoder::new(&self.tokenizer, params, sampler, constraint);
         let Some(logits) = prefilled else {
@@ -216,10 +211,7 @@ impl<'t> Decoder<'t> {
     /// What a step must read back for [`Decoder::choose`] to be exact: the whole vector under
     /// a grammar (a shortlist may hold no allowed token), else what the sampler needs.
     pub fn request(&self, history: &[u32], new: &[u32]) -> LogitsRequest {
-        match self.constraint {
-            Some(_) => LogitsRequest::Full,
-            None => self.sampler.request(history, new),
-        }
+        request(&self.sampler, &self.constraint, history, new)
     }
 
     /// The next token from a step's logits, within the grammar; `recent` is the penalties'
@@ -290,6 +282,14 @@ impl<'t> Decoder<'t> {
             on_token(&TokenEvent { text: &tail, token: None });
         }
         gen.text = std::mem::take(&mut self.stream.text);
+    }
+}
+
+/// What a step must read back for `sampler` under `constraint` (see [`Decoder::request`]).
+fn request(sampler: &Sampler, constraint: &Option<Constraint>, history: &[u32], new: &[u32]) -> LogitsRequest {
+    match constraint {
+        Some(_) => LogitsRequest::Full,
+        None => sampler.request(history, new),
     }
 }
 

@@ -368,6 +368,14 @@ impl GpuModel {
 }
 
 impl GpuModel {
+    /// A failed step leaves the cache as it was (`len` positions).
+    fn kept_on_error<T>(&mut self, len: usize, result: Result<T>) -> Result<T> {
+        if result.is_err() {
+            self.cache.len = len;
+        }
+        result
+    }
+
     /// Work counters, and the memory the weights, the KV cache and everything else hold.
     pub fn stats(&self) -> BackendStats {
         let (weight_bytes, kv_bytes) = (self.weights.bytes(), self.cache.bytes());
@@ -399,23 +407,17 @@ impl Backend for GpuModel {
 
     fn forward<'a>(&'a mut self, tokens: &'a [u32], want: &'a LogitsRequest) -> StepFuture<'a> {
         Box::pin(async move {
-            let start = self.cache.len;
+            let len = self.cache.len;
             let result = self.run(tokens, want).await;
-            if result.is_err() {
-                self.cache.len = start;
-            }
-            result
+            self.kept_on_error(len, result)
         })
     }
 
     fn forward_all<'a>(&'a mut self, tokens: &'a [u32]) -> AllFuture<'a> {
         Box::pin(async move {
-            let start = self.cache.len;
+            let len = self.cache.len;
             let result = self.run_all(tokens).await;
-            if result.is_err() {
-                self.cache.len = start;
-            }
-            result
+            self.kept_on_error(len, result)
         })
     }
 
@@ -423,10 +425,7 @@ impl Backend for GpuModel {
         Box::pin(async move {
             let len = self.cache.len;
             let result = self.run_placed(tokens, places).await;
-            if result.is_err() {
-                self.cache.len = len;
-            }
-            result
+            self.kept_on_error(len, result)
         })
     }
 

@@ -236,7 +236,7 @@ pub struct PlaceParams {
 
 impl From<crate::backend::Place> for PlaceParams {
     fn from(p: crate::backend::Place) -> PlaceParams {
-        PlaceParams { slot: p.slot as u32, pos: p.pos as u32, shared: p.shared as u32, own: p.own as u32 }
+        PlaceParams { slot: p.slot as u32, pos: p.pos() as u32, shared: p.shared as u32, own: p.own as u32 }
     }
 }
 
