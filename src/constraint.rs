@@ -157,6 +157,12 @@ impl Constraint {
         let Logits::Full(mut l) = logits else {
             return Err(Error::InvalidArgument("a constrained step needs the full logits".into()));
         };
+        self.mask_row(&mut l)?;
+        Ok(Logits::Full(l))
+    }
+
+    /// [`Constraint::mask`] on one row of logits, in place.
+    pub fn mask_row(&mut self, l: &mut [f32]) -> Result<()> {
         let started = Instant::now();
         let mask = self.matcher.compute_mask_or_eos().map_err(grammar_error)?;
         let eog_ok = self.eog.iter().any(|&id| mask.is_allowed(id));
@@ -173,7 +179,13 @@ impl Constraint {
         }
         self.mask_secs += started.elapsed().as_secs_f64();
         self.masks += 1;
-        Ok(Logits::Full(l))
+        Ok(())
+    }
+
+    /// Undo the last `n` [`Constraint::commit`]s (speculative decoding follows drafts that
+    /// are then shown, or not, one by one).
+    pub fn rollback(&mut self, n: usize) -> Result<()> {
+        self.matcher.rollback(n).map_err(grammar_error)
     }
 
     /// The token was chosen.

@@ -2,13 +2,16 @@
 //! token for token, with a draft model and with prompt lookup, on the CPU and on the GPU
 //! (lavapipe here); sampled output has the target's distribution (chi-square of many seeded
 //! draws against the exact distribution computed from the target's logits, with and without
-//! speculation); bad requests are typed errors.
+//! speculation); under a grammar, the mask follows every draft (greedy identity, and the masked
+//! distribution kept); bad requests are typed errors.
 
 mod common;
 
 use std::collections::HashMap;
 
-use webgpu_llm::engine::{BackendKind, Engine, EngineOptions, Generation};
+use serde_json::{json, Value};
+use webgpu_llm::constraint::{Constraints, Grammar};
+use webgpu_llm::engine::{BackendKind, Engine, EngineOptions, FinishReason, Generation};
 use webgpu_llm::model::synth::{Quant, Spec};
 use webgpu_llm::sampler::{Sampler, SamplingParams};
 
@@ -93,20 +96,39 @@ fn assert_cache_holds_what_was_shown(engine: &Engine, prompt: &[u32], g: &Genera
 }
 
 /// Every (t1, t2, t3) a generation of three tokens can give, with its exact probability under
-/// the target: the sampler's final distribution at each step, from the target's own logits.
-fn exact_joint(engine: &mut Engine, prompt: &[u32], params: &SamplingParams) -> HashMap<Vec<u32>, f64> {
+/// the target: the sampler's final distribution at each step, from the target's own logits
+/// (masked by `grammar` after the tokens before, when there is one).
+fn exact_joint(
+    engine: &mut Engine,
+    prompt: &[u32],
+    params: &SamplingParams,
+    grammar: Option<&Grammar>,
+) -> HashMap<Vec<u32>, f64> {
     let sampler = Sampler::new(params.clone()).unwrap();
     let eog: Vec<u32> = engine.tokenizer().eog_ids().to_vec();
+    let constraints = grammar.map(|_| Constraints::new(engine.tokenizer()).unwrap());
     let mut out = HashMap::new();
     let mut stack = vec![(Vec::<u32>::new(), 1f64)];
     while let Some((seq, p)) = stack.pop() {
-        if seq.len() == 3 || seq.last().is_some_and(|t| eog.contains(t)) {
+        // The grammar after `seq`: generation also ends when it is complete.
+        let mut constraint = constraints.as_ref().map(|c| c.start(grammar.unwrap()).unwrap());
+        let mut done = false;
+        for &t in seq.iter().filter(|t| !eog.contains(t)) {
+            if let Some(c) = &mut constraint {
+                c.commit(t).unwrap();
+                done = c.is_done();
+            }
+        }
+        if seq.len() == 3 || done || seq.last().is_some_and(|t| eog.contains(t)) {
             let shown: Vec<u32> = seq.iter().copied().filter(|t| !eog.contains(t)).collect();
             *out.entry(shown).or_insert(0.0) += p;
             continue;
         }
         let ctx = [prompt, &seq].concat();
-        let logits = engine.logits(&ctx).unwrap();
+        let mut logits = engine.logits(&ctx).unwrap();
+        if let Some(c) = &mut constraint {
+            c.mask_row(&mut logits).unwrap();
+        }
         for c in sampler.distribution(&logits, &ctx) {
             stack.push(([&seq[..], &[c.id]].concat(), p * c.prob as f64));
         }
@@ -159,37 +181,108 @@ fn draws(
 
 const DRAWS: usize = 600;
 
+/// A random model of SmolLM2's shape and vocabulary with `layers` layers.
+fn random_model(seed: u64, layers: usize) -> Engine {
+    let mut bytes = Vec::new();
+    Spec::new("smollm2-135m", Quant::Q8_0)
+        .unwrap()
+        .with_seed(seed)
+        .with_layers(layers)
+        .unwrap()
+        .write(&mut bytes)
+        .unwrap();
+    Engine::load(&bytes, &options(BackendKind::Cpu)).unwrap()
+}
+
 /// Two random models of one shape and vocabulary: the draft's distribution is far from the
 /// target's, so both acceptance and the residual draw are exercised.
 #[test]
 fn sampling_with_a_draft_model_keeps_the_target_distribution() {
-    let model = |seed, layers| {
-        let mut bytes = Vec::new();
-        Spec::new("smollm2-135m", Quant::Q8_0)
-            .unwrap()
-            .with_seed(seed)
-            .with_layers(layers)
-            .unwrap()
-            .write(&mut bytes)
-            .unwrap();
-        Engine::load(&bytes, &options(BackendKind::Cpu)).unwrap()
-    };
-    let mut target = model(1, 2);
+    let mut target = random_model(1, 2);
     let params = SamplingParams { temperature: 1.0, top_k: 3, top_p: 1.0, min_p: 0.0, ..SamplingParams::default() };
     let prompt: Vec<u32> = (0..12).map(|i| 40 + 37 * i).collect();
-    let exact = exact_joint(&mut target, &prompt, &params);
+    let exact = exact_joint(&mut target, &prompt, &params, None);
 
     let (plain, _, _) = draws(&mut target, &prompt, &params, DRAWS);
     let (chi, q) = chi_square(&plain, &exact, DRAWS);
     eprintln!("plain: chi-square {chi:.1} (0.999 quantile {q:.1}), {} outcomes", exact.len());
     assert!(chi < q, "plain sampling: chi-square {chi} over {q}");
 
-    target.set_draft(Some(model(2, 1))).unwrap();
+    target.set_draft(Some(random_model(2, 1))).unwrap();
     let (spec, drafted, accepted) = draws(&mut target, &prompt, &params, DRAWS);
     let (chi, q) = chi_square(&spec, &exact, DRAWS);
     eprintln!("speculative: chi-square {chi:.1} (0.999 quantile {q:.1}); drafted {drafted}, accepted {accepted}");
     assert!(chi < q, "speculative sampling: chi-square {chi} over {q}");
     assert!(accepted > 0 && accepted < drafted, "both acceptance and rejection happen ({accepted} of {drafted})");
+}
+
+/// Under a grammar the draft model drafts within the mask and the target verifies each draft
+/// under the mask at its position: the output has the masked target distribution.
+#[test]
+fn sampling_under_a_grammar_with_a_draft_model_keeps_the_masked_distribution() {
+    let mut target = random_model(3, 2);
+    let grammar = Grammar::Lark { grammar: "start: /[a-z]+( [a-z]+)?/".into() };
+    let params = SamplingParams {
+        temperature: 1.0,
+        top_k: 3,
+        top_p: 1.0,
+        min_p: 0.0,
+        grammar: Some(grammar.clone()),
+        ..SamplingParams::default()
+    };
+    let prompt: Vec<u32> = (0..12).map(|i| 50 + 41 * i).collect();
+    let exact = exact_joint(&mut target, &prompt, &params, Some(&grammar));
+    target.set_draft(Some(random_model(4, 1))).unwrap();
+    let (spec, drafted, accepted) = draws(&mut target, &prompt, &params, DRAWS);
+    let (chi, q) = chi_square(&spec, &exact, DRAWS);
+    eprintln!(
+        "under a grammar: chi-square {chi:.1} (0.999 quantile {q:.1}), {} outcomes; drafted {drafted}, accepted {accepted}",
+        exact.len()
+    );
+    assert!(chi < q, "speculative sampling under a grammar: chi-square {chi} over {q}");
+    assert!(accepted > 0 && accepted < drafted, "both acceptance and rejection happen ({accepted} of {drafted})");
+}
+
+/// Under a JSON schema, greedy output with prompt lookup and with a draft model is plain
+/// greedy's under the schema, on the CPU and on the GPU; sampled output follows the schema.
+#[test]
+fn speculation_under_a_json_schema_keeps_greedy_output_and_the_schema() {
+    let colours = ["red", "green", "blue", "yellow"];
+    let schema = json!({"type": "object", "properties": {"colours": {"type": "array", "items": {"enum": colours}, "minItems": 3, "maxItems": 6}}, "required": ["colours"], "additionalProperties": false});
+    let valid = |g: &Generation| {
+        assert_eq!(g.finish_reason, FinishReason::Stop, "the grammar completes: {:?}", g.text);
+        let v: Value = serde_json::from_str(&g.text).unwrap_or_else(|e| panic!("{e}: {:?}", g.text));
+        let items = v["colours"].as_array().unwrap();
+        assert!(v.as_object().unwrap().len() == 1 && (3..=6).contains(&items.len()), "{v}");
+        assert!(items.iter().all(|c| colours.contains(&c.as_str().unwrap())), "{v}");
+    };
+    for backend in [BackendKind::Cpu, BackendKind::Gpu] {
+        let mut engine = Engine::load(&common::model_bytes(), &options(backend)).unwrap();
+        let text = "Colours in JSON.\n{\"colours\": [\"red\", \"green\", \"blue\", \"yellow\"]}\n\
+                    {\"colours\": [\"red\", \"green\", \"blue\", \"yellow\"]}\n";
+        let prompt = engine.encode_prompt(text).unwrap();
+        let p = SamplingParams { grammar: Some(Grammar::JsonSchema { schema: schema.clone() }), ..greedy(48) };
+        let plain = run(&mut engine, &prompt, &p);
+        valid(&plain);
+        let lookup = run(&mut engine, &prompt, &SamplingParams { lookup: Some(3), ..p.clone() });
+        eprintln!("{backend:?} lookup: drafted {}, accepted {}", lookup.drafted_tokens, lookup.accepted_tokens);
+        assert_eq!(lookup.tokens, plain.tokens, "{backend:?} lookup");
+        assert!(lookup.accepted_tokens >= 5, "{backend:?}: the answer repeats the prompt");
+        assert_cache_holds_what_was_shown(&engine, &prompt, &lookup);
+
+        engine.set_draft(Some(Engine::load(&common::model_bytes(), &options(backend)).unwrap())).unwrap();
+        let drafted = run(&mut engine, &prompt, &p);
+        eprintln!("{backend:?} draft: drafted {}, accepted {}", drafted.drafted_tokens, drafted.accepted_tokens);
+        assert_eq!(drafted.tokens, plain.tokens, "{backend:?} draft model");
+        assert!(drafted.accepted_tokens > 0);
+        assert_cache_holds_what_was_shown(&engine, &prompt, &drafted);
+        if backend == BackendKind::Cpu {
+            for seed in 0..3 {
+                let p = SamplingParams { temperature: 1.0, seed: Some(seed), lookup: Some(3), ..p.clone() };
+                valid(&run(&mut engine, &prompt, &p));
+            }
+        }
+    }
 }
 
 /// Prompt lookup's drafts are one-hot: accepted with the target's probability of the draft.
@@ -205,7 +298,7 @@ fn sampling_with_prompt_lookup_keeps_the_target_distribution() {
         lookup: Some(2),
         ..SamplingParams::default()
     };
-    let exact = exact_joint(&mut engine, &prompt, &params);
+    let exact = exact_joint(&mut engine, &prompt, &params, None);
     let (counts, drafted, accepted) = draws(&mut engine, &prompt, &params, DRAWS);
     let (chi, q) = chi_square(&counts, &exact, DRAWS);
     eprintln!("lookup: chi-square {chi:.1} (0.999 quantile {q:.1}); drafted {drafted}, accepted {accepted}");

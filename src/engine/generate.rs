@@ -34,11 +34,7 @@ impl Engine {
         // belonged to an earlier one.
         let sampler = Sampler::new(params.clone())?;
         let constraint = self.constraint(params)?;
-        // A constraint's mask would have to follow every draft: no speculation under a grammar.
-        let mut speculation = match constraint {
-            Some(_) => None,
-            None => self.speculation(params)?,
-        };
+        let mut speculation = self.speculation(params)?;
         self.retune.take();
 
         let want = |history: &[u32], new: &[u32]| request(&sampler, &constraint, history, new);
@@ -81,8 +77,7 @@ impl Engine {
                 let limit = params.max_tokens - gen.tokens.len() - 1;
                 let draft = self.draft.as_deref_mut();
                 let round =
-                    speculate(&mut *self.backend, &mut self.context, draft, spec, &mut dec.sampler, s.id, limit)
-                        .await?;
+                    speculate(&mut *self.backend, &mut self.context, draft, spec, &mut dec, s.id, limit).await?;
                 gen.decoded_tokens += 1 + round.accepted;
                 gen.drafted_tokens += round.drafted;
                 gen.accepted_tokens += round.accepted;
@@ -193,7 +188,7 @@ pub(super) struct Decoder<'t> {
     /// The request's knobs: their stop conditions hold for the whole generation.
     params: SamplingParams,
     pub sampler: Sampler,
-    constraint: Option<Constraint>,
+    pub constraint: Option<Constraint>,
     stream: TextStream<'t>,
 }
 
@@ -224,6 +219,11 @@ impl<'t> Decoder<'t> {
         self.sampler.sample_from(&logits, recent)
     }
 
+    /// Whether generation ends at `id` (an end-of-generation or stop token) without showing it.
+    pub fn ends_at(&self, id: u32) -> bool {
+        self.tokenizer.eog_ids().contains(&id) || self.params.stop_token_ids.contains(&id)
+    }
+
     /// Show a chosen token: record it, follow it with the grammar, stream its text. Returns why
     /// generation ends with it, if it does (an end-of-generation or stop token is not shown).
     pub fn show(
@@ -233,7 +233,7 @@ impl<'t> Decoder<'t> {
         capacity: usize,
         on_token: &mut dyn FnMut(&TokenEvent) -> bool,
     ) -> Result<Option<FinishReason>> {
-        if self.tokenizer.eog_ids().contains(&s.id) || self.params.stop_token_ids.contains(&s.id) {
+        if self.ends_at(s.id) {
             return Ok(Some(FinishReason::Stop));
         }
         gen.tokens.push(s.id);

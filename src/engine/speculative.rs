@@ -16,7 +16,7 @@
 //! second model: the tokens that followed the last earlier occurrence of the text's final
 //! n-gram, as llama.cpp's lookup decoding does; q is then one-hot at each draft).
 
-use super::generate::common_prefix;
+use super::generate::{common_prefix, Decoder};
 use super::*;
 use crate::sampler::{Candidate, Sampled, MAX_DRAFT_TOKENS};
 
@@ -106,13 +106,14 @@ impl Engine {
 
 /// One step of the target (`backend`, whose cache holds `context`) from `last`, the latest
 /// chosen token (not yet run): draft at most `limit` tokens, verify them with `last` in one
-/// pass, choose. The context then holds `last` and the accepted drafts.
+/// pass, choose with `dec`'s sampler within its grammar. The context then holds `last` and the
+/// accepted drafts; the grammar is where it was (the chosen tokens are committed as shown).
 pub(crate) async fn speculate(
     backend: &mut dyn Backend,
     context: &mut Vec<u32>,
     draft: Option<&mut Engine>,
     spec: &mut Speculation,
-    sampler: &mut Sampler,
+    dec: &mut Decoder<'_>,
     last: u32,
     limit: usize,
 ) -> Result<Round> {
@@ -121,50 +122,28 @@ pub(crate) async fn speculate(
     let k = spec.k.min(limit).min(room);
     let mut seq = context.clone();
     seq.push(last);
-    // (draft, the distribution it was drawn from; `None`: one-hot)
-    let drafts: Vec<(u32, Option<Vec<Candidate>>)> = match (&mut spec.draft_sampler, draft) {
-        (Some(ds), Some(draft)) if k > 0 => propose(draft, ds, &seq, k).await?,
-        _ => lookup(&seq, spec.lookup.unwrap_or(0), k).into_iter().map(|d| (d, None)).collect(),
+    // The grammar (which has `last`) follows the drafts, then goes back to where it was.
+    let mut ahead = Ahead { dec, n: 0 };
+    let drafts = match (&mut spec.draft_sampler, draft) {
+        (Some(ds), Some(draft)) if k > 0 => propose(draft, ds, &mut ahead, &seq, k).await,
+        _ => Ok(lookup(&seq, spec.lookup.unwrap_or(0), k).into_iter().map(|d| (d, None)).collect()),
     };
+    let drafts: Vec<(u32, Option<Vec<Candidate>>)> = ahead.rewind().and(drafts)?;
     if drafts.is_empty() {
         // Nothing to verify (no n-gram matched, or no room): a plain step, whose read-out is
         // the sampler's shortlist rather than a whole vocabulary of logits.
-        let want = sampler.request(context, &[last]);
+        let want = dec.request(context, &[last]);
         let logits = run(backend, context, &[last], &want).await?;
-        let chosen = vec![sampler.sample_from(&logits, context)?];
+        let chosen = vec![dec.choose(logits, context)?];
         return Ok(Round { chosen, drafted: 0, accepted: 0 });
     }
     let mut tokens = vec![last];
     tokens.extend(drafts.iter().map(|d| d.0));
-    let rows = run_all(backend, context, &tokens).await?;
-
-    let mut chosen = Vec::new();
-    let mut accepted = 0;
-    for (i, (d, q)) in drafts.iter().enumerate() {
-        let p = target_distribution(sampler, &rows[i], &context[..base + 1 + i])?;
-        let (pd, qd) = (prob(&p, *d), q.as_ref().map_or(1.0, |q| prob(q, *d)));
-        if (sampler.uniform() as f32) * qd < pd {
-            chosen.push(sampler.describe(&rows[i], *d, &p));
-            accepted += 1;
-            continue;
-        }
-        let residual: Vec<Candidate> = p
-            .iter()
-            .map(|c| {
-                let qc = q.as_ref().map_or((c.id == *d) as u32 as f32, |q| prob(q, c.id));
-                Candidate { id: c.id, prob: (c.prob - qc).max(0.0) }
-            })
-            .filter(|c| c.prob > 0.0)
-            .collect();
-        let id = sampler.draw_candidate(if residual.is_empty() { &p } else { &residual });
-        chosen.push(sampler.describe(&rows[i], id, &p));
-        break;
-    }
-    if accepted == drafts.len() {
-        let p = target_distribution(sampler, &rows[accepted], &context[..base + 1 + accepted])?;
-        let id = sampler.draw_candidate(&p);
-        chosen.push(sampler.describe(&rows[accepted], id, &p));
-    } else {
+    let rows = run_all(backend, context, &tokens).await;
+    let verified = rows.and_then(|rows| verify(&mut ahead, &rows, &drafts, &context[..base + 1 + drafts.len()]));
+    ahead.rewind()?;
+    let (chosen, accepted, ended) = verified?;
+    if ended || accepted < drafts.len() {
         backend.truncate(base + 1 + accepted);
         context.truncate(base + 1 + accepted);
     }
@@ -175,6 +154,94 @@ pub(crate) async fn speculate(
         };
     }
     Ok(Round { chosen, drafted: drafts.len(), accepted })
+}
+
+/// The rejection scheme over the target's `rows` (row i follows `last` and drafts `..i`;
+/// `text` ends with `last` and the drafts): the chosen tokens, how many drafts were accepted,
+/// and whether generation ends at the last accepted one (nothing after it is drawn).
+fn verify(
+    ahead: &mut Ahead<'_, '_>,
+    rows: &[Vec<f32>],
+    drafts: &[(u32, Option<Vec<Candidate>>)],
+    text: &[u32],
+) -> Result<(Vec<Sampled>, usize, bool)> {
+    // The penalties' window at row i: the text up to and including draft i - 1.
+    let recent = |i: usize| &text[..text.len() - drafts.len() + i];
+    let mut chosen = Vec::new();
+    for (i, (d, q)) in drafts.iter().enumerate() {
+        let row = ahead.masked(&rows[i])?;
+        let p = target_distribution(&ahead.dec.sampler, &row, recent(i))?;
+        let (pd, qd) = (prob(&p, *d), q.as_ref().map_or(1.0, |q| prob(q, *d)));
+        if (ahead.dec.sampler.uniform() as f32) * qd < pd {
+            chosen.push(ahead.dec.sampler.describe(&row, *d, &p));
+            if !ahead.follow(*d)? {
+                return Ok((chosen, i + 1, true));
+            }
+            continue;
+        }
+        let residual: Vec<Candidate> = p
+            .iter()
+            .map(|c| {
+                let qc = q.as_ref().map_or((c.id == *d) as u32 as f32, |q| prob(q, c.id));
+                Candidate { id: c.id, prob: (c.prob - qc).max(0.0) }
+            })
+            .filter(|c| c.prob > 0.0)
+            .collect();
+        let id = ahead.dec.sampler.draw_candidate(if residual.is_empty() { &p } else { &residual });
+        chosen.push(ahead.dec.sampler.describe(&row, id, &p));
+        return Ok((chosen, i, false));
+    }
+    let row = ahead.masked(&rows[drafts.len()])?;
+    let p = target_distribution(&ahead.dec.sampler, &row, recent(drafts.len()))?;
+    let id = ahead.dec.sampler.draw_candidate(&p);
+    chosen.push(ahead.dec.sampler.describe(&row, id, &p));
+    Ok((chosen, drafts.len(), false))
+}
+
+/// The decoder's grammar run ahead of what is shown, over `last` and then each draft, and
+/// rolled back after: the mask at each position is the one plain decoding would apply there.
+struct Ahead<'d, 't> {
+    dec: &'d mut Decoder<'t>,
+    /// Tokens committed to the grammar beyond what is shown.
+    n: usize,
+}
+
+impl Ahead<'_, '_> {
+    /// `row` within the grammar at this point (a copy; `row` itself without a grammar).
+    fn masked<'r>(&mut self, row: &'r [f32]) -> Result<std::borrow::Cow<'r, [f32]>> {
+        match &mut self.dec.constraint {
+            Some(c) => {
+                let mut m = row.to_vec();
+                c.mask_row(&mut m)?;
+                Ok(m.into())
+            }
+            None => Ok(row.into()),
+        }
+    }
+
+    /// Follow an accepted token; `false` when generation ends with it (an end token, or the
+    /// grammar is complete after it).
+    fn follow(&mut self, id: u32) -> Result<bool> {
+        if self.dec.ends_at(id) {
+            return Ok(false);
+        }
+        match &mut self.dec.constraint {
+            Some(c) => {
+                c.commit(id)?;
+                self.n += 1;
+                Ok(!c.is_done())
+            }
+            None => Ok(true),
+        }
+    }
+
+    /// Back to what is shown.
+    fn rewind(&mut self) -> Result<()> {
+        if let Some(c) = &mut self.dec.constraint {
+            c.rollback(std::mem::take(&mut self.n))?;
+        }
+        Ok(())
+    }
 }
 
 fn prob(dist: &[Candidate], id: u32) -> f32 {
@@ -191,10 +258,12 @@ fn target_distribution(sampler: &Sampler, logits: &[f32], recent: &[u32]) -> Res
     }
 }
 
-/// The draft model's `k` tokens after `seq`, each with the distribution it was drawn from.
+/// The draft model's `k` tokens after `seq`, each with the distribution it was drawn from
+/// (within the grammar, which `ahead` follows over them).
 async fn propose(
     draft: &mut Engine,
     sampler: &mut Sampler,
+    ahead: &mut Ahead<'_, '_>,
     seq: &[u32],
     k: usize,
 ) -> Result<Vec<(u32, Option<Vec<Candidate>>)>> {
@@ -209,19 +278,22 @@ async fn propose(
     draft.context.truncate(keep);
     let mut new = seq[keep..].to_vec();
     loop {
-        let want = sampler.request(&draft.context, &new);
+        let want = match ahead.dec.constraint {
+            Some(_) => LogitsRequest::Full,
+            None => sampler.request(&draft.context, &new),
+        };
         let logits = run(&mut *draft.backend, &mut draft.context, &new, &want).await?;
         let dense = match logits {
             Logits::Full(v) => v,
             Logits::Shortlist(s) => s.dense(),
         };
-        let q = sampler.distribution(&dense, &draft.context);
+        let q = sampler.distribution(&ahead.masked(&dense)?, &draft.context);
         if q.is_empty() {
             break;
         }
         let d = sampler.draw_candidate(&q);
         out.push((d, Some(q)));
-        if out.len() == k {
+        if out.len() == k || !ahead.follow(d)? {
             break;
         }
         new = vec![d];
