@@ -130,6 +130,44 @@ test("SmolLM2-135M on WebGPU: streamed to the GPU, under 128 MiB of wasm memory,
 test("Qwen2.5-Coder 1.5B on the CPU: streamed into the weights, peak under 1.5 GiB of wasm memory", () =>
   complete("qwen2.5-coder-1.5b", "raw_story", "cpu", 0.5, 3, 1536));
 
+// Speculative decoding with a real draft model in the browser: Qwen2.5-Coder-0.5B drafts for the
+// 1.5B (same vocabulary) on the CPU backend. Greedy output is plain greedy's, token for token,
+// with the draft model and with prompt lookup; sampled runs report their acceptance. The log
+// lines are the Chromium figures of BENCHMARKS.md.
+const MERGE = "Add type hints to this function. Reply with the code only.\n```python\ndef merge(a, b):\n" +
+  "    out = []\n    i = j = 0\n    while i < len(a) and j < len(b):\n        if a[i] <= b[j]:\n" +
+  "            out.append(a[i])\n            i += 1\n        else:\n            out.append(b[j])\n" +
+  "            j += 1\n    out.extend(a[i:])\n    out.extend(b[j:])\n    return out\n```";
+test("Qwen2.5-Coder 1.5B with the 0.5B as draft model (CPU): greedy tokens equal plain greedy's, with the draft model and with lookup", async () => {
+  const r = await inFreshPage(async (llm, [model, draftModel, prompt]) => {
+    const engine = await llm.createEngine({ model, draftModel, backend: "cpu", contextSize: 512 });
+    const runs = {};
+    for (const [name, opts] of Object.entries({
+      plain: { draft_tokens: 0 }, draft: {}, lookup: { draft_tokens: 0, lookup: 3 },
+      "sampled plain": { draft_tokens: 0, temperature: 0.7, seed: 1 },
+      "sampled draft": { temperature: 0.7, seed: 1 },
+      "sampled lookup": { draft_tokens: 0, lookup: 3, temperature: 0.7, seed: 1 },
+    })) {
+      await engine.chat.completions.create({ messages: [{ role: "user", content: prompt }], temperature: 0, max_tokens: 40, ...opts });
+      const g = engine.lastGeneration;
+      runs[name] = { tokens: g.tokens, drafted: g.drafted_tokens, accepted: g.accepted_tokens,
+        rate: g.tokens.length / g.decode_secs };
+    }
+    await engine.unload();
+    return runs;
+  }, [url("qwen2.5-coder-1.5b"), url("qwen2.5-coder-0.5b"), MERGE]);
+  assert(!r.error, JSON.stringify(r.error));
+  for (const [name, g] of Object.entries(r)) {
+    console.log(`  ${name}: ${g.rate.toFixed(2)} tok/s, ${g.accepted} of ${g.drafted} drafts accepted, ${g.tokens.length} tokens`);
+  }
+  same(r.draft.tokens, r.plain.tokens, "greedy with the draft model");
+  same(r.lookup.tokens, r.plain.tokens, "greedy with prompt lookup");
+  same([r.plain.drafted, r["sampled plain"].drafted], [0, 0], "no drafts with draft_tokens: 0");
+  for (const name of ["draft", "lookup", "sampled draft", "sampled lookup"]) {
+    assert(r[name].accepted > 0 && r[name].accepted <= r[name].drafted, `${name}: ${r[name].accepted} of ${r[name].drafted}`);
+  }
+});
+
 // Past every 32-bit size: a synthetic Llama-3.1-8B-shaped Q4_0 of 4.5 GB (`webgpu-llm synth`,
 // written for the test and removed) streams to the GPU with the tab's wasm memory still small.
 // Loading only: a token of an 8B model on SwiftShader would take many minutes.
