@@ -222,10 +222,16 @@ async function fitLimits({ backend = "auto", gpuLimits, memoryLimitBytes }) {
 }
 
 /** The engine's options (EngineOptions of src/engine.rs) from the package's. */
-function engineOptions({ backend = "auto", contextSize, exactCpu = false, gpuLimits, memoryLimitBytes }) {
+function engineOptions({ backend = "auto", contextSize, exactCpu = false, gpuLimits, kernels, memoryLimitBytes }) {
   const options = { backend, context_size: contextSize ?? null, exact_cpu: exactCpu };
   // (the buffer limit also lowers the adapter's in the fit check: see fitLimits)
-  if (gpuLimits) options.gpu = { max_binding_bytes: gpuLimits.maxBindingBytes ?? null, max_buffer_bytes: gpuLimits.maxBufferBytes ?? null };
+  if (gpuLimits || kernels) {
+    options.gpu = {
+      max_binding_bytes: gpuLimits?.maxBindingBytes ?? null,
+      max_buffer_bytes: gpuLimits?.maxBufferBytes ?? null,
+      kernels: kernels ?? null,
+    };
+  }
   if (memoryLimitBytes !== undefined && memoryLimitBytes !== null) options.memory_limit_bytes = memoryLimitBytes;
   return options;
 }

@@ -57,6 +57,13 @@ export interface EngineOptions extends LimitOptions {
   /** KV-cache capacity in tokens (default min(model context, 4096)). */
   contextSize?: number;
   /**
+   * The GPU's kernel shapes: "software" (tuned on software adapters such as SwiftShader),
+   * "workgroup" (shaped for GPUs) or "subgroup" (GPUs with subgroups: native only, as wgpu
+   * cannot ask the browser for them yet). Default: the adapter's; `info().adapter.kernels` says
+   * which ran. Another name, or one the adapter cannot run, is `invalid_argument`.
+   */
+  kernels?: "software" | "workgroup" | "subgroup";
+  /**
    * CPU backend: f32 math on dequantized weights (the exact reference; about 5x the memory and
    * slower) instead of 8-bit integer products on the quantized blocks, as llama.cpp computes.
    */
@@ -442,6 +449,11 @@ export interface EngineInfo {
     features: string[];
     limits: Record<string, number>;
     f16: boolean;
+    /** Least and most subgroup size (meaningful where `features` has SUBGROUP). */
+    subgroup_sizes: [number, number];
+    /** The kernel shapes the device runs, and whether they were the adapter's (not asked for). */
+    kernels: "software" | "workgroup" | "subgroup";
+    kernels_chosen_for_adapter: boolean;
   };
   config: Record<string, unknown>;
   context_size: number;

@@ -569,14 +569,16 @@ const COMPLETION = {
  * model's parts (a list of URLs or Files; or the first part's URL, `name-00001-of-0000N.gguf`).
  * Options: onProgress({ stage, loadedBytes, totalBytes, placedBytes }), backend ("auto" | "gpu"
  * | "cpu"), contextSize, exactCpu, gpuLimits ({ maxBufferBytes, maxBindingBytes }: lower the
- * adapter's), memoryLimitBytes, worker (default true), cache (default true: OPFS where it
+ * adapter's), kernels ("software" | "workgroup" | "subgroup": the GPU's kernel shapes; default
+ * the adapter's),
+ * memoryLimitBytes, worker (default true), cache (default true: OPFS where it
  * exists, else the Cache API; "opfs", "cache-api", or false), sha256, draftModel (a second, smaller
  * model with the same vocabulary, loaded with the same options, as the draft model of
  * speculative decoding; its progress events carry `draft: true`).
  */
 export async function createEngine(options) {
   const { model, draftModel, onProgress, worker = true, backend = "auto", contextSize, exactCpu, cache = true, sha256, gpuLimits,
-    memoryLimitBytes } = options ?? {};
+    kernels, memoryLimitBytes } = options ?? {};
   if (model === undefined || model === null) throw new WebGpuLlmError("invalid_argument", "createEngine needs a model");
   if (cache !== false) await persist();
   const transport = worker
@@ -584,7 +586,7 @@ export async function createEngine(options) {
     : new LocalTransport();
   const progress = (event) => event.progress && onProgress?.(event.progress);
   try {
-    const load = { model, draftModel, backend, contextSize, exactCpu, cache, sha256, gpuLimits, memoryLimitBytes };
+    const load = { model, draftModel, backend, contextSize, exactCpu, cache, sha256, gpuLimits, kernels, memoryLimitBytes };
     const info = await transport.call("load", load, progress);
     const first = Array.isArray(model) ? model[0] : model;
     const name = typeof first === "string" || first instanceof URL ? String(first).split("/").pop() : first?.name ?? "model";

@@ -138,46 +138,109 @@ fn embed(@builtin(global_invocation_id) gid: vec3<u32>) {
 // choices'). A workgroup of 64 computes MV_ROWS rows for `per_pass` tokens at a time (1 for a
 // single token, MV_COLS for more): each invocation takes eighths of groups of 32 columns, loads
 // each token's 8 inputs once and dequantizes each row's 8 weights once for all the pass's
-// tokens, then one invocation per (row, token) adds up the partial sums. A token's arithmetic
-// is the same in both entries and whatever the step's size, so one of n choices decoded
-// together gets the logits it would get alone. (On lavapipe, 8 rows and a single barrier ran
-// 2-3x faster than 4 rows and a reduction tree, and the 1-token entry 2.5x faster than the
-// 4-token one on a single token.) With the SwiGLU epilogue the 8 rows are 4 gate rows and the
-// 4 matching up rows.
+// tokens, then the 64 partial sums of each (row, token) are added up. A token's arithmetic is
+// the same in both entries and whatever the step's size, so one of n choices decoded together
+// gets the logits it would get alone. With the SwiGLU epilogue the rows are half gate rows and
+// half the matching up rows.
+//
+// MV_ROWS, MV_TREE and MV_SUBGROUP are the kernel variant's (src/gpu/kernels.rs, `Variant`),
+// prepended with the `Lanes` helpers of shaders/variants/:
+// - software adapters: 8 rows, and one invocation per output adds its 64 partial sums after a
+//   single barrier (on lavapipe that ran 2-3x faster than 4 rows and a reduction tree, and the
+//   1-token entry 2.5x faster than the 4-token one on a single token);
+// - GPUs: 2 rows (4x the workgroups to keep memory busy), the partial sums added by a tree of 6
+//   barriers (`workgroup`), or in each subgroup's registers, then the subgroups' sums after one
+//   barrier (`subgroup`).
 const MV_WG: u32 = 64u;
-const MV_ROWS: u32 = 8u;
 const MV_COLS: u32 = 4u;
-var<workgroup> mv_partial: array<f32, 2048>; // MV_ROWS * MV_COLS * MV_WG
+const MV_OUTS: u32 = MV_ROWS * MV_COLS;
+var<workgroup> mv_partial: array<f32, MV_OUTS * MV_WG>;
 var<workgroup> mv_squares: array<f32, 256>;  // MV_COLS * MV_WG
 
 // Row r of the workgroup whose first slot is r0, in W (this part's rows).
 fn mv_row(epi: u32, r0: u32, r: u32) -> u32 {
     if (epi == SWIGLU) {
-        let j = r0 / 2u + r % 4u; // the output row; gate rows then up rows, 32 of each a block
-        return (j / 32u) * 64u + (r / 4u) * 32u + j % 32u;
+        let half = MV_ROWS / 2u;
+        let j = r0 / 2u + r % half; // the output row; gate rows then up rows, 32 of each a block
+        return (j / 32u) * 64u + (r / half) * 32u + j % 32u;
     }
     return r0 + r;
 }
 
-// The sum of row r's partial sums for token c of the group.
-fn mv_sum(r: u32, c: u32) -> f32 {
+// Add up the partial sums of the pass's outputs (and of the norm's squares) with a tree, leaving
+// each total in its slot 0. Every invocation calls it (it has barriers).
+fn mv_tree(per_pass: u32, tid: u32) {
+    for (var s = MV_WG / 2u; s > 0u; s >>= 1u) {
+        if (tid < s) {
+            for (var k = 0u; k < MV_OUTS; k++) {
+                mv_partial[k * MV_WG + tid] += mv_partial[k * MV_WG + tid + s];
+            }
+            for (var c = 0u; c < per_pass; c++) {
+                mv_squares[c * MV_WG + tid] += mv_squares[c * MV_WG + tid + s];
+            }
+        }
+        workgroupBarrier();
+    }
+}
+
+// The sum of row r's partial sums for token c of the group, from its first `terms` slots.
+fn mv_sum(r: u32, c: u32, terms: u32) -> f32 {
+    let k = (r * MV_COLS + c) * MV_WG;
     var sum = 0.0;
-    for (var i = 0u; i < MV_WG; i++) {
-        sum += mv_partial[(r * MV_COLS + c) * MV_WG + i];
+    for (var i = 0u; i < terms; i++) {
+        sum += mv_partial[k + i];
     }
     return sum;
 }
 
-// 1 / rms of token c of the group, from its 64 partial sums of squares.
-fn mv_inv_rms(c: u32) -> f32 {
+// 1 / rms of token c of the group, from the first `terms` slots of its sums of squares.
+fn mv_inv_rms(c: u32, terms: u32) -> f32 {
     var total = 0.0;
-    for (var j = 0u; j < 64u; j++) {
+    for (var j = 0u; j < terms; j++) {
         total += mv_squares[c * MV_WG + j];
     }
     return inverseSqrt(total / f32(p.cols) + p.eps);
 }
 
-fn matvec_body(pro: u32, epi: u32, per_pass: u32, wid: vec3<u32>, nwg: vec3<u32>, tid: u32) {
+// Leave the workgroup's partial sums (`acc`, and the norm's `squares`) where `mv_sum` and
+// `mv_inv_rms` read them; returns how many slots of each hold terms. Every invocation calls it.
+fn mv_reduce(acc: array<f32, MV_OUTS>, squares: array<f32, 4>, per_pass: u32, tid: u32, lanes: Lanes) -> u32 {
+    if (MV_SUBGROUP) {
+        let first = lanes_first(lanes);
+        let slot = lanes_group(lanes);
+        for (var c = 0u; c < per_pass; c++) {
+            for (var r = 0u; r < MV_ROWS; r++) {
+                let k = r * MV_COLS + c;
+                let v = lanes_sum(acc[k]);
+                if (first) {
+                    mv_partial[k * MV_WG + slot] = v;
+                }
+            }
+            let sq = lanes_sum(squares[c]);
+            if (first) {
+                mv_squares[c * MV_WG + slot] = sq;
+            }
+        }
+        workgroupBarrier();
+        return lanes_groups(lanes);
+    }
+    for (var r = 0u; r < MV_ROWS; r++) {
+        for (var c = 0u; c < per_pass; c++) {
+            mv_partial[(r * MV_COLS + c) * MV_WG + tid] = acc[r * MV_COLS + c];
+        }
+    }
+    for (var c = 0u; c < per_pass; c++) {
+        mv_squares[c * MV_WG + tid] = squares[c];
+    }
+    workgroupBarrier();
+    if (MV_TREE) {
+        mv_tree(per_pass, tid);
+        return 1u;
+    }
+    return MV_WG;
+}
+
+fn matvec_body(pro: u32, epi: u32, per_pass: u32, wid: vec3<u32>, nwg: vec3<u32>, tid: u32, lanes: Lanes) {
     let r0 = flat_wg(wid, nwg) * MV_ROWS;
     if (r0 >= p.rows) {
         return;
@@ -187,24 +250,24 @@ fn matvec_body(pro: u32, epi: u32, per_pass: u32, wid: vec3<u32>, nwg: vec3<u32>
     if (per_pass == 1u) {
         // No loop around the pass: on lavapipe a barrier inside a loop costs the invocations'
         // state at every turn.
-        matvec_pass(pro, epi, 1u, r0, t_first, t_first, tid);
+        matvec_pass(pro, epi, 1u, r0, t_first, t_first, tid, lanes);
         return;
     }
     for (var c0 = t_first; c0 < step.n; c0 += per_pass) {
-        matvec_pass(pro, epi, per_pass, r0, t_first, c0, tid);
+        matvec_pass(pro, epi, per_pass, r0, t_first, c0, tid, lanes);
         workgroupBarrier(); // the partial sums are reused by the next pass
     }
 }
 
 // Rows r0 .. r0 + MV_ROWS for the pass's tokens c0 .. c0 + per_pass (those of the step).
-fn matvec_pass(pro: u32, epi: u32, per_pass: u32, r0: u32, t_first: u32, c0: u32, tid: u32) {
+fn matvec_pass(pro: u32, epi: u32, per_pass: u32, r0: u32, t_first: u32, c0: u32, tid: u32, lanes: Lanes) {
     let cols = min(per_pass, step.n - c0);
     let items = p.cols / 8u;
-    var row_base: array<u32, 8>; // MV_ROWS: where each row starts in w
+    var row_base: array<u32, MV_ROWS>; // where each row starts in w
     for (var r = 0u; r < MV_ROWS; r++) {
         row_base[r] = mv_row(epi, r0, r) * p.row_words;
     }
-    var acc: array<f32, 32>;    // [row * MV_COLS + token]
+    var acc: array<f32, MV_OUTS>; // [row * MV_COLS + token]
     var squares: array<f32, 4>; // the norm's, of the inputs this invocation reads
     for (var i = tid; i < items; i += MV_WG) {
         let g = i / 4u;
@@ -231,82 +294,74 @@ fn matvec_pass(pro: u32, epi: u32, per_pass: u32, r0: u32, t_first: u32, c0: u32
             }
         }
     }
-    for (var r = 0u; r < MV_ROWS; r++) {
-        for (var c = 0u; c < per_pass; c++) {
-            mv_partial[(r * MV_COLS + c) * MV_WG + tid] = acc[r * MV_COLS + c];
-        }
-    }
-    for (var c = 0u; c < per_pass; c++) {
-        mv_squares[c * MV_WG + tid] = squares[c];
-    }
-    workgroupBarrier();
-    // One invocation per output adds up the partial sums (one barrier, not a tree of them), and
-    // applies the norm's 1 / rms to the sum.
+    let terms = mv_reduce(acc, squares, per_pass, tid, lanes);
+    // One invocation per output takes the sum and applies the norm's 1 / rms to it.
     let c = tid / MV_ROWS;
     let r = tid % MV_ROWS;
     if (c < cols) {
         var scale = 1.0;
         if (pro == NORM) {
-            scale = mv_inv_rms(c);
+            scale = mv_inv_rms(c, terms);
         }
         let t_out = c0 + c - t_first;
         if (epi == SWIGLU) {
-            if (r < 4u) {
-                let gate = mv_sum(r, c) * scale;
-                store(t_out, p.out_row0 + r0 / 2u + r, act(gate) * mv_sum(r + 4u, c) * scale);
+            let half = MV_ROWS / 2u;
+            if (r < half) {
+                let gate = mv_sum(r, c, terms) * scale;
+                store(t_out, p.out_row0 + r0 / 2u + r, act(gate) * mv_sum(r + half, c, terms) * scale);
             }
         } else if (r0 + r < p.rows) {
-            store(t_out, p.out_row0 + r0 + r, mv_sum(r, c) * scale);
+            store(t_out, p.out_row0 + r0 + r, mv_sum(r, c, terms) * scale);
         }
     }
 }
 
 @compute @workgroup_size(64)
 fn matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-          @builtin(local_invocation_index) tid: u32) {
-    matvec_body(PLAIN, PLAIN, 1u, wid, nwg, tid);
+          @builtin(local_invocation_index) tid: u32, lanes: Lanes) {
+    matvec_body(PLAIN, PLAIN, 1u, wid, nwg, tid, lanes);
 }
 
 @compute @workgroup_size(64)
 fn matvec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-           @builtin(local_invocation_index) tid: u32) {
-    matvec_body(PLAIN, PLAIN, MV_COLS, wid, nwg, tid);
+           @builtin(local_invocation_index) tid: u32, lanes: Lanes) {
+    matvec_body(PLAIN, PLAIN, MV_COLS, wid, nwg, tid, lanes);
 }
 
 @compute @workgroup_size(64)
 fn matvec_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-               @builtin(local_invocation_index) tid: u32) {
-    matvec_body(NORM, PLAIN, 1u, wid, nwg, tid);
+               @builtin(local_invocation_index) tid: u32, lanes: Lanes) {
+    matvec_body(NORM, PLAIN, 1u, wid, nwg, tid, lanes);
 }
 
 @compute @workgroup_size(64)
 fn matvec4_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                @builtin(local_invocation_index) tid: u32) {
-    matvec_body(NORM, PLAIN, MV_COLS, wid, nwg, tid);
+                @builtin(local_invocation_index) tid: u32, lanes: Lanes) {
+    matvec_body(NORM, PLAIN, MV_COLS, wid, nwg, tid, lanes);
 }
 
 @compute @workgroup_size(64)
 fn matvec_swiglu_in(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                    @builtin(local_invocation_index) tid: u32) {
-    matvec_body(SWIGLU, PLAIN, 1u, wid, nwg, tid);
+                    @builtin(local_invocation_index) tid: u32, lanes: Lanes) {
+    matvec_body(SWIGLU, PLAIN, 1u, wid, nwg, tid, lanes);
 }
 
 @compute @workgroup_size(64)
 fn matvec4_swiglu_in(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                     @builtin(local_invocation_index) tid: u32) {
-    matvec_body(SWIGLU, PLAIN, MV_COLS, wid, nwg, tid);
+                     @builtin(local_invocation_index) tid: u32, lanes: Lanes) {
+    matvec_body(SWIGLU, PLAIN, MV_COLS, wid, nwg, tid, lanes);
 }
 
 @compute @workgroup_size(64)
 fn matvec_norm_swiglu_out(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                          @builtin(local_invocation_index) tid: u32) {
-    matvec_body(NORM, SWIGLU, 1u, wid, nwg, tid);
+                          @builtin(local_invocation_index) tid: u32, lanes: Lanes) {
+    matvec_body(NORM, SWIGLU, 1u, wid, nwg, tid, lanes);
 }
 
 @compute @workgroup_size(64)
 fn matvec4_norm_swiglu_out(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                           @builtin(local_invocation_index) tid: u32) {
-    matvec_body(NORM, SWIGLU, MV_COLS, wid, nwg, tid);
+                           @builtin(local_invocation_index) tid: u32, lanes: Lanes) {
+    matvec_body(NORM, SWIGLU, MV_COLS, wid, nwg, tid, lanes);
 }
 
 // Matrix × matrix (prefill: n tokens). Each invocation owns one row and a tile of MM_TOKENS

@@ -40,6 +40,12 @@ pub trait Backend {
     /// Work and memory counters.
     fn stats(&self) -> BackendStats;
 
+    /// The GPU model behind this backend, for what only it has (`bench --kernels`); `None` on
+    /// the CPU.
+    fn gpu_model(&mut self) -> Option<&mut crate::gpu::GpuModel> {
+        None
+    }
+
     /// [`Backend::forward`], waiting for it (native only).
     #[cfg(not(target_arch = "wasm32"))]
     fn forward_blocking(&mut self, tokens: &[u32], want: &LogitsRequest) -> Result<Logits> {

@@ -117,6 +117,11 @@ fn bench_reports_what_it_measured() {
             );
             assert!(out["kv_cache_bytes"].as_u64().unwrap() > 0);
             assert!(out["adapter"].is_string());
+            // The copy bandwidth, and decode's share of it: weight bytes a second over it.
+            let copy = per_token("copy_gb_per_s");
+            let read = per_token("weight_bytes_read_per_token") * per_token("decode_tokens_per_s");
+            assert!(copy > 0.0 && (per_token("bandwidth_fraction") - read / (copy * 1e9)).abs() < 1e-2, "{out}");
+            assert_eq!(out["kernels"], "software", "lavapipe is a software adapter");
         } else {
             assert_eq!(per_token("dispatches_per_token"), 0.0);
             assert_eq!(per_token("weight_read_ratio"), 0.0);
@@ -154,6 +159,22 @@ fn errors_are_clear_and_typed() {
     let out =
         Command::new(env!("CARGO_BIN_EXE_webgpu-llm")).args(["info", "--model", "/nonexistent.gguf"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("error [io]"));
+    // A kernel variant that does not exist, whichever the backend; bench --kernels is the GPU's.
+    for backend in ["cpu", "gpu", "auto"] {
+        let out = cli(&["generate", "--prompt", "hi", "--kernels", "fastest", "--backend", backend]);
+        assert!(
+            String::from_utf8_lossy(&out.stderr)
+                .contains("kernels \"fastest\": want one of software, workgroup, subgroup"),
+            "{out:?}"
+        );
+    }
+    let out = cli(&["bench", "--kernels", "--backend", "cpu"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("error [invalid_argument]"), "{out:?}");
+    let out = json(&cli(&["info", "--kernels", "workgroup"]));
+    assert_eq!(
+        (&out["adapter"]["kernels"], &out["adapter"]["kernels_chosen_for_adapter"]),
+        (&"workgroup".into(), &false.into())
+    );
     let help = Command::new(env!("CARGO_BIN_EXE_webgpu-llm")).arg("--help").output().unwrap();
     assert!(String::from_utf8_lossy(&help.stdout).contains("usage: webgpu-llm"));
 }

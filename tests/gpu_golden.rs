@@ -6,7 +6,8 @@ use common::*;
 use webgpu_llm::backend::Backend;
 use webgpu_llm::engine::{BackendKind, Chat, Engine, EngineOptions};
 use webgpu_llm::gguf::Gguf;
-use webgpu_llm::gpu::{Gpu, GpuModel, GpuOptions};
+use webgpu_llm::gpu::kernels::Variant;
+use webgpu_llm::gpu::{Gpu, GpuModel, GpuOptions, PREFILL_CHUNK};
 use webgpu_llm::model::{Config, Weights};
 use webgpu_llm::sampler::{Sampler, SamplingParams};
 use webgpu_llm::Error;
@@ -51,7 +52,14 @@ fn first_position_logits_match_llama_cpp_f32_reference_on_the_f32_path() {
 /// margin, and every later confident step is checked too.
 #[test]
 fn greedy_continuations_match_llama_cpp() {
-    let mut model = gpu_model(GpuOptions::default(), 256);
+    for variant in Variant::ALL {
+        let options = GpuOptions { kernels: Some(variant.name().into()), ..GpuOptions::default() };
+        greedy_continuations_case(gpu_model(options, 256), variant);
+    }
+}
+
+fn greedy_continuations_case(mut model: GpuModel, variant: Variant) {
+    assert_eq!(model.gpu().kernels, variant);
     // llama.cpp masked the end-of-generation ids so that 48 tokens always come out.
     let params = SamplingParams {
         temperature: 0.0,
@@ -73,13 +81,13 @@ fn greedy_continuations_match_llama_cpp() {
         for (step, &expected) in want.iter().enumerate() {
             let got = sampler.sample_from(&logits, &context).unwrap().id;
             if margins[step] >= 0.1 {
-                assert_eq!(got, expected, "{name}: step {step}");
+                assert_eq!(got, expected, "{variant:?} {name}: step {step}");
                 checked += 1;
             }
             logits = model.forward_blocking(&[expected], &sampler.request(&context, &[expected])).unwrap();
             context.push(expected);
         }
-        println!("{name}: {checked}/{} greedy steps checked and equal", want.len());
+        println!("{variant:?} {name}: {checked}/{} greedy steps checked and equal", want.len());
         assert!(checked >= want.len() - 6, "{name}: only {checked} steps compared");
     }
 }
@@ -147,4 +155,47 @@ fn a_cache_past_the_device_limits_is_out_of_memory_at_load() {
     let err = Engine::load(&model_bytes(), &options).err().expect("the load fails");
     assert_eq!(err.code(), "out_of_memory", "{err}");
     assert!(err.to_string().contains("smaller context"), "{err}");
+}
+
+/// `bench --kernels` times every launch of a real step and counts its work right: the launches
+/// add up to the step's (2 + 6 per layer for Llama), the arithmetic to 2 FLOP per weight of
+/// every matrix plus attention's 4 per (head dim, visible position), and the weight bytes to
+/// every matrix once. Profiling leaves the model computing exactly what it did before.
+#[test]
+fn kernel_profile_covers_a_step_and_counts_its_work() {
+    let bytes = model_bytes();
+    let c = Config::from_gguf(&Gguf::parse(&bytes).unwrap()).unwrap();
+    let mut model = gpu_model(GpuOptions::default(), 256);
+    let prompt = ids(&golden_json("raw_facts.json")["prompt_token_ids"]);
+    let before = model.forward_full(&prompt).unwrap();
+
+    let context = 17;
+    let decode = model.profile_kernels(1, context).unwrap();
+    assert_eq!((decode.tokens, decode.context), (1, context as u32));
+    assert_eq!(decode.kernels.iter().map(|k| k.launches).sum::<usize>(), 2 + 6 * c.n_layers);
+    let matrices = c.d_model * (c.q_dim() + 2 * c.kv_dim()) + c.q_dim() * c.d_model + 3 * c.d_model * c.ffn_dim;
+    let attention = 4 * (context + 1) * c.n_heads * c.head_dim;
+    let want_flop = (c.n_layers * (2 * matrices + attention) + 2 * c.vocab_size * c.d_model) as u64;
+    let flop: u64 = decode.kernels.iter().map(|k| k.flop_per_launch * k.launches as u64).sum();
+    assert_eq!(flop, want_flop);
+    // Weights once (the output head is the tied embedding, read whole), the embedding's one row.
+    let stats = model.stats();
+    assert!(decode.step_bytes > stats.weight_bytes * 9 / 10, "{} of {}", decode.step_bytes, stats.weight_bytes);
+    assert!(decode.step_bytes < stats.weight_bytes * 11 / 10, "{} of {}", decode.step_bytes, stats.weight_bytes);
+    for k in &decode.kernels {
+        assert!(k.us_per_launch > 0.0 && k.gb_per_s.is_finite(), "{k:?}");
+    }
+
+    let prefill = model.profile_kernels(PREFILL_CHUNK, 0).unwrap();
+    assert!(prefill.kernels.iter().any(|k| k.kernel.starts_with("matmat_norm ")), "{:?}", prefill.kernels);
+    assert_eq!(prefill.kernels.iter().map(|k| k.launches).sum::<usize>(), 2 + 6 * c.n_layers);
+
+    assert!(matches!(model.profile_kernels(0, 0), Err(Error::InvalidArgument(_))));
+    assert!(matches!(model.profile_kernels(PREFILL_CHUNK + 1, 0), Err(Error::InvalidArgument(_))));
+    assert!(matches!(model.profile_kernels(1, 256), Err(Error::ContextOverflow { .. })));
+
+    model.truncate(0);
+    assert_eq!(model.forward_full(&prompt).unwrap(), before);
+    let bandwidth = pollster::block_on(webgpu_llm::gpu::profile::bandwidth(model.gpu())).unwrap();
+    assert!(bandwidth.copy_gb_per_s > 0.0 && bandwidth.kernel_gb_per_s > 0.0, "{bandwidth:?}");
 }

@@ -5,6 +5,7 @@
 
 use half::{bf16, f16};
 use webgpu_llm::cpu::ops::{rmsnorm, rope, rope_cos_sin, silu, softmax};
+use webgpu_llm::gpu::kernels::Variant;
 use webgpu_llm::gpu::oneshot::{Fused, Oneshot};
 use webgpu_llm::gpu::ops::Shape;
 use webgpu_llm::gpu::{Gpu, GpuOptions};
@@ -18,6 +19,25 @@ fn oneshot(f16: bool) -> Oneshot {
         assert!(gpu.f16, "the f16 tests need shader-f16 (lavapipe has it)");
     }
     Oneshot::new(gpu).unwrap()
+}
+
+/// The f32 path with each kernel variant (their matrix × vector shapes differ), and at most
+/// `max_binding` bytes a binding.
+fn variants(max_binding: Option<u64>) -> Vec<(Variant, Oneshot)> {
+    Variant::ALL
+        .into_iter()
+        .map(|v| {
+            let options = GpuOptions {
+                allow_f16: false,
+                max_binding_bytes: max_binding,
+                kernels: Some(v.name().into()),
+                ..GpuOptions::default()
+            };
+            let gpu = Gpu::new_blocking(&options).expect("a WebGPU adapter");
+            assert_eq!(gpu.kernels, v);
+            (v, Oneshot::new(gpu).unwrap())
+        })
+        .collect()
 }
 
 /// xorshift64*: fresh inputs per seed, no dependency.
@@ -105,7 +125,12 @@ fn cpu_matmul(dtype: DType, data: &[u8], rows: usize, cols: usize, x: &[f32]) ->
 
 #[test]
 fn matmul_every_format_matches_cpu() {
-    let gpu = oneshot(false);
+    for (variant, gpu) in variants(None) {
+        matmul_every_format_case(variant, &gpu);
+    }
+}
+
+fn matmul_every_format_case(variant: Variant, gpu: &Oneshot) {
     let mut rng = Rng(0x1234_5678);
     for dtype in DType::ALL {
         let cols_options: &[usize] = if dtype.block_elems() == 256 { &[256, 768] } else { &[32, 96, 576] };
@@ -117,7 +142,7 @@ fn matmul_every_format_matches_cpu() {
                 let x = rng.vec(n * cols);
                 let got = gpu.matmul(dtype, &w, (rows, cols), &x, None).unwrap();
                 let want = cpu_matmul(dtype, &w, rows, cols, &x);
-                check(&format!("{} {rows}×{cols}, {n} tokens", dtype.name()), &got, &want, 1e-4);
+                check(&format!("{variant:?} {} {rows}×{cols}, {n} tokens", dtype.name()), &got, &want, 1e-4);
             }
         }
     }
@@ -125,35 +150,37 @@ fn matmul_every_format_matches_cpu() {
 
 #[test]
 fn matmul_accumulates_into_its_output() {
-    let gpu = oneshot(false);
-    let mut rng = Rng(77);
-    for n in [1, 9] {
-        let (rows, cols) = (40, 64);
-        let w = random_weights(&mut rng, DType::Q4_1, rows, cols);
-        let x = rng.vec(n * cols);
-        let init = rng.vec(n * rows);
-        let got = gpu.matmul(DType::Q4_1, &w, (rows, cols), &x, Some(&init)).unwrap();
-        let want: Vec<f32> =
-            cpu_matmul(DType::Q4_1, &w, rows, cols, &x).iter().zip(&init).map(|(a, b)| a + b).collect();
-        check(&format!("accumulate, {n} tokens"), &got, &want, 1e-4);
+    for (variant, gpu) in variants(None) {
+        let mut rng = Rng(77);
+        for n in [1, 9] {
+            let (rows, cols) = (40, 64);
+            let w = random_weights(&mut rng, DType::Q4_1, rows, cols);
+            let x = rng.vec(n * cols);
+            let init = rng.vec(n * rows);
+            let got = gpu.matmul(DType::Q4_1, &w, (rows, cols), &x, Some(&init)).unwrap();
+            let want: Vec<f32> =
+                cpu_matmul(DType::Q4_1, &w, rows, cols, &x).iter().zip(&init).map(|(a, b)| a + b).collect();
+            check(&format!("{variant:?} accumulate, {n} tokens"), &got, &want, 1e-4);
+        }
     }
 }
 
 #[test]
 fn matrices_larger_than_a_binding_are_split_by_rows() {
     // 3 KiB per binding: a 100 × 256 Q8_0 matrix (272 bytes a row) takes 10 parts.
-    let small =
-        Gpu::new_blocking(&GpuOptions { allow_f16: false, max_binding_bytes: Some(3 * 1024), ..GpuOptions::default() })
-            .unwrap();
-    let gpu = Oneshot::new(small).unwrap();
+    let split = variants(Some(3 * 1024));
+    let gpu = &split[0].1;
     let mut rng = Rng(99);
     let (rows, cols) = (100, 256);
     for dtype in [DType::Q8_0, DType::Q4_K, DType::F32] {
         let w = random_weights(&mut rng, dtype, rows, cols);
         for n in [1, 5] {
             let x = rng.vec(n * cols);
-            let got = gpu.matmul(dtype, &w, (rows, cols), &x, None).unwrap();
-            check(&format!("split {} ({n} tokens)", dtype.name()), &got, &cpu_matmul(dtype, &w, rows, cols, &x), 1e-4);
+            let want = cpu_matmul(dtype, &w, rows, cols, &x);
+            for (variant, gpu) in &split {
+                let got = gpu.matmul(dtype, &w, (rows, cols), &x, None).unwrap();
+                check(&format!("{variant:?} split {} ({n} tokens)", dtype.name()), &got, &want, 1e-4);
+            }
         }
         let tokens = [0, 99, 42, 11, 57];
         let got = gpu.embed(dtype, &w, (rows, cols), &tokens).unwrap();
@@ -189,32 +216,37 @@ fn embedding_lookup_is_exact() {
 /// the CPU's rmsnorm and an f64 matmul, decode (1 token) and prefill (several tiles).
 #[test]
 fn matmul_with_norm_prologue_and_bias_matches_cpu() {
-    let gpu = oneshot(false);
-    let mut rng = Rng(11);
-    for (dtype, rows, cols, n) in
-        [(DType::Q4_1, 67, 576, 1), (DType::Q8_0, 130, 96, 37), (DType::F16, 9, 1024, 3), (DType::Q4_K, 17, 256, 11)]
-    {
-        let x: Vec<f32> = rng.vec(n * cols).iter().map(|v| v * 5.0).collect();
-        let (norm_w, bias, init) = (rng.vec(cols), rng.vec(rows), rng.vec(n * rows));
-        let w = random_weights(&mut rng, dtype, rows, cols);
-        let mut normed = vec![0f32; n * cols];
-        for (xi, oi) in x.chunks_exact(cols).zip(normed.chunks_exact_mut(cols)) {
-            rmsnorm(xi, &norm_w, 1e-5, oi);
+    for (variant, gpu) in variants(None) {
+        let mut rng = Rng(11);
+        for (dtype, rows, cols, n) in [
+            (DType::Q4_1, 67, 576, 1),
+            (DType::Q8_0, 130, 96, 37),
+            (DType::F16, 9, 1024, 3),
+            (DType::Q4_K, 17, 256, 11),
+        ] {
+            let x: Vec<f32> = rng.vec(n * cols).iter().map(|v| v * 5.0).collect();
+            let (norm_w, bias, init) = (rng.vec(cols), rng.vec(rows), rng.vec(n * rows));
+            let w = random_weights(&mut rng, dtype, rows, cols);
+            let mut normed = vec![0f32; n * cols];
+            for (xi, oi) in x.chunks_exact(cols).zip(normed.chunks_exact_mut(cols)) {
+                rmsnorm(xi, &norm_w, 1e-5, oi);
+            }
+            let plain = cpu_matmul(dtype, &w, rows, cols, &normed);
+            let what = format!("{variant:?} {} {rows}×{cols}, {n} tokens", dtype.name());
+
+            let norm = Some((norm_w.as_slice(), 1e-5));
+            let got = gpu.matmul_fused(dtype, &w, (rows, cols), &x, &Fused { norm, ..Fused::default() }).unwrap();
+            check(&format!("norm {what}"), &got, &plain, 1e-4);
+
+            let fused = Fused { norm, bias: Some(&bias), init: Some(&init), ..Fused::default() };
+            let got = gpu.matmul_fused(dtype, &w, (rows, cols), &x, &fused).unwrap();
+            let want: Vec<f32> = plain.iter().enumerate().map(|(i, v)| v + bias[i % rows] + init[i]).collect();
+            check(&format!("norm + bias + accumulate {what}"), &got, &want, 1e-4);
+
+            let got =
+                gpu.matmul_fused(dtype, &w, (rows, cols), &x, &Fused { norm, last_only: true, ..Fused::default() });
+            check(&format!("norm, last token {what}"), &got.unwrap(), &plain[(n - 1) * rows..], 1e-4);
         }
-        let plain = cpu_matmul(dtype, &w, rows, cols, &normed);
-        let what = format!("{} {rows}×{cols}, {n} tokens", dtype.name());
-
-        let norm = Some((norm_w.as_slice(), 1e-5));
-        let got = gpu.matmul_fused(dtype, &w, (rows, cols), &x, &Fused { norm, ..Fused::default() }).unwrap();
-        check(&format!("norm {what}"), &got, &plain, 1e-4);
-
-        let fused = Fused { norm, bias: Some(&bias), init: Some(&init), ..Fused::default() };
-        let got = gpu.matmul_fused(dtype, &w, (rows, cols), &x, &fused).unwrap();
-        let want: Vec<f32> = plain.iter().enumerate().map(|(i, v)| v + bias[i % rows] + init[i]).collect();
-        check(&format!("norm + bias + accumulate {what}"), &got, &want, 1e-4);
-
-        let got = gpu.matmul_fused(dtype, &w, (rows, cols), &x, &Fused { norm, last_only: true, ..Fused::default() });
-        check(&format!("norm, last token {what}"), &got.unwrap(), &plain[(n - 1) * rows..], 1e-4);
     }
 }
 
@@ -223,37 +255,43 @@ fn matmul_with_norm_prologue_and_bias_matches_cpu() {
 /// prologue and the SwiGLU epilogue.
 #[test]
 fn matvec_tokens_are_bitwise_the_single_token_products() {
-    let gpu = oneshot(false);
-    let mut rng = Rng(97);
-    let (rows, cols, n) = (70, 512, 11);
-    for dtype in [DType::Q4_K, DType::Q8_0, DType::F16] {
-        let w = random_weights(&mut rng, dtype, rows, cols);
-        let x: Vec<f32> = rng.vec(n * 2 * cols).iter().map(|v| v * 4.0).collect();
-        let norm_w = rng.vec(cols);
-        let norm = Some((norm_w.as_slice(), 1e-5));
-        for (what, f, per_token) in [
-            ("plain", Fused::default(), cols),
-            ("norm", Fused { norm, ..Fused::default() }, cols),
-            ("swiglu in", Fused { swiglu: true, ..Fused::default() }, 2 * cols),
-        ] {
-            let x = &x[..n * per_token];
-            let all = gpu.matmul_fused(dtype, &w, (rows, cols), x, &f).unwrap();
-            for (t, xt) in x.chunks_exact(per_token).enumerate() {
-                let alone = gpu.matmul_fused(dtype, &w, (rows, cols), xt, &f).unwrap();
-                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&all[t * rows..(t + 1) * rows]), bits(&alone), "{what} {} token {t}", dtype.name());
+    for (variant, gpu) in variants(None) {
+        let mut rng = Rng(97);
+        let (rows, cols, n) = (70, 512, 11);
+        for dtype in [DType::Q4_K, DType::Q8_0, DType::F16] {
+            let w = random_weights(&mut rng, dtype, rows, cols);
+            let x: Vec<f32> = rng.vec(n * 2 * cols).iter().map(|v| v * 4.0).collect();
+            let norm_w = rng.vec(cols);
+            let norm = Some((norm_w.as_slice(), 1e-5));
+            for (what, f, per_token) in [
+                ("plain", Fused::default(), cols),
+                ("norm", Fused { norm, ..Fused::default() }, cols),
+                ("swiglu in", Fused { swiglu: true, ..Fused::default() }, 2 * cols),
+            ] {
+                let x = &x[..n * per_token];
+                let all = gpu.matmul_fused(dtype, &w, (rows, cols), x, &f).unwrap();
+                for (t, xt) in x.chunks_exact(per_token).enumerate() {
+                    let alone = gpu.matmul_fused(dtype, &w, (rows, cols), xt, &f).unwrap();
+                    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(&all[t * rows..(t + 1) * rows]),
+                        bits(&alone),
+                        "{variant:?} {what} {} token {t}",
+                        dtype.name()
+                    );
+                }
             }
-        }
-        let up = random_weights(&mut rng, dtype, 64, cols);
-        let gate = random_weights(&mut rng, dtype, 64, cols);
-        let x = &x[..n * cols];
-        let all = gpu.gate_up(dtype, (&gate, &up), (64, cols), x, (&norm_w, 1e-5)).unwrap();
-        for (t, xt) in x.chunks_exact(cols).enumerate() {
-            let alone = gpu.gate_up(dtype, (&gate, &up), (64, cols), xt, (&norm_w, 1e-5)).unwrap();
-            assert!(
-                all[t * 64..(t + 1) * 64].iter().zip(&alone).all(|(a, b)| a.to_bits() == b.to_bits()),
-                "gate_up {t}"
-            );
+            let up = random_weights(&mut rng, dtype, 64, cols);
+            let gate = random_weights(&mut rng, dtype, 64, cols);
+            let x = &x[..n * cols];
+            let all = gpu.gate_up(dtype, (&gate, &up), (64, cols), x, (&norm_w, 1e-5)).unwrap();
+            for (t, xt) in x.chunks_exact(cols).enumerate() {
+                let alone = gpu.gate_up(dtype, (&gate, &up), (64, cols), xt, (&norm_w, 1e-5)).unwrap();
+                assert!(
+                    all[t * 64..(t + 1) * 64].iter().zip(&alone).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{variant:?} gate_up {t}"
+                );
+            }
         }
     }
 }
@@ -261,21 +299,22 @@ fn matvec_tokens_are_bitwise_the_single_token_products() {
 /// The SwiGLU prologue: the matrix sees silu(gate) * up of rows that hold gate then up.
 #[test]
 fn matmul_with_swiglu_prologue_matches_cpu() {
-    let gpu = oneshot(false);
-    let mut rng = Rng(41);
-    for (rows, cols, n) in [(576, 1536, 1), (70, 96, 33)] {
-        let gate_up: Vec<f32> = rng.vec(n * 2 * cols).iter().map(|v| v * 8.0).collect();
-        let act: Vec<f32> =
-            gate_up.chunks_exact(2 * cols).flat_map(|r| (0..cols).map(|i| silu(r[i]) * r[cols + i])).collect();
-        let w = random_weights(&mut rng, DType::Q4_0, rows, cols);
-        let got =
-            gpu.matmul_fused(DType::Q4_0, &w, (rows, cols), &gate_up, &Fused { swiglu: true, ..Fused::default() });
-        check(
-            &format!("swiglu {rows}×{cols}, {n} tokens"),
-            &got.unwrap(),
-            &cpu_matmul(DType::Q4_0, &w, rows, cols, &act),
-            1e-4,
-        );
+    for (variant, gpu) in variants(None) {
+        let mut rng = Rng(41);
+        for (rows, cols, n) in [(576, 1536, 1), (70, 96, 33)] {
+            let gate_up: Vec<f32> = rng.vec(n * 2 * cols).iter().map(|v| v * 8.0).collect();
+            let act: Vec<f32> =
+                gate_up.chunks_exact(2 * cols).flat_map(|r| (0..cols).map(|i| silu(r[i]) * r[cols + i])).collect();
+            let w = random_weights(&mut rng, DType::Q4_0, rows, cols);
+            let got =
+                gpu.matmul_fused(DType::Q4_0, &w, (rows, cols), &gate_up, &Fused { swiglu: true, ..Fused::default() });
+            check(
+                &format!("{variant:?} swiglu {rows}×{cols}, {n} tokens"),
+                &got.unwrap(),
+                &cpu_matmul(DType::Q4_0, &w, rows, cols, &act),
+                1e-4,
+            );
+        }
     }
 }
 
@@ -283,14 +322,8 @@ fn matmul_with_swiglu_prologue_matches_cpu() {
 /// prefill, and split across bindings (parts of whole 64-row blocks).
 #[test]
 fn gate_up_with_swiglu_epilogue_matches_cpu() {
-    let small = Gpu::new_blocking(&GpuOptions {
-        allow_f16: false,
-        max_binding_bytes: Some(64 * 1024),
-        ..GpuOptions::default()
-    })
-    .unwrap();
-    let (whole, split) = (oneshot(false), Oneshot::new(small).unwrap());
     let mut rng = Rng(43);
+    let (whole, split) = (variants(None), variants(Some(64 * 1024)));
     for (dtype, rows, cols, n) in
         [(DType::Q4_1, 1536, 576, 1), (DType::Q8_0, 96, 64, 37), (DType::Q4_K, 64, 256, 2), (DType::Q6_K, 128, 256, 7)]
     {
@@ -303,9 +336,11 @@ fn gate_up_with_swiglu_epilogue_matches_cpu() {
         }
         let (g, u) = (cpu_matmul(dtype, &gate, rows, cols, &normed), cpu_matmul(dtype, &up, rows, cols, &normed));
         let want: Vec<f32> = g.iter().zip(&u).map(|(g, u)| silu(*g) * u).collect();
-        for (gpu, what) in [(&whole, "whole"), (&split, "split")] {
+        let every = whole.iter().map(|g| (g, "whole")).chain(split.iter().map(|g| (g, "split")));
+        for ((variant, gpu), what) in every {
             let got = gpu.gate_up(dtype, (&gate, &up), (rows, cols), &x, (&norm_w, 1e-5)).unwrap();
-            check(&format!("gate_up {what} {} {rows}×{cols}, {n} tokens", dtype.name()), &got, &want, 1e-4);
+            let what = format!("{variant:?} gate_up {what} {} {rows}×{cols}, {n} tokens", dtype.name());
+            check(&what, &got, &want, 1e-4);
         }
     }
     // A binding too small for 64 rows would cut a gate|up block apart: refused, not miscomputed.
@@ -546,4 +581,24 @@ fn an_allocation_the_device_refuses_is_a_typed_error_and_the_device_lives_on() {
     gpu.check().expect("no error leaks out of the scope");
     assert!(allocate("a small buffer", 256).is_ok(), "the device still allocates");
     gpu.wait().expect("the device is alive");
+}
+
+/// The adapter's variant unless one is named; a name that is none is `invalid_argument`
+/// listing them. lavapipe is a software adapter: it gets the software shapes. It offers
+/// subgroups (of 8), so the subgroup variant runs on it in the tests above.
+#[test]
+fn kernel_variants_are_chosen_per_adapter_or_by_name() {
+    let gpu = Gpu::new_blocking(&GpuOptions::default()).unwrap();
+    let subgroups = gpu.report.features.iter().any(|f| f == "SUBGROUP");
+    assert_eq!(gpu.kernels, Variant::for_adapter(gpu.software, subgroups));
+    assert!(gpu.report.kernels_chosen_for_adapter);
+    if gpu.report.device_type == "Cpu" {
+        assert_eq!(gpu.kernels, Variant::Software);
+    }
+    let named = Gpu::new_blocking(&GpuOptions { kernels: Some("workgroup".into()), ..GpuOptions::default() }).unwrap();
+    assert_eq!((named.kernels, named.report.kernels_chosen_for_adapter), (Variant::Workgroup, false));
+    let err =
+        Gpu::new_blocking(&GpuOptions { kernels: Some("fastest".into()), ..GpuOptions::default() }).err().unwrap();
+    assert_eq!(err.code(), "invalid_argument");
+    assert!(err.to_string().contains("software, workgroup, subgroup"), "{err}");
 }

@@ -47,7 +47,14 @@ commands:
   bench     [--prompt-tokens 128] [--gen-tokens 64] [--sample [--seed S]] [--choices N] [--json]
                                   prefill and decode speed and work per token; greedy, or
                                   the default sampling knobs with --sample; --choices N decodes
-                                  N choices as one batch (decode tokens/s summed over them)
+                                  N choices as one batch (decode tokens/s summed over them); on
+                                  the GPU also the adapter's copy bandwidth and the fraction of
+                                  it decode reaches
+  bench --kernels [NAME] [--prompt-tokens 128] [--json]
+                                  the GPU's kernels one by one on the model's shapes (a decode
+                                  step after --prompt-tokens positions, a 128-token prefill
+                                  chunk): time, bytes, GB/s, FLOP, GFLOP/s; and the adapter's
+                                  bandwidth (a buffer copy, a read-write kernel)
   split     --max-size BYTES --out PREFIX
                                   split the model at tensor boundaries the way llama.cpp's
                                   gguf-split does, into PREFIX-00001-of-0000N.gguf, ... (BYTES
@@ -72,6 +79,10 @@ common options:
                         forward-pass backend (default auto: the GPU if it is real hardware,
                         else the CPU, which beats software adapters such as lavapipe)
   --no-f16              on the GPU, use the f32 path even where shader-f16 exists
+  --kernels NAME        the GPU's kernel shapes: software (tuned on lavapipe and SwiftShader),
+                        workgroup (shaped for GPUs) or subgroup (GPUs with subgroups); default:
+                        the adapter's (software for a software adapter, else subgroup where
+                        the device has subgroups, else workgroup); also WEBGPU_LLM_KERNELS=NAME
   --exact-cpu           on the CPU, compute in f32 on dequantized weights (the exact reference,
                         about 5x the memory) instead of 8-bit integer products as llama.cpp does
   --context N           KV-cache capacity in tokens (default min(model context, 4096))
@@ -100,6 +111,9 @@ structured output (every token masked by the grammar; the answer always parses):
 const SWITCHES: &[&str] =
     &["--json", "--json-object", "--no-parse-special", "--no-f16", "--exact-cpu", "--sample", "--help"];
 
+/// Options whose value may be left out (when the next argument is another option, or none).
+const OPTIONAL_VALUES: &[&str] = &["--kernels"];
+
 struct Args {
     command: String,
     values: HashMap<String, Vec<String>>,
@@ -107,7 +121,7 @@ struct Args {
 
 impl Args {
     fn parse() -> Result<Args> {
-        let mut it = std::env::args().skip(1);
+        let mut it = std::env::args().skip(1).peekable();
         let command = it.next().unwrap_or_else(|| "--help".into());
         let mut values: HashMap<String, Vec<String>> = HashMap::new();
         while let Some(arg) = it.next() {
@@ -116,6 +130,8 @@ impl Args {
             }
             let value = if SWITCHES.contains(&arg.as_str()) {
                 String::new()
+            } else if OPTIONAL_VALUES.contains(&arg.as_str()) {
+                it.next_if(|next| !next.starts_with("--")).unwrap_or_default()
             } else {
                 it.next().ok_or_else(|| Error::InvalidArgument(format!("{arg} needs a value")))?
             };
@@ -144,7 +160,8 @@ impl Args {
 
     /// Refuse options this command does not know, so a typo is not silently ignored.
     fn only(&self, allowed: &[&str]) -> Result<()> {
-        let common = ["--model", "--tokenizer", "--backend", "--context", "--no-f16", "--exact-cpu", "--help"];
+        let common =
+            ["--model", "--tokenizer", "--backend", "--context", "--no-f16", "--exact-cpu", "--kernels", "--help"];
         match self.values.keys().find(|k| !allowed.contains(&k.as_str()) && !common.contains(&k.as_str())) {
             Some(k) => Err(Error::InvalidArgument(format!("{} does not take {k}", self.command))),
             None => Ok(()),
@@ -276,6 +293,9 @@ enum Use {
     Any,
     /// A chat: the model must have its own chat template.
     Chat,
+    /// The GPU's kernels (`bench --kernels`): the backend is the GPU whatever `--backend` says
+    /// (the caller refuses another).
+    Gpu,
 }
 
 /// A base model has no chat template. Rather than make one up (ChatML, which it was never
@@ -320,8 +340,16 @@ fn read_messages(file: &str) -> Result<Vec<Message>> {
     Ok(messages)
 }
 
+/// The kernel variant asked for: `--kernels NAME`, else `WEBGPU_LLM_KERNELS`; `None`: the
+/// adapter's.
+fn kernel_variant(args: &Args) -> Option<String> {
+    let named = args.str("--kernels").filter(|v| !v.is_empty()).map(str::to_string);
+    named.or_else(|| std::env::var("WEBGPU_LLM_KERNELS").ok().filter(|v| !v.is_empty()))
+}
+
 fn load(args: &Args, purpose: Use) -> Result<(Engine, f64)> {
-    let backend = match args.str("--backend").unwrap_or("auto") {
+    let asked = if purpose == Use::Gpu { "gpu" } else { args.str("--backend").unwrap_or("auto") };
+    let backend = match asked {
         "auto" => BackendKind::Auto,
         "cpu" => BackendKind::Cpu,
         "gpu" => BackendKind::Gpu,
@@ -336,7 +364,7 @@ fn load(args: &Args, purpose: Use) -> Result<(Engine, f64)> {
         Some(p) => Some(std::fs::read(p).map_err(|e| Error::Io(format!("{p}: {e}")))?),
         None => None,
     };
-    let gpu = GpuOptions { allow_f16: !args.flag("--no-f16"), ..GpuOptions::default() };
+    let gpu = GpuOptions { allow_f16: !args.flag("--no-f16"), kernels: kernel_variant(args), ..GpuOptions::default() };
     let options = EngineOptions {
         backend,
         context_size: args.num("--context")?,
@@ -595,6 +623,9 @@ fn tokenize(args: &Args) -> Result<()> {
 }
 
 fn bench(args: &Args) -> Result<()> {
+    if args.flag("--kernels") {
+        return bench_kernels(args);
+    }
     args.only(&["--prompt-tokens", "--gen-tokens", "--json", "--sample", "--seed", "--choices"])?;
     let prompt_tokens: usize = args.num("--prompt-tokens")?.unwrap_or(128);
     let gen_tokens: usize = args.num("--gen-tokens")?.unwrap_or(64);
@@ -639,6 +670,7 @@ fn bench(args: &Args) -> Result<()> {
         "decode_tokens_per_s": decode_rate,
         "adapter": engine.adapter().map(|a| &a.name),
         "f16": engine.adapter().is_some_and(|a| a.f16),
+        "kernels": engine.adapter().map(|a| a.kernels),
         "prefill_submissions": gen.prefill_work.submissions,
         "prefill_dispatches": gen.prefill_work.dispatches,
         "dispatches_per_token": per_token(gen.decode_work.dispatches, steps),
@@ -653,6 +685,18 @@ fn bench(args: &Args) -> Result<()> {
         "weight_read_ratio": per_token(gen.decode_work.weight_read_bytes, steps)
             / engine.config().file_weight_bytes as f64,
     });
+    if let Some(model) = engine.gpu_model() {
+        // Weight bytes per token × tokens/s against what the adapter can move. The measurement
+        // needs two more buffers: a device without room for them reports why, not a failed bench.
+        match pollster::block_on(webgpu_llm::gpu::profile::bandwidth(model.gpu())) {
+            Ok(bandwidth) => {
+                let read_per_s = gen.decode_work.weight_read_bytes as f64 / gen.decode_secs.max(f64::MIN_POSITIVE);
+                report["copy_gb_per_s"] = bandwidth.copy_gb_per_s.into();
+                report["bandwidth_fraction"] = (read_per_s / (bandwidth.copy_gb_per_s * 1e9)).into();
+            }
+            Err(e) => report["bandwidth_error"] = e.to_string().into(),
+        }
+    }
     if n > 1 {
         // The per-token counters above are per decode step: one token of every live choice.
         report["choices"] = n.into();
@@ -672,6 +716,68 @@ fn bench(args: &Args) -> Result<()> {
             decode_rate,
             first_token.unwrap_or(0.0)
         );
+    }
+    Ok(())
+}
+
+/// `bench --kernels`: a decode step after `--prompt-tokens` positions and a prefill chunk,
+/// each kernel timed alone (see src/gpu/profile.rs).
+fn bench_kernels(args: &Args) -> Result<()> {
+    args.only(&["--kernels", "--prompt-tokens", "--json"])?;
+    let depth: usize = args.num("--prompt-tokens")?.unwrap_or(128);
+    if args.str("--backend").is_some_and(|b| b != "gpu") {
+        return Err(Error::InvalidArgument("bench --kernels times the GPU's kernels: use --backend gpu".into()));
+    }
+    let (mut engine, _) = load(args, Use::Gpu)?;
+    let name = engine.config().name.clone();
+    let chunk = webgpu_llm::gpu::PREFILL_CHUNK;
+    let model = engine.gpu_model().expect("Use::Gpu loads onto the GPU");
+    let bandwidth = pollster::block_on(webgpu_llm::gpu::profile::bandwidth(model.gpu()))?;
+    let decode = model.profile_kernels(1, depth)?;
+    let prefill = model.profile_kernels(chunk, 0)?;
+    let adapter = &model.gpu().report;
+    if args.flag("--json") {
+        let report = serde_json::json!({
+            "model": name,
+            "adapter": adapter.name,
+            "device_type": adapter.device_type,
+            "driver": adapter.driver,
+            "f16": adapter.f16,
+            "kernels": adapter.kernels,
+            "subgroup_sizes": adapter.subgroup_sizes,
+            "bandwidth": bandwidth,
+            "decode": decode,
+            "prefill": prefill,
+            "decode_fraction_of_copy_bandwidth": decode.gb_per_s / bandwidth.copy_gb_per_s,
+        });
+        println!("{report}");
+        return Ok(());
+    }
+    println!(
+        "{name} on {} ({}, f16 {}), {} kernels",
+        adapter.name,
+        adapter.device_type,
+        adapter.f16,
+        adapter.kernels.name()
+    );
+    println!(
+        "bandwidth ({} MiB buffers): copy {:.1} GB/s, read-write kernel {:.1} GB/s",
+        bandwidth.bytes >> 20,
+        bandwidth.copy_gb_per_s,
+        bandwidth.kernel_gb_per_s
+    );
+    for (what, p) in [("decode", &decode), ("prefill", &prefill)] {
+        println!(
+            "\n{what}: {} token(s) after {} positions; kernels alone sum to {:.1} us a step, {:.1} GB/s",
+            p.tokens, p.context, p.step_us, p.gb_per_s
+        );
+        println!("{:>10} {:>5} {:>12} {:>9} {:>10}  kernel", "us/launch", "n", "bytes", "GB/s", "GFLOP/s");
+        for k in &p.kernels {
+            println!(
+                "{:>10.1} {:>5} {:>12} {:>9.2} {:>10.2}  {}",
+                k.us_per_launch, k.launches, k.bytes_per_launch, k.gb_per_s, k.gflop_per_s, k.kernel
+            );
+        }
     }
     Ok(())
 }
@@ -718,7 +824,7 @@ fn info(args: &Args) -> Result<()> {
     // The adapter wgpu finds, even when the model runs on the CPU (auto on a software adapter).
     let adapter = match engine.adapter() {
         Some(a) => serde_json::to_value(a).expect("report serializes"),
-        None => match Gpu::new_blocking(&GpuOptions::default()) {
+        None => match Gpu::new_blocking(&GpuOptions { kernels: kernel_variant(args), ..GpuOptions::default() }) {
             Ok(gpu) => serde_json::to_value(&gpu.report).expect("report serializes"),
             Err(e) => serde_json::json!({ "error": e.to_string(), "code": e.code() }),
         },

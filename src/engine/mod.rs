@@ -282,6 +282,11 @@ impl Engine {
         self.backend.stats()
     }
 
+    /// The GPU model, when the engine runs on the GPU (`bench --kernels` times its kernels).
+    pub fn gpu_model(&mut self) -> Option<&mut crate::gpu::GpuModel> {
+        self.backend.gpu_model()
+    }
+
     pub fn config(&self) -> &Config {
         &self.config
     }

@@ -4,6 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use super::kernels::Variant;
 use crate::error::{Error, Result};
 
 /// How to set up the device.
@@ -17,11 +18,13 @@ pub struct GpuOptions {
     pub max_binding_bytes: Option<u64>,
     /// Bytes per buffer, if lower than the device's `maxBufferSize` (tests force small limits).
     pub max_buffer_bytes: Option<u64>,
+    /// The kernel variant by name (see [`Variant`]); `None`: the adapter's.
+    pub kernels: Option<String>,
 }
 
 impl Default for GpuOptions {
     fn default() -> Self {
-        GpuOptions { allow_f16: true, max_binding_bytes: None, max_buffer_bytes: None }
+        GpuOptions { allow_f16: true, max_binding_bytes: None, max_buffer_bytes: None, kernels: None }
     }
 }
 
@@ -41,6 +44,13 @@ pub struct AdapterReport {
     pub limits: LimitsReport,
     /// Whether kernels use f16 (the device has `shader-f16` and it was allowed).
     pub f16: bool,
+    /// The kernel variant the device runs ([`Variant`]), and whether it was the adapter's
+    /// choice (`false`: asked for by name).
+    pub kernels: Variant,
+    pub kernels_chosen_for_adapter: bool,
+    /// The adapter's subgroup sizes, least and most (meaningful where `features` has
+    /// `SUBGROUP`: 32 on NVIDIA, 8 on lavapipe).
+    pub subgroup_sizes: [u32; 2],
 }
 
 /// The limits that decide buffer splitting and kernel shapes.
@@ -68,6 +78,8 @@ pub struct Gpu {
     pub uniform_align: u64,
     /// Whether the adapter is a software rasterizer (lavapipe, SwiftShader).
     pub software: bool,
+    /// The kernel shapes this device runs.
+    pub kernels: Variant,
     /// The first error the device reported outside an error scope, or its loss.
     failure: Arc<Mutex<Option<Error>>>,
 }
@@ -80,6 +92,7 @@ const NEED_WORKGROUP_BYTES: u32 = 16 * 1024;
 impl Gpu {
     /// Find an adapter and open a device on it with the adapter's own limits.
     pub async fn new(options: &GpuOptions) -> Result<Gpu> {
+        let asked = options.kernels.as_deref().map(Variant::parse).transpose()?;
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
             backends: wgpu::Backends::VULKAN
                 | wgpu::Backends::METAL
@@ -110,7 +123,21 @@ impl Gpu {
         }
         let has_f16 = adapter.features().contains(wgpu::Features::SHADER_F16);
         let f16 = has_f16 && options.allow_f16;
-        let features = if f16 { wgpu::Features::SHADER_F16 } else { wgpu::Features::empty() };
+        let software = info.device_type == wgpu::DeviceType::Cpu;
+        let subgroups = adapter.features().contains(wgpu::Features::SUBGROUP);
+        let kernels = asked.unwrap_or(Variant::for_adapter(software, subgroups));
+        if !adapter.features().contains(kernels.features()) {
+            return Err(Error::InvalidArgument(format!(
+                "kernels \"{}\": the adapter {} lacks {:?}",
+                kernels.name(),
+                info.name,
+                kernels.features()
+            )));
+        }
+        let mut features = kernels.features();
+        if f16 {
+            features |= wgpu::Features::SHADER_F16;
+        }
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("webgpu-llm"),
@@ -156,11 +183,15 @@ impl Gpu {
                 min_storage_buffer_offset_alignment: limits.min_storage_buffer_offset_alignment,
             },
             f16,
+            subgroup_sizes: [info.subgroup_min_size, info.subgroup_max_size],
+            kernels,
+            kernels_chosen_for_adapter: asked.is_none(),
         };
         Ok(Gpu {
             device,
             queue,
-            software: info.device_type == wgpu::DeviceType::Cpu,
+            software,
+            kernels,
             report,
             f16,
             max_binding,

@@ -283,10 +283,7 @@ impl GpuModel {
             return Err(Error::InvalidArgument(format!("token id {bad} is outside the vocabulary")));
         }
         let n = tokens.len() as u32;
-        let q = &self.gpu.queue;
-        q.write_buffer(&self.step, 0, bytemuck::bytes_of(&StepParams { n, _pad: [0; 3] }));
-        q.write_buffer(&self.act.tokens, 0, bytemuck::cast_slice(tokens));
-        q.write_buffer(&self.act.places, 0, bytemuck::cast_slice(&self.places));
+        self.write_step(tokens);
 
         let mut encoder = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
         let mut dispatches = self.body.len() as u64;
@@ -331,6 +328,37 @@ impl GpuModel {
         let logits = self.reader.read(&self.gpu, &pending).await?;
         self.stats.read_back_bytes += self.reader.bytes(&pending);
         Ok(Some(logits))
+    }
+
+    /// Write a step's inputs: `n`, the token ids and their places (`self.places`).
+    fn write_step(&self, tokens: &[u32]) {
+        let q = &self.gpu.queue;
+        q.write_buffer(&self.step, 0, bytemuck::bytes_of(&StepParams { n: tokens.len() as u32, _pad: [0; 3] }));
+        q.write_buffer(&self.act.tokens, 0, bytemuck::cast_slice(tokens));
+        q.write_buffer(&self.act.places, 0, bytemuck::cast_slice(&self.places));
+    }
+
+    /// `bench --kernels`: fill the cache's first `context` positions, then time each kernel of
+    /// a step of `n` tokens after them (1: decoding; [`PREFILL_CHUNK`]: a prompt's chunk),
+    /// alone and repeatedly. The cache then holds `context` positions.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn profile_kernels(&mut self, n: usize, context: usize) -> Result<super::profile::StepProfile> {
+        if n == 0 || n > PREFILL_CHUNK {
+            return Err(Error::InvalidArgument(format!("a step runs 1 to {PREFILL_CHUNK} tokens, not {n}")));
+        }
+        check_step(&vec![0; n], context, self.cache.capacity)?;
+        let vocab = self.vocab;
+        let ids = |len: usize| (0..len).map(|i| (i % vocab) as u32).collect::<Vec<u32>>();
+        self.cache.len = 0;
+        if context > 0 {
+            pollster::block_on(self.run(&ids(context), &LogitsRequest::Full))?;
+        }
+        self.place_linear(n);
+        self.write_step(&ids(n));
+        let launches: Vec<&Launch> = self.body.iter().chain(&self.head).collect();
+        let profile = super::profile::profile_step(&self.gpu, &launches, n as u32, context as u32);
+        self.cache.len = context;
+        profile
     }
 
     /// Run `tokens` in chunks; the last chunk reads the logits back.
@@ -431,6 +459,10 @@ impl Backend for GpuModel {
 
     fn stats(&self) -> BackendStats {
         GpuModel::stats(self)
+    }
+
+    fn gpu_model(&mut self) -> Option<&mut GpuModel> {
+        Some(self)
     }
 }
 

@@ -32,9 +32,90 @@ fn format_source(dtype: DType) -> &'static str {
     }
 }
 
+/// A set of kernel shapes for a class of device, chosen per adapter ([`Variant::for_adapter`])
+/// or by name (`GpuOptions::kernels`, `--kernels NAME`, `WEBGPU_LLM_KERNELS`). They differ in
+/// the matrix × vector kernel of decoding (`shaders/matmul.wgsl`), the kernel a token's time
+/// goes to; every variant computes each token's logits independently of the step's size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Variant {
+    /// For software adapters (lavapipe, SwiftShader), where barriers are what costs: 8 rows a
+    /// workgroup, the 64 partial sums of each output added by one invocation after one barrier.
+    Software,
+    /// For GPUs without subgroups (the browser: wgpu 30's WebGPU backend cannot ask for
+    /// them): 2 rows a workgroup (4× the workgroups: enough in flight to cover memory latency
+    /// on a 4096-row matrix), the partial sums added by a tree in workgroup memory (6 barriers,
+    /// each output's critical path 6 adds instead of 64 dependent reads).
+    Workgroup,
+    /// For GPUs with subgroups (wgpu's `SUBGROUP`, natively): 2 rows a workgroup, each
+    /// subgroup's partial sums added in registers (`subgroupAdd`), then the 64 / subgroup-size
+    /// subgroup sums after one barrier.
+    Subgroup,
+}
+
+impl Variant {
+    pub const ALL: [Variant; 3] = [Variant::Software, Variant::Workgroup, Variant::Subgroup];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::Software => "software",
+            Variant::Workgroup => "workgroup",
+            Variant::Subgroup => "subgroup",
+        }
+    }
+
+    /// The variant named `name`: `invalid_argument` listing them otherwise.
+    pub fn parse(name: &str) -> Result<Variant> {
+        Variant::ALL.into_iter().find(|v| v.name() == name).ok_or_else(|| {
+            let names: Vec<&str> = Variant::ALL.iter().map(|v| v.name()).collect();
+            crate::Error::InvalidArgument(format!("kernels {name:?}: want one of {}", names.join(", ")))
+        })
+    }
+
+    /// The shapes for an adapter: a software rasterizer's own, else the GPU's, through
+    /// subgroups where the device offers them.
+    pub fn for_adapter(software: bool, subgroups: bool) -> Variant {
+        match (software, subgroups) {
+            (true, _) => Variant::Software,
+            (false, true) => Variant::Subgroup,
+            (false, false) => Variant::Workgroup,
+        }
+    }
+
+    /// Rows a matrix × vector workgroup computes.
+    pub fn mv_rows(self) -> u32 {
+        match self {
+            Variant::Software => 8,
+            Variant::Workgroup | Variant::Subgroup => 2,
+        }
+    }
+
+    /// The device feature the variant needs.
+    pub fn features(self) -> wgpu::Features {
+        match self {
+            Variant::Subgroup => wgpu::Features::SUBGROUP,
+            Variant::Software | Variant::Workgroup => wgpu::Features::empty(),
+        }
+    }
+
+    /// What `shaders/matmul.wgsl` is compiled with: the variant's constants and `Lanes`.
+    fn matmul_prelude(self) -> String {
+        let lanes = match self {
+            Variant::Subgroup => include_str!("../../shaders/variants/subgroup.wgsl"),
+            Variant::Software | Variant::Workgroup => include_str!("../../shaders/variants/no_subgroup.wgsl"),
+        };
+        format!(
+            "const MV_ROWS: u32 = {}u;\nconst MV_TREE: bool = {};\nconst MV_SUBGROUP: bool = {};\n{lanes}\n",
+            self.mv_rows(),
+            self == Variant::Workgroup,
+            self == Variant::Subgroup
+        )
+    }
+}
+
 /// How a kernel sees one binding.
 #[derive(Clone, Copy)]
-enum Slot {
+pub(super) enum Slot {
     Read,
     Write,
     Uniform,
@@ -47,7 +128,7 @@ pub struct Family {
 }
 
 impl Family {
-    fn new(gpu: &Gpu, label: &str, source: &str, slots: &[Slot], entries: &[&'static str]) -> Family {
+    pub(super) fn new(gpu: &Gpu, label: &str, source: &str, slots: &[Slot], entries: &[&'static str]) -> Family {
         let layout_entries: Vec<wgpu::BindGroupLayoutEntry> = slots
             .iter()
             .enumerate()
@@ -121,6 +202,8 @@ impl Family {
 
 /// Every kernel, compiled for one device.
 pub struct Kernels {
+    /// The shapes they were compiled with.
+    pub variant: Variant,
     /// Per weight format: `embed`, and `matvec` / `matvec4` / `matmat` with each prologue (see
     /// [`MATMUL_ENTRIES`]).
     pub matmul: HashMap<DType, Family>,
@@ -142,7 +225,7 @@ impl Kernels {
                 if matmul.contains_key(&dtype) {
                     continue;
                 }
-                let source = format!("{MATMUL}\n{}", format_source(dtype));
+                let source = format!("{}{MATMUL}\n{}", gpu.kernels.matmul_prelude(), format_source(dtype));
                 let family = Family::new(
                     gpu,
                     &format!("matmul {}", dtype.name()),
@@ -153,6 +236,7 @@ impl Kernels {
                 matmul.insert(dtype, family);
             }
             Kernels {
+                variant: gpu.kernels,
                 matmul,
                 rope_kv: Family::new(
                     gpu,

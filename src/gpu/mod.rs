@@ -10,6 +10,7 @@
 //! - `forward`   — `GpuModel`: a step recorded once at load, replayed with one submission
 //! - `shortlist` — the logits read-out: the GPU's top-k shortlist for the sampler, or all
 //! - `oneshot`   — one kernel at a time on host data (the kernel tests use it)
+//! - `profile`   — `bench --kernels`: each kernel timed alone, and the adapter's bandwidth
 
 pub mod buffers;
 pub mod device;
@@ -19,6 +20,8 @@ pub mod kv_cache;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod oneshot;
 pub mod ops;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod profile;
 pub mod shortlist;
 pub mod weights;
 

@@ -50,9 +50,26 @@ pub enum Reads {
     RowPerToken(u64),
 }
 
+/// What a launch computes, for `bench --kernels`: the bytes it must move at least and the
+/// arithmetic it does (see [`Launch::cost`]).
+#[derive(Clone, Copy, Debug)]
+pub enum Work {
+    /// A part of `rows` × `cols` weights times each token's input (`in_cols` floats of it).
+    Matmul { rows: u32, cols: u32, in_cols: u32, out_cols: u32, dtype: &'static str },
+    /// Each query head of each token over the KV slots it sees.
+    Attention { n_heads: u32, n_kv_heads: u32, head_dim: u32, window: u32 },
+    /// Elementwise: floats read and written per token.
+    Rows { floats: u32 },
+}
+
 /// One recorded kernel launch.
 pub struct Launch {
     pipeline: wgpu::ComputePipeline,
+    /// The entry points: one-token, then (for a `Grid::Matmul`) four-token and tiled.
+    entries: [&'static str; 3],
+    pub work: Work,
+    /// Rows a matrix × vector workgroup computes (the kernel variant's).
+    mv_rows: u32,
     /// The four-token matrix × vector and the tiled matrix × matrix pipelines of a
     /// `Grid::Matmul`.
     batched: Option<(wgpu::ComputePipeline, wgpu::ComputePipeline)>,
@@ -62,6 +79,46 @@ pub struct Launch {
 }
 
 impl Launch {
+    /// The entry point a step of `n` tokens runs.
+    pub fn entry(&self, n: u32) -> &'static str {
+        match self.grid {
+            Grid::Matmul { .. } if n > MATVEC_MAX_TOKENS => self.entries[2],
+            Grid::Matmul { .. } if n > 1 => self.entries[1],
+            _ => self.entries[0],
+        }
+    }
+
+    /// `(bytes, flop)` of the launch in a step of `n` tokens after `context` cached positions.
+    /// The bytes are the least it must move: its weights once (a tiled kernel may read them
+    /// once per tile), the activations it reads and writes, and for attention the K and V of
+    /// every slot it sees, once (`kv_bytes` per element).
+    pub fn cost(&self, n: u32, context: u32, kv_bytes: u32) -> (u64, u64) {
+        let weights = match self.reads {
+            Reads::None => 0,
+            Reads::Matrix(bytes) => bytes,
+            Reads::RowPerToken(bytes) => bytes * n as u64,
+        };
+        let (n, ctx) = (n as u64, context as u64);
+        match self.work {
+            Work::Matmul { rows, cols, in_cols, out_cols, .. } => {
+                // The output head (`MatVec`) runs the last token only.
+                let n = if matches!(self.grid, Grid::MatVec { .. }) { 1 } else { n };
+                (weights + n * (in_cols + out_cols) as u64 * 4, 2 * rows as u64 * cols as u64 * n)
+            }
+            Work::Attention { n_heads, n_kv_heads, head_dim, window } => {
+                // Token t of the step sees ctx + t + 1 slots (the last `window` of them).
+                let seen = |t: u64| if window == 0 { ctx + t + 1 } else { (ctx + t + 1).min(window as u64) };
+                // The slots any token sees, each read once.
+                let slots = if window == 0 { ctx + n } else { (ctx + n).min(window as u64 + n - 1) };
+                let kv = 2 * slots * (n_kv_heads * head_dim) as u64 * kv_bytes as u64;
+                let q_and_out = 2 * n * (n_heads * head_dim) as u64 * 4;
+                let flop = (0..n).map(|t| 4 * seen(t) * (n_heads * head_dim) as u64).sum();
+                (kv + q_and_out, flop)
+            }
+            Work::Rows { floats } => (weights + n * floats as u64 * 4, 0),
+        }
+    }
+
     /// Record the launch for a step of `n` tokens; returns the weight bytes it will read.
     pub fn record(&self, pass: &mut wgpu::ComputePass, n: u32) -> u64 {
         let (pipeline, (x, y)) = match self.grid {
@@ -74,14 +131,20 @@ impl Launch {
                 &self.batched.as_ref().expect("a matmul launch has its batched pipelines").1,
                 (rows.div_ceil(64), n.div_ceil(MM_TOKENS)),
             ),
-            Grid::Matmul { rows } if n > 1 => {
-                (&self.batched.as_ref().expect("a matmul launch has its batched pipelines").0, grid(rows.div_ceil(8)))
-            }
-            Grid::Matmul { rows } | Grid::MatVec { rows } => (&self.pipeline, grid(rows.div_ceil(8))),
+            Grid::Matmul { rows } if n > 1 => (
+                &self.batched.as_ref().expect("a matmul launch has its batched pipelines").0,
+                grid(rows.div_ceil(self.mv_rows)),
+            ),
+            Grid::Matmul { rows } | Grid::MatVec { rows } => (&self.pipeline, grid(rows.div_ceil(self.mv_rows))),
         };
         pass.set_pipeline(pipeline);
         pass.set_bind_group(0, &self.bind, &[]);
         pass.dispatch_workgroups(x, y, 1);
+        self.weight_bytes(n)
+    }
+
+    /// The weight bytes the launch reads in a step of `n` tokens.
+    fn weight_bytes(&self, n: u32) -> u64 {
         match (self.reads, self.grid) {
             (Reads::None, _) => 0,
             (Reads::Matrix(bytes), Grid::Matmul { .. }) if n > MATVEC_MAX_TOKENS => {
@@ -104,6 +167,7 @@ pub enum Res {
 struct PendingLaunch<'k> {
     family: &'k Family,
     entry: &'static str,
+    work: Work,
     /// The four-token matrix × vector and the matrix × matrix entries of a `Grid::Matmul`.
     batched: Option<(&'static str, &'static str)>,
     res: Vec<Res>,
@@ -129,8 +193,8 @@ impl<'k> Recorder<'k> {
         self.launches.len()
     }
 
-    fn launch(&mut self, family: &'k Family, entry: &'static str, res: Vec<Res>, grid: Grid) {
-        self.launches.push(PendingLaunch { family, entry, batched: None, res, grid, reads: Reads::None });
+    fn launch(&mut self, family: &'k Family, entry: &'static str, res: Vec<Res>, grid: Grid, work: Work) {
+        self.launches.push(PendingLaunch { family, entry, work, batched: None, res, grid, reads: Reads::None });
     }
 
     fn param<T: bytemuck::Pod>(&mut self, value: T) -> Res {
@@ -181,7 +245,10 @@ impl<'k> Recorder<'k> {
             let (grid, batched) =
                 if m.last_only { (Grid::MatVec { rows }, None) } else { (Grid::Matmul { rows }, Some(batched)) };
             let reads = Reads::Matrix(part.buffer.size());
-            self.launches.push(PendingLaunch { family, entry: vec_entry, batched, res, grid, reads });
+            let in_cols = m.w.cols as u32 * (1 + matches!(m.input, Input::SwiGlu) as u32);
+            let out_cols = rows / (1 + m.swiglu_out as u32) * (1 + m.accumulate as u32);
+            let work = Work::Matmul { rows, cols: m.w.cols as u32, in_cols, out_cols, dtype: m.w.dtype.name() };
+            self.launches.push(PendingLaunch { family, entry: vec_entry, work, batched, res, grid, reads });
         }
     }
 
@@ -204,8 +271,12 @@ impl<'k> Recorder<'k> {
                         }),
                     })
                     .collect();
+                let (four, tiled) = l.batched.unwrap_or((l.entry, l.entry));
                 Launch {
                     pipeline: l.family.pipeline(l.entry).clone(),
+                    entries: [l.entry, four, tiled],
+                    work: l.work,
+                    mv_rows: self.kernels.variant.mv_rows(),
                     batched: l.batched.map(|(v, m)| (l.family.pipeline(v).clone(), l.family.pipeline(m).clone())),
                     bind: l.family.bind(self.gpu, &resources),
                     grid: l.grid,
@@ -367,7 +438,8 @@ impl Recorder<'_> {
                 ..MatParams::default()
             });
             let res = vec![buf(&part.buffer), buf(spare), buf(out), p, Res::Step, buf(tokens), buf(spare), buf(spare)];
-            self.launch(family, "embed", res, Grid::PerToken((m.cols as u32 / 8).div_ceil(64)));
+            let work = Work::Rows { floats: if part.row0 == 0 { m.cols as u32 } else { 0 } };
+            self.launch(family, "embed", res, Grid::PerToken((m.cols as u32 / 8).div_ceil(64)), work);
             if part.row0 == 0 {
                 let last = self.launches.last_mut().expect("just recorded");
                 last.reads = Reads::RowPerToken(m.row_words as u64 * 4);
@@ -396,7 +468,8 @@ impl Recorder<'_> {
         });
         let row = ((s.n_heads + 2 * s.n_kv_heads) * s.head_dim) as u32;
         let res = vec![buf(qkv), buf(table), buf(q), buf(k_cache), buf(v_cache), p, Res::Step, buf(places)];
-        self.launch(&self.kernels.rope_kv, "rope_kv", res, Grid::Threads(row));
+        let work = Work::Rows { floats: row + ((s.n_heads + 2 * s.n_kv_heads) * s.head_dim) as u32 };
+        self.launch(&self.kernels.rope_kv, "rope_kv", res, Grid::Threads(row), work);
     }
 
     /// Causal grouped-query attention of the step's queries over a layer's cache, each token
@@ -418,7 +491,13 @@ impl Recorder<'_> {
             _pad: [0; 3],
         });
         let res = vec![buf(q), buf(k_cache), buf(v_cache), buf(out), p, Res::Step, buf(places)];
-        self.launch(&self.kernels.attention, "attention", res, Grid::Heads(s.n_heads as u32));
+        let work = Work::Attention {
+            n_heads: s.n_heads as u32,
+            n_kv_heads: s.n_kv_heads as u32,
+            head_dim: s.head_dim as u32,
+            window: s.window as u32,
+        };
+        self.launch(&self.kernels.attention, "attention", res, Grid::Heads(s.n_heads as u32), work);
     }
 
     /// RMSNorm of each q and k head of the step's q|k|v rows, in place: `q_norm` for the query
@@ -438,13 +517,14 @@ impl Recorder<'_> {
             eps,
         });
         let res = vec![buf(spare), buf(q_norm), buf(k_norm), buf(qkv), p, Res::Step];
-        self.launch(&self.kernels.norm, "head_norm", res, Grid::Heads((s.n_heads + s.n_kv_heads) as u32));
+        let work = Work::Rows { floats: 2 * ((s.n_heads + s.n_kv_heads) * s.head_dim) as u32 };
+        self.launch(&self.kernels.norm, "head_norm", res, Grid::Heads((s.n_heads + s.n_kv_heads) as u32), work);
     }
 
     /// `x += rmsnorm(y) · weight` for every token's row of `dim` floats.
     pub fn add_norm(&mut self, y: &wgpu::Buffer, weight: &wgpu::Buffer, x: &wgpu::Buffer, dim: usize, eps: f32) {
         let p = self.param(NormParams { n_heads: 0, n_kv_heads: 0, dim: dim as u32, eps });
         let res = vec![buf(y), buf(weight), buf(weight), buf(x), p, Res::Step];
-        self.launch(&self.kernels.norm, "add_norm", res, Grid::Tokens);
+        self.launch(&self.kernels.norm, "add_norm", res, Grid::Tokens, Work::Rows { floats: 3 * dim as u32 });
     }
 }

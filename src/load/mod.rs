@@ -80,6 +80,10 @@ impl Loader {
         if options.context_size == Some(0) {
             return Err(Error::InvalidArgument("context_size must be at least 1".into()));
         }
+        // A kernel variant that does not exist is refused whichever backend runs.
+        if let Some(name) = &options.gpu.kernels {
+            crate::gpu::kernels::Variant::parse(name)?;
+        }
         let n = parts.len();
         Ok(Loader {
             options,

@@ -120,20 +120,32 @@ test("loads with progress, streams a chat answer equal to llama.cpp's (exact CPU
   same(r.info.backend, "cpu", "backend");
 });
 
-test("the GPU backend (WebGPU on SwiftShader) gives llama.cpp's greedy tokens", async () => {
+test("the GPU backend (WebGPU on SwiftShader) gives llama.cpp's greedy tokens, with either kernel variant", async () => {
   const r = await inPage(page, async (llm, [model, prompt]) => {
-    const engine = await llm.createEngine({ model, backend: "gpu", contextSize: 64 });
-    const it = engine.generate(prompt, { temperature: 0, max_tokens: 4 });
-    const pieces = [];
-    for await (const p of it) pieces.push(p);
-    const info = await engine.info();
-    await engine.unload();
-    return { ids: pieces.map((p) => p.tokenId), result: it.result, info };
+    const run = async (kernels, max_tokens) => {
+      const engine = await llm.createEngine({ model, backend: "gpu", contextSize: 64, kernels });
+      const it = engine.generate(prompt, { temperature: 0, max_tokens });
+      const pieces = [];
+      for await (const p of it) pieces.push(p);
+      const info = await engine.info();
+      await engine.unload();
+      return { ids: pieces.map((p) => p.tokenId), info };
+    };
+    const refused = (kernels) => llm.createEngine({ model, backend: "gpu", kernels }).then(() => "loaded", (e) => e.code);
+    // wgpu cannot ask the browser for subgroups: the subgroup variant is refused there.
+    const bad = [await refused("fastest"), await refused("subgroup")];
+    // The GPU shapes lose on SwiftShader (a CPU): two tokens are enough to check them.
+    return { plain: await run(undefined, 4), workgroup: await run("workgroup", 2), bad };
   }, [MODEL, facts.prompt_token_ids]);
   assert(!r.error, JSON.stringify(r.error));
-  same(r.ids, facts.f32_reference.generated_token_ids.slice(0, 4), "GPU greedy tokens");
-  same(r.info.backend, "gpu", "backend");
-  same(r.info.adapter.f16, false, "SwiftShader has no shader-f16: the f32 path");
+  const want = facts.f32_reference.generated_token_ids;
+  same(r.plain.ids, want.slice(0, 4), "GPU greedy tokens");
+  same(r.plain.info.backend, "gpu", "backend");
+  same(r.plain.info.adapter.f16, false, "SwiftShader has no shader-f16: the f32 path");
+  same(r.plain.info.adapter.kernels, "software", "SwiftShader gets the software kernels");
+  same(r.workgroup.ids, want.slice(0, 2), "GPU greedy tokens, workgroup kernels");
+  same(r.workgroup.info.adapter.kernels, "workgroup", "kernels asked for");
+  same(r.bad, ["invalid_argument", "invalid_argument"], "an unknown kernel variant; subgroups in the browser");
 });
 
 test("a lost GPU device (device.destroy()) rejects the running call with device_lost; reload() recovers", async () => {
