@@ -49,17 +49,25 @@ fn first_position_logits_match_llama_cpp_f32_reference_on_the_f32_path() {
 /// llama.cpp's token at every step whose golden top-1/top-2 margin is at least 0.1. The golden
 /// token is fed back at every step (teacher forcing: the same as free running while the choices
 /// agree), so free-running generation equals llama.cpp's up to the first step with a smaller
-/// margin, and every later confident step is checked too.
+/// margin, and every later confident step is checked too. The adapter's own kernels (software
+/// on lavapipe) run every prompt to the end; the other variants, about 5× slower on lavapipe,
+/// run one prompt for 12 steps (every variant's kernels are checked on random shapes in
+/// `gpu_kernels.rs`).
 #[test]
 fn greedy_continuations_match_llama_cpp() {
-    for variant in Variant::ALL {
+    let model = gpu_model(GpuOptions::default(), 256);
+    let own = model.gpu().kernels;
+    greedy_continuations_case(model, &PROMPTS, 48);
+    for variant in Variant::ALL.into_iter().filter(|&v| v != own) {
         let options = GpuOptions { kernels: Some(variant.name().into()), ..GpuOptions::default() };
-        greedy_continuations_case(gpu_model(options, 256), variant);
+        let model = gpu_model(options, 256);
+        assert_eq!(model.gpu().kernels, variant);
+        greedy_continuations_case(model, &["raw_story"], 12);
     }
 }
 
-fn greedy_continuations_case(mut model: GpuModel, variant: Variant) {
-    assert_eq!(model.gpu().kernels, variant);
+fn greedy_continuations_case(mut model: GpuModel, prompts: &[&str], steps: usize) {
+    let variant = model.gpu().kernels;
     // llama.cpp masked the end-of-generation ids so that 48 tokens always come out.
     let params = SamplingParams {
         temperature: 0.0,
@@ -67,10 +75,11 @@ fn greedy_continuations_case(mut model: GpuModel, variant: Variant) {
         ..SamplingParams::default()
     };
     let mut sampler = Sampler::new(params).unwrap();
-    for name in PROMPTS {
+    for name in prompts {
         let g = golden_json(&format!("{name}.json"));
         let r = &g["f32_reference"];
         let want = ids(&r["generated_token_ids"]);
+        assert!(want.len() >= steps, "{name}: {} golden steps", want.len());
         let margins: Vec<f64> =
             r["top1_top2_margin_per_step"].as_array().unwrap().iter().map(|m| m.as_f64().unwrap()).collect();
         model.truncate(0);
@@ -78,7 +87,7 @@ fn greedy_continuations_case(mut model: GpuModel, variant: Variant) {
         let mut context = prompt.clone();
         let mut logits = model.forward_blocking(&prompt, &sampler.request(&[], &prompt)).unwrap();
         let mut checked = 0;
-        for (step, &expected) in want.iter().enumerate() {
+        for (step, &expected) in want.iter().take(steps).enumerate() {
             let got = sampler.sample_from(&logits, &context).unwrap().id;
             if margins[step] >= 0.1 {
                 assert_eq!(got, expected, "{variant:?} {name}: step {step}");
@@ -87,8 +96,8 @@ fn greedy_continuations_case(mut model: GpuModel, variant: Variant) {
             logits = model.forward_blocking(&[expected], &sampler.request(&context, &[expected])).unwrap();
             context.push(expected);
         }
-        println!("{variant:?} {name}: {checked}/{} greedy steps checked and equal", want.len());
-        assert!(checked >= want.len() - 6, "{name}: only {checked} steps compared");
+        println!("{variant:?} {name}: {checked}/{steps} greedy steps checked and equal");
+        assert!(checked >= steps * 7 / 8, "{variant:?} {name}: only {checked} of {steps} steps compared");
     }
 }
 
