@@ -34,7 +34,9 @@ fn gpu_model(options: GpuOptions, capacity: usize) -> GpuModel {
 fn first_position_logits_match_llama_cpp_f32_reference_on_the_f32_path() {
     let mut model = gpu_model(gpu_options(false), 256);
     assert!(!model.gpu().f16);
-    for name in PROMPTS {
+    // Three of the six prompts (the greedy test below prefills the three others on the f16
+    // path): lavapipe takes most of a minute a prompt when another test shares the cores.
+    for name in ["chat_haiku", "raw_facts", "raw_story"] {
         let golden = golden_json(&format!("{name}.json"));
         model.truncate(0);
         let logits = model.forward_full(&ids(&golden["prompt_token_ids"])).unwrap();
@@ -50,19 +52,20 @@ fn first_position_logits_match_llama_cpp_f32_reference_on_the_f32_path() {
 /// token is fed back at every step (teacher forcing: the same as free running while the choices
 /// agree), so free-running generation equals llama.cpp's up to the first step with a smaller
 /// margin, and every later confident step is checked too. The adapter's own kernels (software
-/// on lavapipe) run every prompt to the end; the other variants, about 5× slower on lavapipe,
-/// run one prompt for 12 steps (every variant's kernels are checked on random shapes in
-/// `gpu_kernels.rs`).
+/// on lavapipe) run three prompts for 24 steps; the other variants, about 5× slower on
+/// lavapipe, one prompt for 6 steps (every variant's kernels are checked on random shapes in
+/// `gpu_kernels.rs`, and the CPU path runs every prompt to the end in `cpu_golden.rs`). Every
+/// prompt to the end under every variant took 2056 s of CI's 5400.
 #[test]
 fn greedy_continuations_match_llama_cpp() {
     let model = gpu_model(GpuOptions::default(), 256);
     let own = model.gpu().kernels;
-    greedy_continuations_case(model, &PROMPTS, 48);
+    greedy_continuations_case(model, &["chat_capital", "chat_math", "raw_code"], 24);
     for variant in Variant::ALL.into_iter().filter(|&v| v != own) {
         let options = GpuOptions { kernels: Some(variant.name().into()), ..GpuOptions::default() };
         let model = gpu_model(options, 256);
         assert_eq!(model.gpu().kernels, variant);
-        greedy_continuations_case(model, &["raw_story"], 12);
+        greedy_continuations_case(model, &["raw_story"], 6);
     }
 }
 
@@ -105,7 +108,7 @@ fn greedy_continuations_case(mut model: GpuModel, prompts: &[&str], steps: usize
 #[test]
 fn three_chat_turns_equal_the_cpu_backend() {
     let turns = ["What is the capital of France?", "And of Italy?", "Name a famous food from there."];
-    let params = SamplingParams { temperature: 0.0, max_tokens: 24, ..SamplingParams::default() };
+    let params = SamplingParams { temperature: 0.0, max_tokens: 12, ..SamplingParams::default() };
     let run = |e: &mut Engine| -> Vec<(Vec<u32>, usize)> {
         let mut chat = Chat::new(None);
         turns

@@ -53,14 +53,16 @@ fn check(engine: &mut Engine, run: &str, chunks: usize, tolerance: f64) {
     }
 }
 
+/// Two of the four chunks: the exact path is the slow one (the quantized run below scores all
+/// four and checks the final figure and its ± too).
 #[test]
 fn exact_cpu_matches_llama_cpp_f32_within_half_a_percent() {
-    check(&mut qwen(BackendKind::Cpu, true), "f32_reference", 4, 0.005);
+    check(&mut qwen(BackendKind::Cpu, true), "f32_reference", 2, 0.005);
 }
 
 #[test]
 fn quantized_cpu_matches_llama_cpp_q4_k_m_within_two_percent() {
-    check(&mut qwen(BackendKind::Cpu, false), "quant_default", 2, 0.02);
+    check(&mut qwen(BackendKind::Cpu, false), "quant_default", 4, 0.02);
 }
 
 /// One chunk on lavapipe (about a minute there).

@@ -65,8 +65,9 @@ const tests = [];
 const test = (name, fn) => tests.push({ name, fn });
 
 /**
- * Run `fn(llm, arg)` in the page, with helpers on `llm`: `greedy(options)` (load, 4 greedy tokens
- * on the GPU, unload: { ids, stages, placed, info }), `attempt(options)` (the error code and
+ * Run `fn(llm, arg)` in the page, with helpers on `llm`: `greedy(options)` (load, 4 greedy tokens,
+ * unload: { ids, stages, placed, info }; on the exact CPU path unless the options name a backend:
+ * SwiftShader takes most of a minute a load, and the tokens only check the bytes that arrived), `attempt(options)` (the error code and
  * message, or "loaded"), `stores()` (what each store holds, read directly).
  */
 function inPage(fn, arg) {
@@ -76,7 +77,7 @@ function inPage(fn, arg) {
       ...llm,
       async greedy(options) {
         const progress = [];
-        const engine = await llm.createEngine({ backend: "gpu", contextSize: 64, ...options, onProgress: (p) => progress.push(p) });
+        const engine = await llm.createEngine({ ...(options.backend ? {} : { backend: "cpu", exactCpu: true }), contextSize: 64, ...options, onProgress: (p) => progress.push(p) });
         const ids = [];
         for await (const p of engine.generate(prompt, { temperature: 0, max_tokens: 4 })) ids.push(p.tokenId);
         const info = await engine.info();
@@ -123,7 +124,7 @@ test("an interrupted download resumes with a Range request: the server sends the
   const broken = await inPage(async (llm, model) => ({ ...(await llm.attempt({ model })), list: await llm.listCachedModels() }), MODEL);
   const firstSent = traffic.sent(MODEL);
   const firstRequests = traffic.requests(MODEL).length;
-  const r = await inPage(async (llm, model) => ({ ...(await llm.greedy({ model })), list: await llm.listCachedModels() }), MODEL);
+  const r = await inPage(async (llm, model) => ({ ...(await llm.greedy({ model, backend: "gpu" })), list: await llm.listCachedModels() }), MODEL);
   assert(!r.error, JSON.stringify(r.error));
   const total = traffic.sent(MODEL);
   const second = traffic.requests(MODEL).slice(firstRequests);
@@ -237,7 +238,7 @@ test("a split model (webgpu-llm split; URLs, the first part's URL, Files) gives 
   const r = await inPage(async (llm, [parts, model]) => {
     await llm.clearModelCache();
     const whole = await llm.greedy({ model, cache: false });
-    const list = await llm.greedy({ model: parts });
+    const list = await llm.greedy({ model: parts, backend: "gpu" });
     const stored = await llm.listCachedModels();
     const first = await llm.greedy({ model: parts[0] });
     const files = await Promise.all(parts.map(async (p) => new File([await (await fetch(p)).blob()], p.split("/").pop())));
