@@ -14,9 +14,16 @@ cargo fmt --check
 echo "== cargo clippy (native, and the wasm32 library with its JavaScript boundary)"
 cargo clippy --all-targets -- -D warnings
 cargo clippy --release --lib --target wasm32-unknown-unknown -- -D warnings
-echo "== cargo test (native)"
+echo "== cargo nextest run (native; the test groups in .config/nextest.toml)"
 log=$(mktemp)
-cargo test 2>&1 | tee "$log"
+if cargo nextest --version >/dev/null 2>&1; then
+  # One pool for every binary's tests keeps both cores busy through each binary's slowest test.
+  cargo nextest run --no-fail-fast 2>&1 | tee "$log"
+  cargo test --doc 2>&1 | tee -a "$log"
+else
+  echo "(cargo-nextest is not installed: cargo test, one binary after another)"
+  cargo test 2>&1 | tee "$log"
+fi
 echo "== scripts/build-wasm.sh (the wasm module and its glue, into pkg/wasm)"
 ./scripts/build-wasm.sh
 echo "== browser tests (tests/browser/run.mjs)"
@@ -25,6 +32,7 @@ echo "== browser tests of model loading and storage (tests/browser/storage.mjs)"
 node tests/browser/storage.mjs 2>&1 | tee -a "$log"
 echo "== browser tests of the catalog's models (tests/browser/models.mjs)"
 node tests/browser/models.mjs 2>&1 | tee -a "$log"
-# One closing line for the whole run: the sum of every cargo and browser test summary above.
+# One closing line for the whole run: the sum of every cargo, nextest and browser test summary above.
 awk '/^test result:/ { p += $4; f += $6 } /^browser tests:/ { p += $3; f += $5 }
+     /^ *Summary \[/ { for (i = 2; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
