@@ -16,14 +16,11 @@ cargo clippy --all-targets -- -D warnings
 cargo clippy --release --lib --target wasm32-unknown-unknown -- -D warnings
 echo "== cargo nextest run (native; the test groups in .config/nextest.toml)"
 log=$(mktemp)
-if cargo nextest --version >/dev/null 2>&1; then
-  # One pool for every binary's tests keeps both cores busy through each binary's slowest test.
-  cargo nextest run --no-fail-fast 2>&1 | tee "$log"
-  cargo test --doc 2>&1 | tee -a "$log"
-else
-  echo "(cargo-nextest is not installed: cargo test, one binary after another)"
-  cargo test 2>&1 | tee "$log"
-fi
+# One pool for every binary's tests keeps both cores busy through each binary's slowest test.
+# Machines of this kind have cargo-nextest; others build it once.
+command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked
+cargo nextest run --no-fail-fast 2>&1 | tee "$log"
+cargo test --doc 2>&1 | tee -a "$log"
 echo "== scripts/build-wasm.sh (the wasm module and its glue, into pkg/wasm)"
 ./scripts/build-wasm.sh
 echo "== browser tests (tests/browser/run.mjs)"

@@ -10,8 +10,6 @@
 
 mod common;
 
-use std::sync::{Mutex, MutexGuard};
-
 use common::*;
 use webgpu_llm::backend::Backend;
 use webgpu_llm::cpu::CpuModel;
@@ -20,13 +18,8 @@ use webgpu_llm::gpu::{Gpu, GpuModel, GpuOptions};
 use webgpu_llm::model::{Config, Weights};
 use webgpu_llm::sampler::{Sampler, SamplingParams};
 
-/// The 1.5B model's tests one at a time (its exact path alone holds 6 GB, its GPU f32 path
-/// more); the smaller models' run beside them, two at a time on CI's two cores.
-static LARGEST: Mutex<()> = Mutex::new(());
-
-fn one_at_a_time(model: &str) -> Option<MutexGuard<'static, ()>> {
-    (model == "qwen2.5-coder-1.5b").then(|| LARGEST.lock().unwrap_or_else(|e| e.into_inner()))
-}
+// The 1.5B model's tests run one at a time under nextest (`.config/nextest.toml`): its exact
+// path alone holds 6 GB.
 
 #[derive(Clone, Copy)]
 enum Path {
@@ -101,7 +94,6 @@ fn argmax(logits: &[f32]) -> u32 {
 /// reference; then, for the first `greedy_prompts`, the greedy protocol with the same bar on the
 /// top-10.
 fn against_f32_reference(model: &str, path: Path, bar: f32, (prompts, greedy_prompts): (usize, usize)) {
-    let _one = one_at_a_time(model);
     let golden = Golden::of(model);
     let t0 = std::time::Instant::now();
     let mut m = load(&catalog_model_bytes(model), path);
@@ -154,7 +146,6 @@ fn against_f32_reference(model: &str, path: Path, bar: f32, (prompts, greedy_pro
 /// llama.cpp's own quantized run (`quant_default`) on every prompt and 2× on average over the
 /// prompts, and its first token among the exact run's top two.
 fn quantized_deviation(model: &str, per_prompt: f64) {
-    let _one = one_at_a_time(model);
     let golden = Golden::of(model);
     let mut m = load(&catalog_model_bytes(model), Path::QuantizedCpu);
     let rms = |a: &[f32], b: &[f32]| {
@@ -198,7 +189,6 @@ fn quantized_deviation(model: &str, per_prompt: f64) {
 /// shortlist over the whole vocabulary. Every step whose golden margin is at least 0.1 picks
 /// llama.cpp's token (the golden token is fed back at every step).
 fn greedy_through_the_gpu_shortlist(model: &str, prompts: usize) {
-    let _one = one_at_a_time(model);
     let golden = Golden::of(model);
     let bytes = catalog_model_bytes(model);
     let g = Gguf::parse(&bytes).unwrap();
@@ -332,7 +322,6 @@ fn perplexity(m: &mut dyn Backend, ppl: &serde_json::Value, chunks: usize) -> f6
 /// which to run over how many chunks (the exact one is slow: one token costs it a pass over the
 /// f32 weights).
 fn perplexity_matches_llama_cpp(model: &str, paths: &[(Path, usize, f64)]) {
-    let _one = one_at_a_time(model);
     let golden = Golden::of(model);
     let ppl: serde_json::Value =
         serde_json::from_slice(&std::fs::read(golden.dir.join("perplexity.json")).unwrap()).unwrap();
