@@ -67,8 +67,8 @@ const test = (name, fn) => tests.push({ name, fn });
 /**
  * Run `fn(llm, arg)` in the page, with helpers on `llm`: `greedy(options)` (load, 4 greedy
  * tokens, unload: { ids, stages, placed, info }; on the exact CPU path unless the options name a
- * backend: SwiftShader takes most of a minute a load, and the tokens only check the bytes that
- * arrived), `attempt(options)` (the error code and message, or "loaded"), `stores()` (what each
+ * backend: SwiftShader takes most of a minute a load and seconds a token, and the tokens only
+ * check the bytes that arrived, so the GPU gives 2), `attempt(options)` (the error code and message, or "loaded"), `stores()` (what each
  * store holds, read directly).
  */
 function inPage(fn, arg) {
@@ -80,7 +80,8 @@ function inPage(fn, arg) {
         const progress = [];
         const engine = await llm.createEngine({ ...(options.backend ? {} : { backend: "cpu", exactCpu: true }), contextSize: 64, ...options, onProgress: (p) => progress.push(p) });
         const ids = [];
-        for await (const p of engine.generate(prompt, { temperature: 0, max_tokens: 4 })) ids.push(p.tokenId);
+        const max_tokens = options.backend === "gpu" ? 2 : 4;
+        for await (const p of engine.generate(prompt, { temperature: 0, max_tokens })) ids.push(p.tokenId);
         const info = await engine.info();
         await engine.unload();
         const last = progress.filter((p) => p.stage !== "load").pop();
@@ -146,7 +147,7 @@ test("an interrupted download resumes with a Range request: the server sends the
   same(kept.bytes, arrived, "the broken download's final record keeps every byte that arrived");
   same(second, [{ method: "GET", range: `bytes=${kept.bytes}-`, status: 206 }], "the next load asks only for the rest");
   assert(total - lost >= SIZE && total - lost <= SIZE + PROBE, `sent ${total} bytes in all for ${SIZE}, ${lost} of them dropped by the browser`);
-  same(r.ids, GREEDY, "greedy tokens of the resumed load");
+  same(r.ids, GREEDY.slice(0, 2), "greedy tokens of the resumed load (GPU)");
   same(r.stages, ["cache", "download", "load"], "stages: the stored part, the rest, the engine");
   same([r.last.loadedBytes, r.last.totalBytes], [SIZE, SIZE], "progress reaches the total");
   assert(r.placed > SIZE / 2 && r.placed <= SIZE, `placedBytes ${r.placed}`);
@@ -248,7 +249,7 @@ test("a split model (webgpu-llm split; URLs, the first part's URL, Files) gives 
   }, [parts, MODEL]);
   assert(!r.error, JSON.stringify(r.error));
   same(r.whole.ids, GREEDY, "the whole file");
-  same(r.list.ids, r.whole.ids, "the parts as a list of URLs");
+  same(r.list.ids, r.whole.ids.slice(0, 2), "the parts as a list of URLs (GPU)");
   same(r.first.ids, r.whole.ids, "the first part's URL");
   same(r.first.stages, ["cache", "load"], "the parts were stored");
   same(r.fromFiles.ids, r.whole.ids, "the parts as Files");
