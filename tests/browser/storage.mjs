@@ -65,11 +65,11 @@ const tests = [];
 const test = (name, fn) => tests.push({ name, fn });
 
 /**
- * Run `fn(llm, arg)` in the page, with helpers on `llm`: `greedy(options)` (load, 4 greedy
- * tokens, unload: { ids, stages, placed, info }; on the exact CPU path unless the options name a
- * backend: SwiftShader takes most of a minute a load and seconds a token, and the tokens only
- * check the bytes that arrived, so the GPU gives 2), `attempt(options)` (the error code and message, or "loaded"), `stores()` (what each
- * store holds, read directly).
+ * Run `fn(llm, arg)` in the page, with helpers on `llm`: `greedy(options)` (load, greedy tokens,
+ * unload: { ids, stages, placed, info }; on the exact CPU path with 4 tokens unless the options
+ * name a backend: SwiftShader takes most of a minute a load and seconds a token, and the tokens
+ * only check the bytes that arrived, so the GPU gives 2), `attempt(options)` (the error code and
+ * message, or "loaded"), `stores()` (what each store holds, read directly).
  */
 function inPage(fn, arg) {
   return page.evaluate(async ([src, arg, prompt]) => {
